@@ -1,0 +1,66 @@
+# The two commands of the README: `make lab` and `make test`. Each sets up .venv first, idempotently.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8888
+# torch: the CPU build. pip here finds it on local disk; elsewhere the CPU wheel index is the fallback,
+# so a CPU machine never downloads a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: lab test setup setup-dev chromium unit notebooks browser bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)" \
+	  || $(BIN)/pip install -q "$(TORCH_SPEC)" --index-url $(TORCH_CPU_INDEX) \
+	  || $(BIN)/pip install -q torch --index-url $(TORCH_CPU_INDEX)
+	touch $@
+
+$(VENV)/.core: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.core
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.core
+setup-dev: $(VENV)/.dev chromium
+
+lab: setup
+	@echo "Starting JupyterLab: open the URL printed below (notebooks/00_tour.ipynb)."
+	$(BIN)/jupyter lab --no-browser --port=$(PORT) --ServerApp.root_dir=. \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
+	  --LabApp.default_url=/lab/tree/notebooks/00_tour.ipynb
+
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian chromium for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "WARNING: apt-get install chromium failed; the browser test will be skipped"; \
+	else \
+	  echo "NOTE: /usr/bin/chromium is missing and you are not root: run 'sudo apt-get install chromium' to enable the browser test (it is skipped otherwise)."; \
+	fi
+
+unit: setup-dev
+	$(BIN)/python -m pytest -q tests/unit
+
+notebooks: setup-dev
+	$(BIN)/python -m pytest -q tests/test_notebooks.py
+
+browser: setup-dev
+	$(BIN)/python -m pytest -q tests/browser
+
+test: setup-dev
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(BIN)/python -m workbench.bench models
+
+clean:
+	rm -rf $(VENV) build *.egg-info

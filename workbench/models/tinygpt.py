@@ -1,0 +1,254 @@
+"""TinyGPT: a small decoder-only transformer with learned / RoPE / ALiBi positions, a KV cache and capture.
+
+The fast path uses ``F.scaled_dot_product_attention``; the capture path computes
+``softmax(Q K^T / sqrt(d) + mask)`` explicitly so the probabilities can be returned. Both give the same logits.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import GPTConfig
+from .interface import LMOutput, ModelError, as_batch, check_ids
+from .kv_cache import KVCache
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi's per-head slopes: a geometric sequence 2^(-8/n), 2^(-16/n), ... (interleaved when n is not a power of 2)."""
+
+    def pow2(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_head).is_integer():
+        s = pow2(n_head)
+    else:
+        p = 2 ** math.floor(math.log2(n_head))
+        s = pow2(p) + pow2(2 * p)[0::2][: n_head - p]
+    return torch.tensor(s, dtype=torch.float32)
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, base: float):
+    """cos and sin ``(T, Dh)`` for rotary embeddings at integer ``positions`` ``(T,)``."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+    ang = positions.float()[:, None] * inv_freq[None, :]
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``(B, H, T, Dh)`` by position (half-split convention)."""
+    half = x.size(-1) // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def causal_allowed(q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    """Dense causal mask ``(T, S)``: True where the query at ``q_pos[i]`` may see the key at ``k_pos[j]``."""
+    return k_pos[None, :] <= q_pos[:, None]
+
+
+def attention_bias(q_pos, k_pos, slopes, dtype, allowed_fn=causal_allowed) -> torch.Tensor:
+    """Additive mask ``(H or 1, T, S)``: 0 where ``allowed_fn`` allows, -inf elsewhere, plus ALiBi if given."""
+    allowed = allowed_fn(q_pos, k_pos)  # (T, S)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=q_pos.device).masked_fill(~allowed, float("-inf"))
+    if slopes is not None:
+        dist = (q_pos[:, None] - k_pos[None, :]).clamp(min=0).to(dtype)
+        bias = bias[None] - slopes.to(dtype)[:, None, None] * dist[None]
+    else:
+        bias = bias[None]
+    return bias
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, layer, ctx):
+        """x ``(B, T, D)`` -> ``(B, T, D)``; ``ctx`` carries positions, rope angles, cache and capture flag."""
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        if ctx.rope is not None:
+            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+        if ctx.cache is not None:
+            k, v = ctx.cache.write(layer, k, v)  # (B, H, S, Dh)
+        drop = self.dropout if self.training else 0.0
+        if ctx.capture:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)) + ctx.bias()
+            att = att.softmax(dim=-1)
+            ctx.attentions.append(att)
+            y = F.dropout(att, drop, self.training) @ v
+        elif ctx.simple_causal:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        elif ctx.no_mask:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.bias(), dropout_p=drop)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = None if cfg.attn_only else nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = None if cfg.attn_only else MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, layer, ctx):
+        x = x + self.drop(self.attn(self.ln1(x), layer, ctx))
+        if self.mlp is not None:
+            x = x + self.drop(self.mlp(self.ln2(x)))
+        return x
+
+
+class _Ctx:
+    """Per-forward state shared by the layers (positions, masks, cache, capture buffers)."""
+
+    def __init__(self, model, q_pos, cache, capture, dtype):
+        self.cache, self.capture = cache, capture
+        self.attentions: list[torch.Tensor] = []
+        cfg = model.config
+        self.rope = rope_angles(q_pos, cfg.head_dim, cfg.rope_base) if cfg.pos == "rope" else None
+        self._slopes = model.alibi_slopes if cfg.pos == "alibi" else None
+        self._q_pos = q_pos
+        self._bias = None
+        self._dtype = dtype
+        past = cache.length if cache is not None else 0
+        T = q_pos.numel()
+        self._mask_fn = model.mask_fn or causal_allowed
+        dense = model.mask_fn is None
+        self.simple_causal = past == 0 and self._slopes is None and dense
+        self.no_mask = T == 1 and self._slopes is None and dense  # one new query sees every cached key
+
+    def bias(self):
+        if self._bias is None:
+            S = int(self._q_pos[-1]) + 1
+            k_pos = torch.arange(S, device=self._q_pos.device)
+            self._bias = attention_bias(self._q_pos, k_pos, self._slopes, self._dtype, self._mask_fn)
+        return self._bias
+
+
+class TinyGPT(nn.Module):
+    """A decoder-only transformer satisfying the workbench model interface (see ``interface.py``).
+
+    >>> m = TinyGPT(GPTConfig(vocab_size=257, n_layer=2, n_head=2, n_embd=32, block_size=64))
+    >>> m(torch.zeros(1, 5, dtype=torch.long)).logits.shape
+    torch.Size([1, 5, 257])
+    """
+
+    supports_capture = True
+    #: Optional attention-variant hook: ``mask_fn(q_pos (T,), k_pos (S,)) -> bool (T, S)`` replaces the dense
+    #: causal mask (sliding window, Lambda mask, ...). None means dense causal (and the fast SDPA path).
+    mask_fn = None
+
+    def __init__(self, config: GPTConfig, tokenizer=None, name: str = "tinygpt"):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.name = name
+        if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+            raise ModelError(
+                f"tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
+            )
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tied:
+            self.lm_head.weight = self.wte.weight
+        self.register_buffer(
+            "alibi_slopes", alibi_slopes(config.n_head) if config.pos == "alibi" else None, persistent=False
+        )
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without the (tied) token and position embeddings, as in scaling-law work."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel()
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
+        return n
+
+    def forward(self, ids, capture: bool = False, cache: KVCache | None = None) -> LMOutput:
+        """ids ``(B, T)`` -> :class:`LMOutput` with logits ``(B, T, V)``; see the interface for capture shapes."""
+        ids = as_batch(ids, self.device)
+        check_ids(ids, self.config.vocab_size)
+        B, T = ids.shape
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.block_size and (self.wpe is not None or cache is None or past + T > cache.max_len):
+            limit = self.config.block_size if self.wpe is not None or cache is None else cache.max_len
+            raise ModelError(
+                f"sequence of {past + T} tokens is longer than the context of {limit}: "
+                "truncate the input (keep the last tokens) or use a long-context policy"
+            )
+        q_pos = torch.arange(past, past + T, device=self.device)
+        x = self.wte(ids)
+        if self.wpe is not None:
+            x = x + self.wpe(q_pos)
+        x = self.drop(x)
+        ctx = _Ctx(self, q_pos, cache, capture, x.dtype)
+        residuals = [x] if capture else None
+        for i, block in enumerate(self.blocks):
+            x = block(x, i, ctx)
+            if capture:
+                residuals.append(x)
+        logits = self.lm_head(self.ln_f(x))
+        if cache is not None:
+            cache.advance(T)
+        if not capture:
+            return LMOutput(logits)
+        return LMOutput(logits, torch.stack(ctx.attentions), torch.stack(residuals))
+
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences of up to ``max_len`` (default: the context) tokens."""
+        c = self.config
+        max_len = max_len or c.block_size
+        if self.wpe is not None and max_len > c.block_size:
+            raise ModelError(f"learned positions stop at {c.block_size}; max_len {max_len} is too long")
+        return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_len,
+                       dtype=self.wte.weight.dtype, device=self.device)
+
+    def step(self, ids, cache: KVCache, capture: bool = False) -> LMOutput:
+        """Feed new tokens ``(B, t)`` through the cache; costs O(cached length) per token, not a recompute."""
+        return self.forward(ids, capture=capture, cache=cache)

@@ -1,0 +1,73 @@
+"""Byte-level tokenizer: ids 0..255 are the bytes, special tokens follow."""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from .base import Tokenizer, TokenizerError, check_text, register
+
+
+@register("byte")
+class ByteTokenizer(Tokenizer):
+    """Each UTF-8 byte is one token (ids 0-255); special tokens get ids 256, 257, ...
+
+    >>> t = ByteTokenizer(special_tokens=["<|endoftext|>"])
+    >>> t.encode("hé<|endoftext|>")
+    [104, 195, 169, 256]
+
+    Decoding uses ``errors="replace"``: ids that end mid-character decode to U+FFFD.
+    """
+
+    def __init__(self, special_tokens: Sequence[str] = ("<|endoftext|>",)):
+        specials = list(special_tokens)
+        for s in specials:
+            if not isinstance(s, str) or not s:
+                raise TokenizerError(f"special tokens must be non-empty strings, got {s!r}")
+        if len(set(specials)) != len(specials):
+            raise TokenizerError(f"duplicate special tokens in {specials}")
+        self.special_tokens = {s: 256 + i for i, s in enumerate(specials)}
+        self._special_by_id = {i: s for s, i in self.special_tokens.items()}
+        self._special_re = (
+            re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+            if specials
+            else None
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + len(self.special_tokens)
+
+    def encode(self, text: str) -> list[int]:
+        check_text(text)
+        if self._special_re is None:
+            return list(text.encode("utf-8"))
+        ids: list[int] = []
+        pos = 0
+        for m in self._special_re.finditer(text):
+            ids.extend(text[pos : m.start()].encode("utf-8"))
+            ids.append(self.special_tokens[m.group()])
+            pos = m.end()
+        ids.extend(text[pos:].encode("utf-8"))
+        return ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        (token_id,) = self.check_ids([token_id])
+        if token_id < 256:
+            return bytes([token_id])
+        return self._special_by_id[token_id].encode("utf-8")
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = self.check_ids(ids)
+        return b"".join(bytes([i]) if i < 256 else self._special_by_id[i].encode() for i in ids).decode(
+            "utf-8", errors="replace"
+        )
+
+    def to_dict(self) -> dict:
+        return {"workbench_kind": "byte", "special_tokens": list(self.special_tokens)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ByteTokenizer":
+        return cls(special_tokens=d.get("special_tokens", []))
+
+    def __repr__(self) -> str:
+        return f"ByteTokenizer(vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)})"
