@@ -1,7 +1,21 @@
 """Models: the interface, TinyGPT, KV cache, training, checkpoints, shipped weights and the HF adapter."""
+from .checkpoint import CheckpointError, load, save
 from .config import GPTConfig
 from .interface import CausalLM, LMOutput, ModelError, as_batch
 from .kv_cache import KVCache
+from .pretrained import available, load_pretrained
 from .tinygpt import TinyGPT
+from .training import TrainHistory, TrainRecord, evaluate, train
 
-__all__ = ["GPTConfig", "CausalLM", "LMOutput", "ModelError", "as_batch", "KVCache", "TinyGPT"]
+__all__ = [
+    "GPTConfig", "CausalLM", "LMOutput", "ModelError", "as_batch", "KVCache", "TinyGPT",
+    "CheckpointError", "save", "load", "available", "load_pretrained",
+    "TrainHistory", "TrainRecord", "evaluate", "train", "from_hf",
+]
+
+
+def from_hf(model_or_path, tokenizer=None, **kwargs):
+    """Wrap a Hugging Face causal LM into the workbench interface (needs the ``hf`` extra); see ``hf_adapter``."""
+    from .hf_adapter import from_hf as _from_hf
+
+    return _from_hf(model_or_path, tokenizer, **kwargs)

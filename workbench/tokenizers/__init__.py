@@ -1,5 +1,31 @@
-"""Tokenizers: a shared interface, a byte-level tokenizer, and (later) byte-level BPE."""
+"""Tokenizers: a shared interface, a byte tokenizer, byte-level BPE (train, encode, trace),
+pre-tokenization presets, HF interop and metrics."""
 from .base import Tokenizer, TokenizerError, TokenSpan, printable, tokenizer_from_dict
 from .byte import ByteTokenizer
+from .bpe import BPETokenizer, MergeStep, bytes_to_unicode
+from .pretokenize import DIGIT_PATTERNS, GPT2_PATTERN, GPT4_PATTERN, PATTERNS, PreTokenizer
+from .hf_interop import HFTokenizer, from_hf, to_hf
+from .metrics import TokenStats, count_difference, measure
 
-__all__ = ["Tokenizer", "TokenizerError", "TokenSpan", "ByteTokenizer", "printable", "tokenizer_from_dict"]
+__all__ = [
+    "Tokenizer",
+    "TokenizerError",
+    "TokenSpan",
+    "ByteTokenizer",
+    "BPETokenizer",
+    "MergeStep",
+    "PreTokenizer",
+    "HFTokenizer",
+    "GPT2_PATTERN",
+    "GPT4_PATTERN",
+    "PATTERNS",
+    "DIGIT_PATTERNS",
+    "bytes_to_unicode",
+    "from_hf",
+    "to_hf",
+    "measure",
+    "count_difference",
+    "TokenStats",
+    "printable",
+    "tokenizer_from_dict",
+]

@@ -41,8 +41,13 @@ class Tokenizer:
         raise NotImplementedError
 
     def token_str(self, token_id: int) -> str:
-        """A printable label for one token: control characters and spaces made visible."""
-        return printable(self.token_bytes(token_id).decode("utf-8", errors="replace"))
+        """A printable label for one token: control characters and spaces made visible, and bytes that are
+        not a whole UTF-8 character shown as ``<0xNN>``."""
+        b = self.token_bytes(token_id)
+        try:
+            return printable(b.decode("utf-8"))
+        except UnicodeDecodeError:
+            return "".join(f"<0x{x:02X}>" for x in b)
 
     def spans(self, text: str) -> list[TokenSpan]:
         """Encode ``text`` and give each token's byte span in ``text.encode('utf-8')``."""

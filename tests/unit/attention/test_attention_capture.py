@@ -1,0 +1,198 @@
+"""capture_attention on TinyGPT: equals an explicit recomputation, respects masks, and rejects bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attn_helpers import TEXT, tiny
+from workbench.attention import (
+    AttentionProbe,
+    BudgetExceededError,
+    CaptureNotSupportedError,
+    ContextLengthError,
+    EmptyInputError,
+    IndexOutOfRangeError,
+    PolicyError,
+    capture_attention,
+    dense,
+    lambda_mask,
+    sliding_window,
+    streaming,
+    use_policy,
+)
+
+
+def explicit_attention(m, ids, allowed=None):
+    """Recompute every layer's probabilities (L, H, T, T) from the weights, written out step by step."""
+    cfg = m.config
+    T = len(ids)
+    H, Dh, D = cfg.n_head, cfg.head_dim, cfg.n_embd
+    pos = torch.arange(T)
+    x = m.wte.weight[torch.tensor(ids)]
+    if cfg.pos == "learned":
+        x = x + m.wpe.weight[:T]
+    if allowed is None:
+        allowed = pos[None, :] <= pos[:, None]
+    out = []
+    for b in m.blocks:
+        h = F.layer_norm(x, (D,), b.ln1.weight, b.ln1.bias)
+        qkv = h @ b.attn.qkv.weight.T + b.attn.qkv.bias
+        q, k, v = (qkv[:, i * D:(i + 1) * D].reshape(T, H, Dh).transpose(0, 1) for i in range(3))
+        if cfg.pos == "rope":
+            inv = cfg.rope_base ** (-torch.arange(0, Dh, 2).float() / Dh)
+            ang = pos.float()[:, None] * inv[None]
+            cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+
+            def rot(t):
+                return t * cos + torch.cat([-t[..., Dh // 2:], t[..., :Dh // 2]], -1) * sin
+
+            q, k = rot(q), rot(k)
+        s = q @ k.transpose(1, 2) / math.sqrt(Dh)
+        if cfg.pos == "alibi":
+            slopes = torch.tensor([2 ** (-8 * (i + 1) / H) for i in range(H)])
+            s = s - slopes[:, None, None] * (pos[:, None] - pos[None, :]).clamp(min=0)
+        s = s.masked_fill(~allowed, float("-inf"))
+        a = s.softmax(-1)
+        out.append(a)
+        y = (a @ v).transpose(0, 1).reshape(T, D)
+        x = x + y @ b.attn.proj.weight.T + b.attn.proj.bias
+        h2 = F.layer_norm(x, (D,), b.ln2.weight, b.ln2.bias)
+        x = x + F.gelu(h2 @ b.mlp.fc.weight.T + b.mlp.fc.bias) @ b.mlp.proj.weight.T + b.mlp.proj.bias
+    return torch.stack(out).detach().numpy()
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
+def test_capture_equals_explicit_recomputation(pos):
+    m = tiny(pos, n_head=4)  # 4 heads: power of two, simple ALiBi slopes
+    ids = list(TEXT.encode())
+    cap = capture_attention(m, TEXT)
+    assert cap.probs.shape == (2, 4, len(ids), len(ids))
+    assert cap.tokens[:3] == ["t", "h", "e"] and cap.ids.tolist() == ids
+    ref = explicit_attention(m, ids)
+    np.testing.assert_allclose(cap.probs, ref, atol=1e-5)
+    assert np.abs(cap.probs - ref).max() < 1e-5
+    # and the pattern is far from uniform (the test could fail)
+    assert cap.probs.max() > 0.5
+    # the model's own capture path agrees
+    own = m.forward(torch.tensor([ids]), capture=True).attentions[:, 0].detach().numpy()
+    np.testing.assert_allclose(cap.probs, own, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", [sliding_window(4), lambda_mask(2, 5)], ids=str)
+@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
+def test_variant_rows_sum_to_one_and_respect_mask(pos, policy):
+    m = tiny(pos, n_head=4)
+    ids = list(TEXT.encode())
+    cap = capture_attention(m, TEXT, policy=policy)
+    allowed = cap.allowed()
+    np.testing.assert_allclose(cap.probs.sum(-1), 1.0, atol=1e-5)
+    assert (cap.probs[..., ~allowed] == 0).all()
+    assert (cap.probs[..., allowed] > 0).all()
+    ref = explicit_attention(m, ids, torch.from_numpy(allowed))
+    np.testing.assert_allclose(cap.probs, ref, atol=1e-5)
+    with use_policy(m, policy):
+        own = m.forward(torch.tensor([ids]), capture=True).attentions[:, 0].detach().numpy()
+    np.testing.assert_allclose(cap.probs, own, atol=1e-6)
+    assert m.mask_fn is None  # restored
+
+
+def test_known_mask_shapes():
+    pos = torch.arange(6)
+    lam = lambda_mask(1, 2).allowed(pos, pos).int().numpy()
+    assert lam.tolist() == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
+                            [1, 0, 1, 1, 0, 0], [1, 0, 0, 1, 1, 0], [1, 0, 0, 0, 1, 1]]
+    assert sliding_window(1).allowed(pos, pos).int().numpy().tolist() == np.eye(6, dtype=int).tolist()
+
+
+def test_beyond_context_with_policy():
+    m = tiny("rope", block_size=32)
+    ids = np.random.default_rng(0).integers(0, 256, 80)
+    with pytest.raises(ContextLengthError, match="policy"):
+        capture_attention(m, ids)
+    cap = capture_attention(m, ids, policy=sliding_window(16), layers=[1])
+    assert cap.probs.shape == (1, 2, 80, 80)
+    assert (cap.probs[..., ~cap.allowed()] == 0).all()
+    np.testing.assert_allclose(cap.probs.sum(-1), 1.0, atol=1e-5)
+    capd = capture_attention(m, ids, policy=dense(), layers=[0])
+    np.testing.assert_allclose(capd.probs[0], explicit_attention(m, ids.tolist())[0], atol=1e-5)
+    learned = tiny("learned", block_size=32)
+    with pytest.raises(ContextLengthError, match="learned positions"):
+        capture_attention(learned, ids, policy=sliding_window(16))
+    with pytest.raises(PolicyError, match="lambda_mask"):
+        capture_attention(m, ids, policy=streaming(4, 16))
+
+
+def test_selection_and_window_are_slices_of_the_full_capture():
+    m = tiny("rope", n_layer=3, n_head=4)
+    full = capture_attention(m, TEXT)
+    part = capture_attention(m, TEXT, layers=[2, 0], heads=[3, 1], window=(10, 30))
+    assert part.probs.shape == (2, 2, 20, 30) and part.q_start == 10
+    np.testing.assert_allclose(part.probs, full.probs[[2, 0]][:, [3, 1], 10:30, :30], atol=1e-6)
+    np.testing.assert_allclose(part.head(0, 1), full.head(0, 1)[10:30, :30], atol=1e-6)
+    last = capture_attention(m, TEXT, layers=1, heads=2, window=5)
+    assert last.probs.shape == (1, 1, 5, len(TEXT))
+    np.testing.assert_allclose(last.probs[0, 0], full.head(1, 2)[-5:], atol=1e-6)
+    with pytest.raises(IndexOutOfRangeError, match="not in this capture"):
+        part.head(1, 1)
+
+
+def test_value_norms_equal_explicit():
+    m = tiny("learned", n_head=2)
+    cap = capture_attention(m, TEXT)
+    ids = torch.tensor(list(TEXT.encode()))
+    x = m.wte.weight[ids] + m.wpe.weight[: len(ids)]
+    b = m.blocks[0]
+    v = F.layer_norm(x, (32,), b.ln1.weight, b.ln1.bias) @ b.attn.qkv.weight[64:].T + b.attn.qkv.bias[64:]
+    for h in range(2):
+        f = v[:, h * 16:(h + 1) * 16] @ b.attn.proj.weight[:, h * 16:(h + 1) * 16].T
+        np.testing.assert_allclose(cap.value_norms[0, h], f.norm(dim=-1).detach().numpy(), rtol=1e-5)
+
+
+def test_budget_error_says_how_to_narrow():
+    m = tiny("rope", block_size=256)
+    ids = np.random.default_rng(1).integers(0, 256, 256)
+    # 2 layers x 2 heads x 256 x 256 x 4 bytes = 1 MB
+    with pytest.raises(BudgetExceededError) as e:
+        capture_attention(m, ids, budget_mb=0.5)
+    msg = str(e.value)
+    assert "layers=" in msg and "heads=" in msg and "window=" in msg and "1 MB" in msg
+    cap = capture_attention(m, ids, budget_mb=0.5, layers=[0])  # exactly 0.5 MB fits
+    assert cap.nbytes >= 2 * 256 * 256 * 4
+
+
+def test_bad_input_errors():
+    m = tiny()
+    with pytest.raises(EmptyInputError):
+        capture_attention(m, "")
+    with pytest.raises(EmptyInputError):
+        capture_attention(m, [])
+    with pytest.raises(IndexOutOfRangeError, match="layer 2 is out of range"):
+        capture_attention(m, "abc", layers=[2])
+    with pytest.raises(IndexOutOfRangeError, match="head -1 is out of range"):
+        capture_attention(m, "abc", heads=[-1])
+    with pytest.raises(IndexOutOfRangeError, match="token id 999"):
+        capture_attention(m, [1, 2, 999])
+    with pytest.raises(IndexOutOfRangeError, match="window"):
+        capture_attention(m, "abc", window=(2, 9))
+    with pytest.raises(ContextLengthError, match="context of 64"):
+        capture_attention(m, "x" * 65)
+
+    class NoCapture:
+        supports_capture = False
+        name = "blind"
+        config = m.config
+        tokenizer = m.tokenizer
+
+    with pytest.raises(CaptureNotSupportedError, match="blind does not support"):
+        capture_attention(NoCapture(), "abc")
+
+
+def test_probe_computes_one_head_on_demand():
+    m = tiny("alibi", n_head=4)
+    probe = AttentionProbe(m, TEXT)
+    full = capture_attention(m, TEXT)
+    np.testing.assert_allclose(probe.probs(1, [2]).numpy()[0], full.head(1, 2), atol=1e-6)
+    with pytest.raises(IndexOutOfRangeError):
+        probe.probs(5)

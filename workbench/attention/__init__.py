@@ -1,0 +1,54 @@
+"""Attention lab core: capture, per-head metrics, attention variants / long context, interventions.
+
+>>> from workbench.attention import capture_attention, head_metrics   # doctest: +SKIP
+>>> cap = capture_attention(model, "The cat sat on the mat.")           # doctest: +SKIP
+>>> head_metrics(cap).sink_mass                                         # doctest: +SKIP
+"""
+from .capture import AttentionCapture, AttentionProbe, capture_attention, capture_bytes
+from .errors import (
+    AttentionError,
+    BudgetExceededError,
+    CaptureNotSupportedError,
+    ContextLengthError,
+    EmptyInputError,
+    IndexOutOfRangeError,
+    PolicyError,
+)
+from .interventions import AblationResult, CaptureDiff, ablate_heads, ablated, ablation_scan, diff_captures
+from .metrics import (
+    METRICS,
+    HeadMetrics,
+    duplicate_token_score,
+    entropy,
+    head_metrics,
+    induction_score,
+    mean_distance,
+    previous_token_score,
+    repeated_random_ids,
+    rollout,
+    sink_mass,
+    value_sink_mass,
+    value_weighted,
+)
+from .variants import (
+    PerplexityResult,
+    Policy,
+    SinkCache,
+    dense,
+    lambda_mask,
+    perplexity_vs_length,
+    sliding_window,
+    streaming,
+    use_policy,
+)
+
+__all__ = [
+    "AttentionCapture", "AttentionError", "AttentionProbe", "BudgetExceededError", "CaptureNotSupportedError",
+    "ContextLengthError", "EmptyInputError", "IndexOutOfRangeError", "capture_attention", "capture_bytes",
+    "AblationResult", "CaptureDiff", "ablate_heads", "ablated", "ablation_scan", "diff_captures",
+    "METRICS", "HeadMetrics", "duplicate_token_score", "entropy", "head_metrics", "induction_score",
+    "mean_distance", "previous_token_score", "repeated_random_ids", "rollout", "sink_mass", "value_sink_mass",
+    "value_weighted",
+    "PerplexityResult", "Policy", "PolicyError", "SinkCache", "dense", "lambda_mask", "perplexity_vs_length",
+    "sliding_window", "streaming", "use_policy",
+]

@@ -1,0 +1,423 @@
+"""Capture attention probabilities ``(L, H, Tq, Tk)`` from any workbench model, within a memory budget.
+
+Two routes:
+
+* TinyGPT: one ordinary forward pass with hooks on each layer's ``qkv`` projection records queries, keys and
+  values; the probabilities ``softmax(Q K^T / sqrt(d) + mask)`` (RoPE, ALiBi and the model's ``mask_fn``
+  included) are then recomputed only for the requested layers, heads and query window. Nothing outside the
+  request is ever materialised, so T = 4,096 fits in memory one head at a time.
+* any other model with ``supports_capture`` (the HF adapter, which itself recomputes softmax from hooked queries
+  and keys for SDPA models): its own ``forward(capture=True)`` is called and sliced. That route materialises every
+  layer and head, so the budget is checked on the full ``(L, H, T, T)`` tensor.
+
+>>> from workbench.models import TinyGPT, GPTConfig
+>>> from workbench.tokenizers import ByteTokenizer
+>>> m = TinyGPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64), ByteTokenizer())
+>>> cap = capture_attention(m, "hello", layers=[1])
+>>> cap.probs.shape  # (L', H, Tq, Tk)
+(1, 2, 5, 5)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from workbench.models.interface import ModelError, as_batch
+
+from .errors import (
+    AttentionError,
+    BudgetExceededError,
+    CaptureNotSupportedError,
+    ContextLengthError,
+    EmptyInputError,
+    IndexOutOfRangeError,
+    PolicyError,
+)
+from .variants import Policy, as_policy, use_policy
+
+BYTES_PER_PROB = 4  # float32
+
+
+@dataclass
+class AttentionCapture:
+    """Attention probabilities of one sequence.
+
+    ids ``(T,)`` and tokens (``T`` printable strings) describe the whole input. ``probs`` is
+    ``(L', H', Tq, Tk)`` float32 for the model layers ``layers`` and heads ``heads``: row ``r`` is the query at
+    position ``q_start + r``, column ``j`` the key at position ``j``, and ``Tk = q_start + Tq`` (keys start at 0).
+    ``value_norms`` ``(L', H', Tk)`` is ``||v_j W_O^h||``, the norm of what key ``j`` would write into the residual
+    stream through head ``h`` (None when the model does not expose it). ``policy`` is the attention variant used.
+    """
+
+    ids: np.ndarray
+    tokens: list[str]
+    probs: np.ndarray
+    layers: tuple[int, ...]
+    heads: tuple[int, ...]
+    q_start: int = 0
+    value_norms: np.ndarray | None = None
+    policy: Policy | None = None
+    model_name: str = ""
+    n_layer: int = 0
+    n_head: int = 0
+    seconds: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def T(self) -> int:
+        """Length of the whole input."""
+        return len(self.ids)
+
+    @property
+    def q_end(self) -> int:
+        return self.q_start + self.probs.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.probs.nbytes + (0 if self.value_norms is None else self.value_norms.nbytes))
+
+    def _li(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise IndexOutOfRangeError(f"layer {layer} is not in this capture (layers {list(self.layers)})")
+        return self.layers.index(layer)
+
+    def _hi(self, head: int) -> int:
+        if head not in self.heads:
+            raise IndexOutOfRangeError(f"head {head} is not in this capture (heads {list(self.heads)})")
+        return self.heads.index(head)
+
+    def head(self, layer: int, head: int) -> np.ndarray:
+        """The pattern ``(Tq, Tk)`` of model layer ``layer``, head ``head``."""
+        return self.probs[self._li(layer), self._hi(head)]
+
+    def allowed(self) -> np.ndarray:
+        """Bool ``(Tq, Tk)``: which keys each captured query may see under the capture's policy."""
+        pol = self.policy or Policy("dense")
+        q = torch.arange(self.q_start, self.q_end)
+        k = torch.arange(self.q_end)
+        return pol.allowed(q, k).numpy()
+
+
+def token_labels(model, ids: Sequence[int]) -> list[str]:
+    """Printable strings for ``ids`` from the model's tokenizer (the id itself when there is none)."""
+    tok = getattr(model, "tokenizer", None)
+    out = []
+    for i in ids:
+        try:
+            out.append(tok.token_str(int(i)) if hasattr(tok, "token_str") else tok.decode([int(i)]))
+        except Exception:
+            out.append(str(int(i)))
+    return out
+
+
+def encode_input(model, text_or_ids) -> torch.Tensor:
+    """Text or ids -> a ``(T,)`` long tensor; empty input raises :class:`EmptyInputError`."""
+    if isinstance(text_or_ids, str):
+        if not text_or_ids:
+            raise EmptyInputError("the text is empty: give at least one character")
+        tok = getattr(model, "tokenizer", None)
+        if tok is None:
+            raise AttentionError("this model has no tokenizer: pass token ids instead of text")
+        ids = tok.encode(text_or_ids)
+    else:
+        ids = text_or_ids
+        if isinstance(ids, np.ndarray):
+            ids = torch.from_numpy(ids)
+    if not isinstance(ids, torch.Tensor):
+        ids = list(ids)
+        if not ids:
+            raise EmptyInputError("the id sequence is empty: give at least one token")
+    try:
+        t = as_batch(ids)
+    except ModelError as e:
+        raise AttentionError(str(e)) from None
+    if t.size(0) != 1:
+        raise AttentionError(f"capture one sequence at a time, got a batch of {t.size(0)}")
+    if t.size(1) == 0:
+        raise EmptyInputError("the input encodes to zero tokens: give at least one token")
+    vocab = model.config.vocab_size
+    bad = (t < 0) | (t >= vocab)
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0, 1])
+        raise IndexOutOfRangeError(f"token id {int(t[0, j])} at position {j} is out of range [0, {vocab})")
+    return t[0]
+
+
+def _select(name: str, sel, n: int) -> tuple[int, ...]:
+    if sel is None:
+        return tuple(range(n))
+    items = [sel] if isinstance(sel, (int, np.integer)) else list(sel)
+    if not items:
+        raise IndexOutOfRangeError(f"empty {name} selection: give at least one {name} index")
+    for x in items:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise IndexOutOfRangeError(f"{name} indices must be ints, got {x!r}")
+        if not 0 <= x < n:
+            raise IndexOutOfRangeError(f"{name} {x} is out of range: the model has {n} {name}s (0..{n - 1})")
+    return tuple(int(x) for x in items)
+
+
+def _window(window, T: int) -> tuple[int, int]:
+    if window is None:
+        return 0, T
+    if isinstance(window, (int, np.integer)) and not isinstance(window, bool):
+        if window < 1:
+            raise IndexOutOfRangeError(f"window must be >= 1 token, got {window}")
+        return max(0, T - int(window)), T
+    try:
+        start, end = (int(x) for x in window)
+    except (TypeError, ValueError):
+        raise AttentionError(f"window must be None, an int (last n queries) or (start, end), got {window!r}") from None
+    if not 0 <= start < end <= T:
+        raise IndexOutOfRangeError(f"window ({start}, {end}) must satisfy 0 <= start < end <= T = {T}")
+    return start, end
+
+
+def capture_bytes(n_layers: int, n_heads: int, n_queries: int, n_keys: int) -> int:
+    """Bytes of a float32 capture ``(L', H', Tq, Tk)``."""
+    return n_layers * n_heads * n_queries * n_keys * BYTES_PER_PROB
+
+
+def _is_tinygpt(model) -> bool:
+    from workbench.models.tinygpt import TinyGPT
+
+    return isinstance(model, TinyGPT)
+
+
+class AttentionProbe:
+    """One forward pass over a sequence; attention probabilities computed on demand per layer and head.
+
+    For TinyGPT it keeps the post-RoPE queries and keys and the values of every layer, ``(H, T, Dh)`` each, and
+    :meth:`probs` computes ``(H', Tq, Tk)`` for one layer in O(H' Tq Tk) memory. Other models are captured whole
+    once (their own capture) and sliced.
+    """
+
+    def __init__(self, model, text_or_ids, policy=None, budget_mb: float | None = 512):
+        if not getattr(model, "supports_capture", False):
+            raise CaptureNotSupportedError(
+                f"{getattr(model, 'name', type(model).__name__)} does not support attention capture "
+                "(supports_capture is False): wrap an HF model with workbench.models.from_hf, or use a TinyGPT"
+            )
+        self.model = model
+        self.ids = encode_input(model, text_or_ids)
+        self.T = T = int(self.ids.numel())
+        cfg = model.config
+        self.n_layer, self.n_head = cfg.n_layer, cfg.n_head
+        self.policy = as_policy(policy)
+        ctx = cfg.block_size
+        if T > ctx and self.policy is None:
+            raise ContextLengthError(
+                f"{T} tokens exceed the model's context of {ctx} and no long-context policy was given: pass "
+                "policy=dense() (extrapolate RoPE/ALiBi), sliding_window(w) or lambda_mask(g, w), or a shorter text"
+            )
+        if self.policy is not None and self.policy.kind == "streaming":
+            raise PolicyError(
+                "capture under a StreamingLLM cache is not a fixed (T, T) pattern; capture with "
+                f"lambda_mask({self.policy.n_sink}, {self.policy.window}), which lets each query see the same keys"
+            )
+        self.tiny = _is_tinygpt(model)
+        self.budget_mb = budget_mb
+        self._full = None
+        if self.tiny:
+            self._run_tiny()
+        else:
+            self._run_generic()
+
+    # -- TinyGPT route ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _run_tiny(self):
+        m, T = self.model, self.T
+        cfg = m.config
+        if T > cfg.block_size and cfg.pos == "learned":
+            raise ContextLengthError(
+                f"{T} tokens exceed the context of {cfg.block_size} and this model has learned positions, "
+                "which stop there: shorten the text (keep the last tokens)"
+            )
+        store: list = [None] * cfg.n_layer
+        hooks = []
+        for i, blk in enumerate(m.blocks):
+            hooks.append(blk.attn.qkv.register_forward_hook(lambda mod, inp, out, i=i: store.__setitem__(i, out)))
+        dev = m.device
+        try:
+            with use_policy(m, self.policy):
+                ids = self.ids[None].to(dev)
+                cache = m.new_cache(1, max_len=T) if T > cfg.block_size else None
+                out = m.forward(ids, cache=cache) if cache is not None else m.forward(ids)
+        finally:
+            for h in hooks:
+                h.remove()
+        self.logits_last = out.logits[0, -1].float()
+        H, Dh, D = cfg.n_head, cfg.head_dim, cfg.n_embd
+        pos = torch.arange(T, device=dev)
+        rope = None
+        if cfg.pos == "rope":
+            from workbench.models.tinygpt import rope_angles
+
+            rope = rope_angles(pos, Dh, cfg.rope_base)
+        self._q, self._k, self._v = [], [], []
+        for i in range(cfg.n_layer):
+            q, k, v = store[i][0].split(D, dim=-1)  # (T, D) each
+            q, k, v = (x.view(T, H, Dh).transpose(0, 1) for x in (q, k, v))  # (H, T, Dh)
+            if rope is not None:
+                from workbench.models.tinygpt import apply_rope
+
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            self._q.append(q)
+            self._k.append(k)
+            self._v.append(v)
+
+    @torch.no_grad()
+    def _tiny_probs(self, layer: int, heads: Sequence[int], start: int, end: int) -> torch.Tensor:
+        from workbench.models.tinygpt import attention_bias
+
+        m = self.model
+        cfg = m.config
+        hs = list(heads)
+        q = self._q[layer][hs, start:end]  # (H', Tq, Dh)
+        k = self._k[layer][hs, :end]  # (H', Tk, Dh)
+        dev = q.device
+        q_pos, k_pos = torch.arange(start, end, device=dev), torch.arange(end, device=dev)
+        slopes = m.alibi_slopes[hs] if cfg.pos == "alibi" else None
+        allowed_fn = self.policy.allowed if self.policy is not None else (lambda a, b: b[None, :] <= a[:, None])
+        bias = attention_bias(q_pos, k_pos, slopes, q.dtype, allowed_fn)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(cfg.head_dim)) + bias
+        return att.softmax(dim=-1).float()
+
+    @torch.no_grad()
+    def _tiny_value_norms(self, layer: int, heads: Sequence[int], end: int) -> torch.Tensor:
+        cfg = self.model.config
+        W = self.model.blocks[layer].attn.proj.weight  # (D, D): out = y @ W^T
+        Dh = cfg.head_dim
+        out = []
+        for h in heads:
+            f = self._v[layer][h, :end] @ W[:, h * Dh : (h + 1) * Dh].T  # (Tk, D)
+            out.append(f.norm(dim=-1))
+        return torch.stack(out).float()
+
+    # -- generic route ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _run_generic(self):
+        m, T = self.model, self.T
+        if self.policy is not None and self.policy.kind != "dense":
+            raise PolicyError(f"attention variants need a TinyGPT (mask_fn hook); {type(m).__name__} has none")
+        need = capture_bytes(self.n_layer, self.n_head, T, T)
+        if self.budget_mb is not None and need > self.budget_mb * 2**20:
+            raise BudgetExceededError(
+                f"this model's own capture holds all {self.n_layer} layers x {self.n_head} heads x {T} x {T} "
+                f"({need / 2**20:.0f} MB) > budget {self.budget_mb} MB: use a shorter text "
+                f"(at most {int(math.sqrt(self.budget_mb * 2**20 / (BYTES_PER_PROB * self.n_layer * self.n_head)))} "
+                "tokens) or raise budget_mb"
+            )
+        dev = getattr(m, "device", None)
+        ids = self.ids[None].to(dev) if isinstance(dev, torch.device) else self.ids[None]
+        try:
+            out = m.forward(ids, capture=True)
+        except ModelError as e:
+            raise ContextLengthError(str(e)) from None
+        if out.attentions is None:
+            raise CaptureNotSupportedError(f"{type(m).__name__}.forward(capture=True) returned no attentions")
+        self._full = out.attentions[:, 0].float()  # (L, H, T, T)
+        self.logits_last = out.logits[0, -1].float()
+
+    # -- public -------------------------------------------------------------------------------------------------
+    def probs(self, layer: int, heads=None, window=None) -> torch.Tensor:
+        """Probabilities ``(H', Tq, Tk)`` of one layer for ``heads`` (default all) and the query ``window``."""
+        (layer,) = _select("layer", layer, self.n_layer)
+        hs = _select("head", heads, self.n_head)
+        start, end = _window(window, self.T)
+        if self._full is not None:
+            return self._full[layer, list(hs), start:end, :end]
+        return self._tiny_probs(layer, hs, start, end)
+
+    def value_norms(self, layer: int, heads=None, end: int | None = None) -> torch.Tensor | None:
+        """``||v_j W_O^h||`` ``(H', Tk)`` (TinyGPT only; None otherwise)."""
+        if not self.tiny:
+            return None
+        (layer,) = _select("layer", layer, self.n_layer)
+        return self._tiny_value_norms(layer, _select("head", heads, self.n_head), end or self.T)
+
+    def capture(self, layers=None, heads=None, window=None, value_norms: bool = True) -> AttentionCapture:
+        """Materialise an :class:`AttentionCapture` for a selection, after checking the budget."""
+        import time
+
+        t0 = time.perf_counter()
+        ls = _select("layer", layers, self.n_layer)
+        hs = _select("head", heads, self.n_head)
+        start, end = _window(window, self.T)
+        need = capture_bytes(len(ls), len(hs), end - start, end)
+        if self.budget_mb is not None and need > self.budget_mb * 2**20:
+            per_head = capture_bytes(1, 1, end - start, end)
+            raise BudgetExceededError(
+                f"capturing {len(ls)} layers x {len(hs)} heads x {end - start} queries x {end} keys needs "
+                f"{need / 2**20:.0f} MB > budget {self.budget_mb} MB: narrow the request with layers=[...], "
+                f"heads=[...] (one head is {per_head / 2**20:.1f} MB) or window=n (the last n queries) / "
+                "(start, end), or raise budget_mb"
+            )
+        probs = np.empty((len(ls), len(hs), end - start, end), dtype=np.float32)
+        vn = np.empty((len(ls), len(hs), end), dtype=np.float32) if (value_norms and self.tiny) else None
+        for a, layer in enumerate(ls):
+            probs[a] = self.probs(layer, hs, (start, end)).cpu().numpy()
+            if vn is not None:
+                vn[a] = self.value_norms(layer, hs, end).cpu().numpy()
+        ids = self.ids.cpu().numpy()
+        return AttentionCapture(
+            ids=ids,
+            tokens=token_labels(self.model, ids),
+            probs=probs,
+            layers=ls,
+            heads=hs,
+            q_start=start,
+            value_norms=vn,
+            policy=self.policy,
+            model_name=getattr(self.model, "name", type(self.model).__name__),
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            seconds=time.perf_counter() - t0,
+        )
+
+
+def capture_attention(
+    model, text_or_ids, layers=None, heads=None, window=None, budget_mb: float | None = 512, policy=None,
+    value_norms: bool = True,
+) -> AttentionCapture:
+    """Attention probabilities ``(L', H', Tq, Tk)`` of ``model`` on one text or id sequence.
+
+    layers, heads: an index or a list (default all). window: None (every query), an int ``n`` (the last ``n``
+    queries) or ``(start, end)`` (queries ``start..end-1``; keys are always ``0..end-1``). budget_mb: the capture
+    must fit (float32), else :class:`BudgetExceededError` says how to narrow it. policy: an attention variant
+    (:mod:`workbench.attention.variants`); needed when the text is longer than the model's context.
+
+    Errors: :class:`EmptyInputError`, :class:`IndexOutOfRangeError`, :class:`ContextLengthError`,
+    :class:`CaptureNotSupportedError`, :class:`BudgetExceededError`.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    if not getattr(model, "supports_capture", False):
+        raise CaptureNotSupportedError(
+            f"{getattr(model, 'name', type(model).__name__)} does not support attention capture "
+            "(supports_capture is False): wrap an HF model with workbench.models.from_hf, or use a TinyGPT"
+        )
+    # validate the cheap things before running the model
+    cfg = model.config
+    ls = _select("layer", layers, cfg.n_layer)
+    hs = _select("head", heads, cfg.n_head)
+    ids = encode_input(model, text_or_ids)
+    start, end = _window(window, int(ids.numel()))
+    need = capture_bytes(len(ls), len(hs), end - start, end)
+    if budget_mb is not None and need > budget_mb * 2**20:
+        per_head = capture_bytes(1, 1, end - start, end)
+        raise BudgetExceededError(
+            f"capturing {len(ls)} layers x {len(hs)} heads x {end - start} queries x {end} keys needs "
+            f"{need / 2**20:.0f} MB > budget {budget_mb} MB: narrow the request with layers=[...], heads=[...] "
+            f"(one head is {per_head / 2**20:.1f} MB) or window=n (the last n queries) / (start, end), "
+            "or raise budget_mb"
+        )
+    probe = AttentionProbe(model, ids, policy=policy, budget_mb=budget_mb)
+    cap = probe.capture(ls, hs, (start, end), value_norms=value_norms)
+    cap.seconds = time.perf_counter() - t0
+    return cap

@@ -1,0 +1,246 @@
+"""Interventions: ablate attention heads and measure the next-token log-probabilities; diff two captures.
+
+A head's output is its slice ``y[..., h*Dh:(h+1)*Dh]`` of the concatenated head outputs that enter the attention
+output projection (TinyGPT ``attn.proj``, GPT-2 ``attn.c_proj``, Llama ``self_attn.o_proj``). Zero ablation sets
+the slice to 0; mean ablation replaces it, at every position, by its mean over the positions of the clean run
+on the same input (or on ``reference`` ids).
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .capture import AttentionCapture, encode_input, token_labels
+from .errors import AttentionError, IndexOutOfRangeError
+from .metrics import METRICS, head_metrics
+
+MODES = ("zero", "mean")
+
+
+def _torch_modules(model):
+    """(name, module) pairs of the model or of the torch module it wraps."""
+    if isinstance(model, torch.nn.Module):
+        return list(model.named_modules())
+    for attr in ("hf", "hf_model", "model", "module"):
+        m = getattr(model, attr, None)
+        if isinstance(m, torch.nn.Module):
+            return list(m.named_modules())
+    return []
+
+
+_PATTERNS = [
+    re.compile(r"(^|\.)blocks\.(\d+)\.attn\.proj$"),  # TinyGPT
+    re.compile(r"(^|\.)h\.(\d+)\.attn\.c_proj$"),  # GPT-2
+    re.compile(r"(^|\.)layers\.(\d+)\.self_attn\.o_proj$"),  # Llama, Mistral, Qwen2
+]
+
+
+def head_output_modules(model) -> list[torch.nn.Module]:
+    """The modules, one per layer, whose input ``(B, T, H * Dh)`` is the concatenation of head outputs."""
+    for pat in _PATTERNS:
+        found = {}
+        for name, mod in _torch_modules(model):
+            m = pat.search(name)
+            if m:
+                found[int(m.group(2))] = mod
+        if found and len(found) == model.config.n_layer:
+            return [found[i] for i in range(len(found))]
+    raise AttentionError(
+        f"cannot find per-layer attention output projections in {type(model).__name__}: head ablation supports "
+        "TinyGPT and HF GPT-2/Llama-style models"
+    )
+
+
+def _parse_heads(model, heads) -> list[tuple[int, int]]:
+    L, H = model.config.n_layer, model.config.n_head
+    if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, (int, np.integer)) for x in heads):
+        heads = [heads]
+    out = []
+    for lh in heads:
+        try:
+            layer, head = (int(x) for x in lh)
+        except (TypeError, ValueError):
+            raise AttentionError(f"heads must be (layer, head) pairs, got {lh!r}") from None
+        if not 0 <= layer < L:
+            raise IndexOutOfRangeError(f"layer {layer} is out of range: the model has {L} layers (0..{L - 1})")
+        if not 0 <= head < H:
+            raise IndexOutOfRangeError(f"head {head} is out of range: the model has {H} heads (0..{H - 1})")
+        out.append((layer, head))
+    return out
+
+
+def _head_dim(model) -> int:
+    c = model.config
+    return getattr(c, "head_dim", None) or c.n_embd // c.n_head
+
+
+@contextmanager
+def ablated(model, heads, mode: str = "zero", means: dict | None = None):
+    """Within the block, the given ``(layer, head)`` pairs are ablated (``means[layer]``: ``(H*Dh,)`` for mean)."""
+    if mode not in MODES:
+        raise AttentionError(f"mode must be one of {MODES}, got {mode!r}")
+    pairs = _parse_heads(model, heads)
+    mods = head_output_modules(model)
+    Dh = _head_dim(model)
+    by_layer: dict[int, list[int]] = {}
+    for layer, h in pairs:
+        by_layer.setdefault(layer, []).append(h)
+    hooks = []
+
+    def make(layer, hs):
+        def pre(mod, args):
+            y = args[0].clone()
+            for h in hs:
+                sl = slice(h * Dh, (h + 1) * Dh)
+                y[..., sl] = 0.0 if mode == "zero" else means[layer][sl].to(y.dtype)
+            return (y, *args[1:])
+
+        return pre
+
+    for layer, hs in by_layer.items():
+        hooks.append(mods[layer].register_forward_pre_hook(make(layer, hs)))
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def head_output_means(model, ids: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Mean over positions of each layer's concatenated head outputs on ``ids``: ``{layer: (H * Dh,)}``."""
+    mods = head_output_modules(model)
+    means, hooks = {}, []
+    for i, mod in enumerate(mods):
+        hooks.append(mod.register_forward_pre_hook(
+            lambda m, args, i=i: means.__setitem__(i, args[0].reshape(-1, args[0].shape[-1]).mean(0))))
+    try:
+        _logits(model, ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    return means
+
+
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    dev = getattr(model, "device", None)
+    x = ids[None].to(dev) if isinstance(dev, torch.device) else ids[None]
+    return model.forward(x).logits[0].float()
+
+
+@dataclass
+class AblationResult:
+    """Next-token log-probabilities ``(V,)`` at ``position`` before and after ablating ``heads``.
+
+    ``delta = ablated - base``; ``kl`` = KL(base || ablated) in nats; ``top``: the ``k`` tokens with the largest
+    |delta| as ``(token id, label, base logp, ablated logp)``.
+    """
+
+    heads: list[tuple[int, int]]
+    mode: str
+    position: int
+    base: np.ndarray
+    ablated: np.ndarray
+    delta: np.ndarray
+    kl: float
+    top: list = field(default_factory=list)
+
+    @property
+    def base_top(self) -> int:
+        return int(self.base.argmax())
+
+    @property
+    def ablated_top(self) -> int:
+        return int(self.ablated.argmax())
+
+
+@torch.no_grad()
+def ablate_heads(model, text_or_ids, heads, mode: str = "zero", position: int = -1, reference=None,
+                 k: int = 10) -> AblationResult:
+    """Ablate ``heads`` (a ``(layer, head)`` pair or a list of them) and compare next-token log-probs ``(V,)``.
+
+    position: the query position whose prediction is compared (default the last). mode: ``zero`` or ``mean``
+    (mean over positions of the clean run on ``reference``, default the same input).
+    """
+    ids = encode_input(model, text_or_ids)
+    T = ids.numel()
+    if not -T <= position < T:
+        raise IndexOutOfRangeError(f"position {position} is out of range for {T} tokens")
+    pairs = _parse_heads(model, heads)
+    if mode not in MODES:
+        raise AttentionError(f"mode must be one of {MODES}, got {mode!r}")
+    means = head_output_means(model, encode_input(model, reference) if reference is not None else ids) \
+        if mode == "mean" else None
+    base = _logits(model, ids)[position].log_softmax(-1)
+    with ablated(model, pairs, mode, means):
+        abl = _logits(model, ids)[position].log_softmax(-1)
+    delta = abl - base
+    kl = float((base.exp() * (base - abl)).sum())
+    order = delta.abs().argsort(descending=True)[:k].tolist()
+    labels = token_labels(model, order)
+    top = [(i, s, float(base[i]), float(abl[i])) for i, s in zip(order, labels)]
+    return AblationResult(pairs, mode, position % T, base.cpu().numpy(), abl.cpu().numpy(),
+                          delta.cpu().numpy(), kl, top)
+
+
+@torch.no_grad()
+def ablation_scan(model, text_or_ids, target: int | None = None, mode: str = "zero", position: int = -1) -> np.ndarray:
+    """Change in log p(``target``) at ``position`` when each head alone is ablated, ``(L, H)``.
+
+    ``target`` defaults to the clean model's top prediction.
+    """
+    ids = encode_input(model, text_or_ids)
+    base = _logits(model, ids)[position].log_softmax(-1)
+    if target is None:
+        target = int(base.argmax())
+    means = head_output_means(model, ids) if mode == "mean" else None
+    L, H = model.config.n_layer, model.config.n_head
+    out = np.zeros((L, H))
+    for layer in range(L):
+        for h in range(H):
+            with ablated(model, [(layer, h)], mode, means):
+                lp = _logits(model, ids)[position].log_softmax(-1)
+            out[layer, h] = float(lp[target] - base[target])
+    return out
+
+
+@dataclass
+class CaptureDiff:
+    """``b - a`` for two captures of the same layers and heads.
+
+    ``delta``: ``(L', H', T', T')`` over the common first ``T'`` tokens (both captures must start at query 0);
+    ``max_abs``: ``(L', H')``; ``metrics``: each per-head metric's difference ``(L', H')`` (full captures);
+    ``same_tokens``: whether the common prefix has the same ids (False for two different prompts).
+    """
+
+    delta: np.ndarray
+    max_abs: np.ndarray
+    metrics: dict
+    same_tokens: bool
+    T: int
+    layers: tuple
+    heads: tuple
+
+
+def diff_captures(a: AttentionCapture, b: AttentionCapture) -> CaptureDiff:
+    """Difference of two captures (two prompts, two models of one shape, or two checkpoints of one run)."""
+    if a.layers != b.layers or a.heads != b.heads:
+        raise AttentionError(
+            f"captures differ in layers/heads ({a.layers}/{a.heads} vs {b.layers}/{b.heads}): capture both alike"
+        )
+    if a.q_start != 0 or b.q_start != 0:
+        raise AttentionError("diff_captures needs captures of every query (no window)")
+    T = min(a.T, b.T)
+    delta = b.probs[:, :, :T, :T] - a.probs[:, :, :T, :T]
+    ma, mb = head_metrics(a), head_metrics(b)
+    metrics = {}
+    for name in METRICS:
+        va, vb = getattr(ma, name), getattr(mb, name)
+        if va is not None and vb is not None:
+            metrics[name] = vb - va
+    return CaptureDiff(delta, np.abs(delta).reshape(*delta.shape[:2], -1).max(-1), metrics,
+                       bool(np.array_equal(a.ids[:T], b.ids[:T])), T, a.layers, a.heads)

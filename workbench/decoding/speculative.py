@@ -1,0 +1,330 @@
+"""Speculative decoding (Leviathan et al. 2023, Alg. 1; Chen et al. 2023), exact for any pipeline.
+
+A cheap draft model proposes ``gamma`` tokens ``x_1..x_g`` (each sampled from its processed distribution
+``q``); the target scores all of them in one call, giving ``p`` at ``g + 1`` positions. Draft ``x_i`` is
+accepted with probability ``min(1, p(x_i) / q(x_i))``; at the first rejection the next token is drawn from the
+residual ``norm(max(0, p - q))``; if all ``g`` are accepted one bonus token comes from ``p``. Every emitted token
+is then distributed exactly as the target's processed distribution (the tests check this by chi-square).
+
+Expected tokens per target call for a constant acceptance rate ``a``: ``(1 - a^(g+1)) / (1 - a)``; with a draft
+that costs ``c`` target calls, the wall-clock speedup is ``(1 - a^(g+1)) / ((1 - a)(g c + 1))``.
+
+Randomness comes from :class:`NoiseStream` keyed by generated position: drafts use the ``"sample"`` stream (the
+one plain :func:`sample` uses, so a perfect draft reproduces plain sampling token for token), acceptance tests
+the ``"accept"`` stream and residual draws the ``"residual"`` stream. The bonus token uses ``"sample"``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .noise import NoiseStream, sample_with_noise
+from .pipeline import Pipeline, as_pipeline
+from .processors import DecodingError
+from .strategies import _check_eos, _decode_text, model_device, prepare_prompt
+from .trace import SpecRound, SpeculativeResult, SpeculativeStats
+
+
+def expected_tokens_per_call(alpha: float, gamma: int) -> float:
+    """``(1 - a^(g+1)) / (1 - a)``: expected tokens emitted per target call (``g + 1`` when ``a == 1``)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise DecodingError(f"alpha must be in [0, 1], got {alpha}")
+    if alpha >= 1.0:
+        return float(gamma + 1)
+    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+
+
+def expected_speedup(alpha: float, gamma: int, c: float) -> float:
+    """``(1 - a^(g+1)) / ((1 - a)(g c + 1))``: predicted wall-clock speedup over plain target decoding."""
+    if c < 0:
+        raise DecodingError(f"cost ratio c must be >= 0, got {c}")
+    return expected_tokens_per_call(alpha, gamma) / (gamma * c + 1.0)
+
+
+@dataclass
+class Verdict:
+    """Outcome of verifying a batch of drafts. n_accepted, rejected ``(B,)``; accept_prob ``(B, G)``;
+    next_dist ``(B, V)``: the residual on rejection, else the target's distribution at the bonus position."""
+
+    n_accepted: torch.Tensor
+    rejected: torch.Tensor
+    accept_prob: torch.Tensor
+    next_dist: torch.Tensor
+
+
+def _default_accept(px: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+    """``min(1, p(x) / q(x))``; a token with ``q(x) = 0`` cannot have been drafted, guarded anyway."""
+    return torch.where(qx > 0, (px / qx.clamp_min(1e-38)).clamp(max=1.0), torch.ones_like(px))
+
+
+def _default_residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return (p - q).clamp_min(0.0)
+
+
+def verify_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u: torch.Tensor, n_draft=None,
+                  accept_rule: Callable | None = None, residual_rule: Callable | None = None) -> Verdict:
+    """The acceptance step, batched and model-free.
+
+    p ``(B, G + 1, V)`` target probabilities at the ``G`` draft positions and the bonus position; q ``(B, G, V)``
+    draft probabilities; drafts ``(B, G)``; u ``(B, G)`` uniforms; n_draft ``(B,)`` how many drafts each row
+    really has (default ``G``). ``accept_rule(px, qx)`` and ``residual_rule(p, q)`` replace the acceptance
+    probability and the unnormalised residual: they exist so tests can check that a wrong rule is caught.
+    A residual with zero mass (``p == q`` up to rounding, where rejection has probability ~0) falls back to ``p``.
+    """
+    B, G1, V = p.shape
+    G = G1 - 1
+    dev = p.device
+    n_draft = torch.full((B,), G, dtype=torch.long, device=dev) if n_draft is None else n_draft.to(dev).long()
+    rows = torch.arange(B, device=dev)
+    if G == 0:
+        z = torch.zeros(B, dtype=torch.long, device=dev)
+        return Verdict(z, z.bool(), p.new_zeros(B, 0), p[:, 0])
+    px = p[:, :G].gather(-1, drafts[..., None]).squeeze(-1)
+    qx = q.gather(-1, drafts[..., None]).squeeze(-1)
+    ratio = (accept_rule or _default_accept)(px, qx)
+    ok = (u < ratio) & (torch.arange(G, device=dev)[None, :] < n_draft[:, None])
+    n_acc = ok.long().cumprod(dim=1).sum(dim=1)
+    rejected = n_acc < n_draft
+    p_at = p[rows, n_acc]
+    q_at = q[rows, n_acc.clamp(max=G - 1)]
+    res = (residual_rule or _default_residual)(p_at, q_at)
+    mass = res.sum(-1, keepdim=True)
+    res = torch.where(mass > 0, res / mass.clamp_min(1e-38), p_at)
+    dist = torch.where(rejected[:, None], res, p_at)
+    return Verdict(n_acc, rejected, ratio, dist)
+
+
+def _rows_noise(noise: NoiseStream, positions: torch.Tensor, rows: torch.Tensor, B: int, V: int | None,
+                purpose: str) -> torch.Tensor:
+    """Noise for ``rows`` (indices into a batch of ``B``) each at its own position: row ``b`` at position ``t``
+    takes row ``b`` of the ``(B, V)`` (or ``(B,)``) draw for ``t``, so row 0 matches a single-sequence run."""
+    shape = (len(rows), V) if V is not None else (len(rows),)
+    out = torch.empty(shape)
+    for t in torch.unique(positions).tolist():
+        sel = positions == t
+        if V is None:
+            draw = noise.uniform(t, (B,), purpose)
+        else:
+            draw = noise.exponential(t, (B, V), purpose)
+        out[sel] = draw[rows[sel]]
+    return out
+
+
+def _check_pair(target, draft):
+    vt, vd = target.config.vocab_size, draft.config.vocab_size
+    if vt != vd:
+        raise DecodingError(
+            f"draft and target have different vocabularies ({vd} vs {vt} tokens): speculative decoding compares "
+            "their probabilities token by token, so they must share one tokenizer"
+        )
+    tt, td = getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None)
+    if tt is not None and td is not None and hasattr(tt, "to_dict") and hasattr(td, "to_dict"):
+        try:
+            same = tt.to_dict() == td.to_dict()
+        except NotImplementedError:
+            same = True
+        if not same:
+            raise DecodingError("draft and target have different tokenizers with the same vocabulary size")
+
+
+def _validate_gamma(gamma):
+    if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
+        raise DecodingError(f"gamma (draft tokens per round) must be an int >= 1, got {gamma!r}")
+
+
+def _probs(pipe: Pipeline, logits: torch.Tensor, hists) -> torch.Tensor:
+    """Processed probabilities of logits ``(N, V)``; ``hists[i]`` is row i's token history if the pipeline needs it."""
+    if not pipe.needs_ids:
+        return pipe.probs(logits)
+    return torch.stack([pipe.probs(logits[i], torch.tensor(h)) for i, h in enumerate(hists)])
+
+
+@torch.no_grad()
+def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: int = 4, pipeline=None, seed: int = 0,
+                       *, eos_id: int | None = None, cost_ratio: float | None = None, trace: bool = True,
+                       top_residual: int = 5) -> SpeculativeResult:
+    """Speculative decoding of one prompt on the two models' KV caches (rejected drafts are cropped away).
+
+    ``pipeline`` processes both models' logits (temperature 0 makes it greedy speculative decoding, whose output
+    equals greedy decoding of the target). ``cost_ratio`` ``c`` for the formulas defaults to the measured
+    mean draft-call time over mean target-call time (prefill calls excluded). Returns the tokens, one
+    :class:`SpecRound` per round and :class:`SpeculativeStats`.
+    """
+    _check_pair(target, draft)
+    _validate_gamma(gamma)
+    pipe = as_pipeline(pipeline)
+    ids = prepare_prompt(target, prompt_ids, max_new_tokens)
+    prepare_prompt(draft, prompt_ids, max_new_tokens)
+    _check_eos(target, eos_id)
+    noise = NoiseStream(seed)
+    dev_t = ids.device
+    dev_d = model_device(draft)
+    T = ids.size(1)
+    V = target.config.vocab_size
+    seq = ids[0].tolist()
+    tcache = target.new_cache(1, max_len=T + max_new_tokens)
+    dcache = draft.new_cache(1, max_len=T + max_new_tokens)
+    rounds: list[SpecRound] = []
+    n_gen = 0
+    t_draft = t_target = 0.0
+    n_draft_calls = n_target_calls = 0
+    timed_draft = timed_target = 0
+    drafted = verified = accepted = 0
+    tv_sum = 0.0
+    t_start = time.perf_counter()
+    while n_gen < max_new_tokens:
+        g = min(gamma, max_new_tokens - n_gen - 1)
+        pos = n_gen
+        drafts: list[int] = []
+        qs = []
+        for i in range(g):
+            feed = (seq + drafts)[dcache.length:]
+            t0 = time.perf_counter()
+            lg = draft.step(torch.tensor([feed], device=dev_d), dcache).logits[:, -1].float()
+            dt = time.perf_counter() - t0
+            n_draft_calls += 1
+            if len(feed) == 1:
+                t_draft += dt
+                timed_draft += 1
+            q = _probs(pipe, lg.cpu(), [seq + drafts])[0]
+            x = int(sample_with_noise(q, noise.exponential(pos + i, (1, V))[0]))
+            drafts.append(x)
+            qs.append(q)
+        feed = (seq + drafts)[tcache.length:]
+        prefill = tcache.length == 0
+        t0 = time.perf_counter()
+        lg = target.step(torch.tensor([feed], device=dev_t), tcache).logits[0, -(g + 1):].float().cpu()
+        dt = time.perf_counter() - t0
+        n_target_calls += 1
+        if not prefill:
+            t_target += dt
+            timed_target += 1
+        ps = _probs(pipe, lg, [seq + drafts[:i] for i in range(g + 1)])  # (g + 1, V)
+        qt = torch.stack(qs)[None] if g else ps.new_zeros(1, 0, V)
+        u = torch.stack([noise.uniform(pos + i, (1,), "accept")[0] for i in range(g)])[None] if g else \
+            ps.new_zeros(1, 0)
+        verdict = verify_drafts(ps[None], qt, torch.tensor([drafts], dtype=torch.long).reshape(1, g), u)
+        n = int(verdict.n_accepted[0])
+        rejected = bool(verdict.rejected[0])
+        E = noise.exponential(pos + n, (1, V), "residual" if rejected else "sample")[0]
+        nxt = int(sample_with_noise(verdict.next_dist[0], E))
+        n_checked = n + (1 if rejected else 0)
+        drafted += g
+        verified += n_checked
+        accepted += n
+        for i in range(n_checked):
+            tv_sum += float(torch.minimum(ps[i], qs[i]).sum())
+        new = drafts[:n] + [nxt]
+        if eos_id is not None and eos_id in new:
+            new = new[: new.index(eos_id) + 1]
+        if trace:
+            acc = verdict.accept_prob[0].tolist()
+            res_top = []
+            if rejected:
+                top = torch.topk(verdict.next_dist[0], min(top_residual, V))
+                res_top = [(int(a), float(b)) for a, b in zip(top.indices, top.values)]
+            rounds.append(SpecRound(
+                start=pos, draft_tokens=list(drafts), p=[float(ps[i, x]) for i, x in enumerate(drafts)],
+                q=[float(qs[i][x]) for i, x in enumerate(drafts)], accept_prob=acc,
+                accepted=[True] * n + ([False] if rejected else []), n_accepted=n, next_token=nxt,
+                kind="residual" if rejected else "bonus", residual_top=res_top, emitted=list(new)))
+        seq += new
+        n_gen += len(new)
+        tcache.crop(min(tcache.length, len(seq) - 1))
+        dcache.crop(min(dcache.length, len(seq) - 1))
+        if eos_id is not None and new[-1] == eos_id:
+            break
+    wall = time.perf_counter() - t_start
+    alpha = accepted / verified if verified else float("nan")
+    alpha_tv = tv_sum / verified if verified else float("nan")
+    if cost_ratio is not None:
+        c = float(cost_ratio)
+    elif timed_draft and timed_target:
+        c = (t_draft / timed_draft) / (t_target / timed_target)
+    else:
+        c = float("nan")
+    tokens = seq[T:]
+    a_for = alpha if not math.isnan(alpha) else 0.0
+    stats = SpeculativeStats(
+        gamma=gamma, rounds=n_target_calls, drafted=drafted, verified=verified, accepted=accepted, alpha=alpha,
+        alpha_tv=alpha_tv, target_calls=n_target_calls, draft_calls=n_draft_calls, tokens=len(tokens),
+        tokens_per_call=len(tokens) / max(n_target_calls, 1),
+        expected_tokens_per_call=expected_tokens_per_call(a_for, gamma),
+        c=c, expected_speedup=expected_speedup(a_for, gamma, c) if not math.isnan(c) else float("nan"),
+        draft_time_s=t_draft, target_time_s=t_target, wall_time_s=wall,
+    )
+    return SpeculativeResult(seq[:T], tokens, rounds, stats, _decode_text(target, tokens))
+
+
+@torch.no_grad()
+def speculative_sample_batch(target, draft, prompt_ids, max_new_tokens: int, gamma: int, num_samples: int,
+                             pipeline=None, seed: int = 0, *, accept_rule: Callable | None = None,
+                             residual_rule: Callable | None = None) -> torch.Tensor:
+    """``num_samples`` independent speculative decodings of one prompt, batched: ``(num_samples, max_new_tokens)``.
+
+    The same rounds as :func:`speculative_decode` (same drafting, :func:`verify_drafts`, noise keyed by position,
+    row 0 reproduces ``speculative_decode(seed=seed)``), but rows drift apart in length, so each call is a full
+    forward pass on right-padded rows (causal attention never sees the padding) instead of the KV cache. Meant
+    for distribution checks on small models; ``accept_rule``/``residual_rule`` as in :func:`verify_drafts`.
+    """
+    _check_pair(target, draft)
+    _validate_gamma(gamma)
+    pipe = as_pipeline(pipeline)
+    if pipe.needs_ids:
+        raise DecodingError("speculative_sample_batch does not support history-dependent stages")
+    ids = prepare_prompt(target, prompt_ids, max_new_tokens)
+    B, T, V = num_samples, ids.size(1), target.config.vocab_size
+    noise = NoiseStream(seed)
+    buf = torch.zeros(B, T + max_new_tokens + gamma + 1, dtype=torch.long)
+    buf[:, :T] = ids[0].cpu()
+    lens = torch.full((B,), T, dtype=torch.long)
+    n_gen = torch.zeros(B, dtype=torch.long)
+    while True:
+        act = (n_gen < max_new_tokens).nonzero().squeeze(1)
+        if act.numel() == 0:
+            break
+        nA = act.numel()
+        ar = torch.arange(nA)
+        g_b = (max_new_tokens - n_gen[act] - 1).clamp(max=gamma)
+        G = int(g_b.max())
+        pos = n_gen[act]
+        work = buf[act].clone()
+        wl = lens[act].clone()
+        qs, drafts = [], []
+        for i in range(G):
+            Lm = int(wl.max())
+            lg = draft.forward(work[:, :Lm].to(model_device(draft))).logits.float().cpu()
+            q = pipe.probs(lg[ar, wl - 1])
+            x = sample_with_noise(q, _rows_noise(noise, pos + i, act, B, V, "sample"))
+            work[ar, wl] = x
+            wl += 1
+            qs.append(q)
+            drafts.append(x)
+        Lm = int(wl.max())
+        lg = target.forward(work[:, :Lm].to(ids.device)).logits.float().cpu()
+        ps = torch.stack([pipe.probs(lg[ar, (lens[act] - 1 + j).clamp(max=Lm - 1)]) for j in range(G + 1)], 1)
+        if G:
+            u = torch.stack([_rows_noise(noise, pos + i, act, B, None, "accept") for i in range(G)], 1)
+            v = verify_drafts(ps, torch.stack(qs, 1), torch.stack(drafts, 1), u, g_b, accept_rule, residual_rule)
+        else:
+            v = verify_drafts(ps, ps.new_zeros(nA, 0, V), torch.zeros(nA, 0, dtype=torch.long), ps.new_zeros(nA, 0))
+        n = v.n_accepted
+        E_res = _rows_noise(noise, pos + n, act, B, V, "residual")
+        E_smp = _rows_noise(noise, pos + n, act, B, V, "sample")
+        nxt = sample_with_noise(v.next_dist, torch.where(v.rejected[:, None], E_res, E_smp))
+        L0 = lens[act]
+        for i in range(G):
+            keep = i < n
+            buf[act[keep], L0[keep] + i] = drafts[i][keep]
+        buf[act, L0 + n] = nxt
+        lens[act] = L0 + n + 1
+        n_gen[act] += n + 1
+    return buf[:, T:T + max_new_tokens]
+
+
+__all__ = ["speculative_decode", "speculative_sample_batch", "verify_drafts", "Verdict",
+           "expected_tokens_per_call", "expected_speedup"]

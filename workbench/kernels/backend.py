@@ -1,0 +1,146 @@
+"""Choosing the kernel back-end: CuPy (GPU kernels from ``cu/*.cu``) or the torch reference.
+
+The choice is made once, lazily, the first time it is needed:
+
+* ``WORKBENCH_KERNELS`` environment variable, if set: ``auto`` (default), ``cupy`` or ``reference``;
+* ``auto`` picks ``cupy`` when ``import cupy`` works *and* ``cupy.is_available()`` says a CUDA
+  device is usable (both inside one ``try``: a machine without a driver imports CuPy fine and only
+  fails on first device use), otherwise ``reference``.
+
+``set_backend("cupy")`` on a machine without a usable GPU raises :class:`BackendUnavailableError`
+with the reason. Importing :mod:`workbench.kernels` never touches CuPy or the GPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+BACKENDS = ("auto", "cupy", "reference")
+ENV_VAR = "WORKBENCH_KERNELS"
+
+
+class KernelError(Exception):
+    """Base class of the errors raised by :mod:`workbench.kernels`."""
+
+
+class KernelInputError(KernelError, ValueError):
+    """Bad input to a kernel: shapes, dtypes, head dims, parameter ranges."""
+
+
+class BackendUnavailableError(KernelError, RuntimeError):
+    """A back-end was requested that cannot run on this machine."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What was chosen and why.
+
+    name: ``"cupy"`` or ``"reference"``.
+    requested: what the user or environment asked for (``auto``/``cupy``/``reference``).
+    reason: a sentence explaining the choice (e.g. why CuPy is not usable).
+    device: the CUDA device name when ``name == "cupy"``, else ``None``.
+    """
+
+    name: str
+    requested: str
+    reason: str
+    device: str | None = None
+
+
+_state: BackendInfo | None = None
+
+
+def probe_cupy() -> tuple[bool, str, str | None]:
+    """Return ``(usable, reason, device_name)`` for CuPy on this machine. Never raises."""
+    try:
+        import cupy  # noqa: F401  (ImportError when the `gpu` extra is not installed)
+
+        if not cupy.is_available():
+            return False, "cupy is installed but no usable CUDA device was found", None
+        try:
+            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            name = props["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+        except Exception:  # pragma: no cover - name is cosmetic
+            name = "CUDA device"
+        return True, f"cupy {cupy.__version__} with a CUDA device", name
+    except ImportError as exc:
+        return False, f"cupy is not installed ({exc}); install the extra: pip install -e .[gpu]", None
+    except Exception as exc:  # CUDARuntimeError and friends: driver missing, no device
+        return False, f"cupy could not use a CUDA device: {type(exc).__name__}: {exc}", None
+
+
+def _resolve(requested: str) -> BackendInfo:
+    requested = requested.strip().lower()
+    if requested not in BACKENDS:
+        raise KernelInputError(
+            f"unknown kernel back-end {requested!r}; supported: {', '.join(BACKENDS)}"
+        )
+    if requested == "reference":
+        return BackendInfo("reference", requested, "reference back-end requested")
+    usable, reason, device = probe_cupy()
+    if usable:
+        return BackendInfo("cupy", requested, reason, device)
+    if requested == "cupy":
+        raise BackendUnavailableError(
+            f"the cupy kernel back-end was requested but cannot run here: {reason}. "
+            "It needs the `gpu` extra (cupy-cuda12x) and a CUDA device (compute capability 8.0+); "
+            "use set_backend('reference') or set_backend('auto') on this machine."
+        )
+    return BackendInfo("reference", requested, reason)
+
+
+def backend_info() -> BackendInfo:
+    """The chosen back-end with the reason (decided on first call, then cached)."""
+    global _state
+    if _state is None:
+        _state = _resolve(os.environ.get(ENV_VAR, "auto") or "auto")
+    return _state
+
+
+def backend() -> str:
+    """Name of the active back-end: ``"cupy"`` or ``"reference"``."""
+    return backend_info().name
+
+
+def set_backend(name: str) -> BackendInfo:
+    """Force a back-end: ``"auto"``, ``"cupy"`` or ``"reference"``.
+
+    Raises :class:`BackendUnavailableError` for ``"cupy"`` without a usable GPU (the previous
+    choice stays in place), :class:`KernelInputError` for an unknown name.
+    """
+    global _state
+    _state = _resolve(name)
+    return _state
+
+
+def resolve_for(tensor_is_cuda: bool, override: str | None = None) -> str:
+    """Back-end for one call: the kernels run only on CUDA tensors with the cupy back-end.
+
+    ``override`` (a per-call ``backend=`` argument) is ``None``, ``"cupy"`` or ``"reference"``.
+    With the cupy back-end forced (globally or per call) and CPU tensors, raises
+    :class:`KernelInputError`; with ``auto`` CPU tensors quietly take the reference path.
+    """
+    if override is not None:
+        override = override.strip().lower()
+        if override not in ("cupy", "reference"):
+            raise KernelInputError(
+                f"unknown per-call back-end {override!r}; supported: 'cupy', 'reference' or None"
+            )
+        if override == "reference":
+            return "reference"
+        info = _resolve("cupy")  # raises BackendUnavailableError without a GPU
+        forced = True
+    else:
+        info = backend_info()
+        forced = info.requested == "cupy"
+    if info.name != "cupy":
+        return "reference"
+    if not tensor_is_cuda:
+        if forced:
+            raise KernelInputError(
+                "the cupy back-end runs on CUDA tensors only; got CPU tensors. "
+                "Move them with .cuda() or use the 'reference' back-end."
+            )
+        return "reference"
+    return "cupy"

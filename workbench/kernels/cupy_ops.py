@@ -1,0 +1,163 @@
+"""CuPy back-end: compiles ``cu/*.cu`` with NVRTC (``cupy.RawModule``) and launches the kernels.
+
+Tensors cross between torch and CuPy zero-copy through DLPack (:func:`to_cupy`,
+:func:`to_torch`); outputs are allocated by torch, so torch's caching allocator and
+``torch.cuda.max_memory_allocated`` see them, and kernels run on torch's current stream.
+This module imports CuPy only inside functions: importing it on a machine without CuPy is fine.
+Inputs are assumed validated by :mod:`workbench.kernels`.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+import torch
+
+# Query rows per thread block for each head dim (must match WB_ATTN_ENTRY in cu/attention.cu).
+ATTN_BLOCK_M = {16: 64, 32: 64, 64: 64, 128: 32}
+ATTN_THREADS_PER_ROW = 4
+SAMPLE_THREADS = 1024
+_DTYPE_TAG = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+
+
+@lru_cache(maxsize=None)
+def kernel_source(name: str) -> str:
+    """Text of ``workbench/kernels/cu/<name>`` (e.g. ``"attention.cu"``)."""
+    return resources.files("workbench.kernels").joinpath("cu", name).read_text()
+
+
+@lru_cache(maxsize=None)
+def _module(code: str, device_index: int):
+    import cupy
+
+    with cupy.cuda.Device(device_index):
+        return cupy.RawModule(code=code, options=("--std=c++14",))
+
+
+def _function(file: str, kernel: str, device_index: int, source: str | None = None):
+    """The compiled kernel ``kernel`` from ``cu/<file>`` (or from ``source``, used by the tests
+    to build deliberately wrong variants). Modules are compiled once per source and device."""
+    return _module(source if source is not None else kernel_source(file), device_index).get_function(kernel)
+
+
+def to_cupy(t: torch.Tensor):
+    """Zero-copy view of a CUDA tensor as a CuPy array (DLPack).
+
+    16-bit floats are viewed as int16 first (CuPy has no bfloat16): the kernels read raw bits.
+    """
+    import cupy
+
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.view(torch.int16)
+    return cupy.from_dlpack(t)
+
+
+def to_torch(a) -> torch.Tensor:
+    """Zero-copy view of a CuPy array as a torch tensor (DLPack)."""
+    return torch.from_dlpack(a)
+
+
+def _stream(device: torch.device):
+    import cupy
+
+    return cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
+
+
+_NULL = np.uint64(0)   # a null pointer argument
+
+
+def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_heads=None):
+    """Launch ``wb_attn_fwd_<dtype>_d<D>``. Same contract as :func:`reference.attention`.
+
+    q (B, H, Tq, D), k/v (B, H, Tk, D), CUDA, same dtype, last dim contiguous (any other strides).
+    """
+    import cupy
+
+    B, H, Tq, D = q.shape
+    Tk = k.shape[-2]
+    dev = q.device
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    fn = _function("attention.cu", f"wb_attn_fwd_{_DTYPE_TAG[q.dtype]}_d{D}", idx)
+    out = torch.empty((B, H, Tq, D), dtype=q.dtype, device=dev)
+    n_slots = 0
+    probs = None
+    probs_arg = head_slot_arg = _NULL
+    if probs_heads is not None:
+        heads = list(probs_heads)
+        n_slots = len(heads)
+        slot = torch.full((H,), -1, dtype=torch.int32)
+        for s, h in enumerate(heads):
+            slot[h] = s
+        head_slot = slot.to(dev)
+        probs = torch.zeros((B, n_slots, Tq, Tk), dtype=torch.float32, device=dev)
+        probs_arg, head_slot_arg = to_cupy(probs), to_cupy(head_slot)
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    bm = ATTN_BLOCK_M[D]
+    grid = ((Tq + bm - 1) // bm, H, B)
+    block = (bm * ATTN_THREADS_PER_ROW,)
+    i32, i64 = np.int32, np.int64
+    args = (
+        to_cupy(q), to_cupy(k), to_cupy(v), to_cupy(out), probs_arg, head_slot_arg,
+        i32(H), i32(Tq), i32(Tk),
+        i64(q.stride(0)), i64(q.stride(1)), i64(q.stride(2)),
+        i64(k.stride(0)), i64(k.stride(1)), i64(k.stride(2)),
+        i64(v.stride(0)), i64(v.stride(1)), i64(v.stride(2)),
+        i32(n_slots), np.float32(scale), i32(1 if causal else 0),
+        i32(0 if window is None else window), i32(sinks),
+    )
+    with cupy.cuda.Device(idx):
+        fn(grid, block, args, stream=_stream(dev))
+    return out, probs
+
+
+def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=0, source=None):
+    """Launch ``wb_sample_rows``: (B, V) float32 CUDA logits (row stride free) -> (B,) int64.
+
+    ``source``: compile this text instead of cu/sampling.cu (tests of a wrong variant)."""
+    import cupy
+
+    B, V = logits.shape
+    dev = logits.device
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    fn = _function("sampling.cu", "wb_sample_rows", idx, source)
+    out = torch.empty((B,), dtype=torch.int64, device=dev)
+    t = float(temperature)
+    inv_t = np.float32(1.0 / t) if t > 0 else np.float32(0.0)
+    args = (
+        to_cupy(logits), np.int64(logits.stride(0)), np.int32(V),
+        np.float32(t), inv_t, np.int32(0 if top_k is None else top_k),
+        np.float32(1.0 if top_p is None else top_p), np.float32(0.0 if min_p is None else min_p),
+        np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), to_cupy(out),
+    )
+    with cupy.cuda.Device(idx):
+        fn((B,), (SAMPLE_THREADS,), args, stream=_stream(dev))
+    return out
+
+
+def verify_speculative(p, q, draft_tokens, *, seed=0, uniforms=None):
+    """Launch ``wb_verify_speculative``. Same contract as :func:`reference.verify_speculative`.
+
+    p (B, G+1, V), q (B, G, V) float32 contiguous; draft_tokens (B, G) int64; uniforms (B, G)
+    float32 or None.
+    """
+    import cupy
+
+    B, G1, V = p.shape
+    G = G1 - 1
+    dev = p.device
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    fn = _function("sampling.cu", "wb_verify_speculative", idx)
+    tokens = torch.empty((B, G + 1), dtype=torch.int64, device=dev)
+    n_acc = torch.empty((B,), dtype=torch.int64, device=dev)
+    # A zero-size tensor has no usable pointer: pass dummies for G == 0.
+    q_arg = to_cupy(q) if q.numel() else to_cupy(torch.zeros(1, device=dev))
+    d_arg = to_cupy(draft_tokens) if draft_tokens.numel() else to_cupy(
+        torch.zeros(1, dtype=torch.int64, device=dev))
+    u_arg = _NULL if (uniforms is None or G == 0) else to_cupy(uniforms)
+    args = (to_cupy(p), q_arg, d_arg, u_arg, np.int32(G), np.int32(V),
+            np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), to_cupy(tokens), to_cupy(n_acc))
+    with cupy.cuda.Device(idx):
+        fn((B,), (SAMPLE_THREADS,), args, stream=_stream(dev))
+    return tokens, n_acc
