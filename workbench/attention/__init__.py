@@ -30,6 +30,7 @@ from .metrics import (
     value_sink_mass,
     value_weighted,
 )
+from .view import HeadView, bertviz_json_bytes, head_view, save_png, to_rgb
 from .variants import (
     PerplexityResult,
     Policy,
@@ -51,4 +52,5 @@ __all__ = [
     "value_weighted",
     "PerplexityResult", "Policy", "PolicyError", "SinkCache", "dense", "lambda_mask", "perplexity_vs_length",
     "sliding_window", "streaming", "use_policy",
+    "HeadView", "bertviz_json_bytes", "head_view", "save_png", "to_rgb",
 ]

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .capture import AttentionCapture, encode_input, token_labels
-from .errors import AttentionError, IndexOutOfRangeError
+from .errors import AttentionError, ContextLengthError, IndexOutOfRangeError
+from .variants import use_policy
 from .metrics import METRICS, head_metrics
 
 MODES = ("zero", "mean")
@@ -111,7 +112,7 @@ def ablated(model, heads, mode: str = "zero", means: dict | None = None):
 
 
 @torch.no_grad()
-def head_output_means(model, ids: torch.Tensor) -> dict[int, torch.Tensor]:
+def head_output_means(model, ids: torch.Tensor, policy=None) -> dict[int, torch.Tensor]:
     """Mean over positions of each layer's concatenated head outputs on ``ids``: ``{layer: (H * Dh,)}``."""
     mods = head_output_modules(model)
     means, hooks = {}, []
@@ -119,17 +120,30 @@ def head_output_means(model, ids: torch.Tensor) -> dict[int, torch.Tensor]:
         hooks.append(mod.register_forward_pre_hook(
             lambda m, args, i=i: means.__setitem__(i, args[0].reshape(-1, args[0].shape[-1]).mean(0))))
     try:
-        _logits(model, ids)
+        _logits(model, ids, policy)
     finally:
         for h in hooks:
             h.remove()
     return means
 
 
-def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+def _logits(model, ids: torch.Tensor, policy=None) -> torch.Tensor:
+    """Logits ``(T, V)``; beyond the context a TinyGPT runs under ``policy`` through a long enough cache."""
     dev = getattr(model, "device", None)
     x = ids[None].to(dev) if isinstance(dev, torch.device) else ids[None]
-    return model.forward(x).logits[0].float()
+    T, ctx = x.size(1), model.config.block_size
+    if T <= ctx and policy is None:
+        return model.forward(x).logits[0].float()
+    if T > ctx and policy is None:
+        raise ContextLengthError(
+            f"{T} tokens exceed the model's context of {ctx} and no long-context policy was given: pass policy=..."
+        )
+    with use_policy(model, policy):
+        if T <= ctx:
+            return model.forward(x).logits[0].float()
+        if getattr(model.config, "pos", "learned") not in ("rope", "alibi"):
+            raise ContextLengthError(f"{T} tokens exceed the context of {ctx}; learned positions stop there")
+        return model.forward(x, cache=model.new_cache(1, max_len=T)).logits[0].float()
 
 
 @dataclass
@@ -160,11 +174,12 @@ class AblationResult:
 
 @torch.no_grad()
 def ablate_heads(model, text_or_ids, heads, mode: str = "zero", position: int = -1, reference=None,
-                 k: int = 10) -> AblationResult:
+                 k: int = 10, policy=None) -> AblationResult:
     """Ablate ``heads`` (a ``(layer, head)`` pair or a list of them) and compare next-token log-probs ``(V,)``.
 
     position: the query position whose prediction is compared (default the last). mode: ``zero`` or ``mean``
-    (mean over positions of the clean run on ``reference``, default the same input).
+    (mean over positions of the clean run on ``reference``, default the same input). policy: an attention
+    variant (needed beyond the context).
     """
     ids = encode_input(model, text_or_ids)
     T = ids.numel()
@@ -173,11 +188,11 @@ def ablate_heads(model, text_or_ids, heads, mode: str = "zero", position: int = 
     pairs = _parse_heads(model, heads)
     if mode not in MODES:
         raise AttentionError(f"mode must be one of {MODES}, got {mode!r}")
-    means = head_output_means(model, encode_input(model, reference) if reference is not None else ids) \
+    means = head_output_means(model, encode_input(model, reference) if reference is not None else ids, policy) \
         if mode == "mean" else None
-    base = _logits(model, ids)[position].log_softmax(-1)
+    base = _logits(model, ids, policy)[position].log_softmax(-1)
     with ablated(model, pairs, mode, means):
-        abl = _logits(model, ids)[position].log_softmax(-1)
+        abl = _logits(model, ids, policy)[position].log_softmax(-1)
     delta = abl - base
     kl = float((base.exp() * (base - abl)).sum())
     order = delta.abs().argsort(descending=True)[:k].tolist()
@@ -188,22 +203,23 @@ def ablate_heads(model, text_or_ids, heads, mode: str = "zero", position: int = 
 
 
 @torch.no_grad()
-def ablation_scan(model, text_or_ids, target: int | None = None, mode: str = "zero", position: int = -1) -> np.ndarray:
+def ablation_scan(model, text_or_ids, target: int | None = None, mode: str = "zero", position: int = -1,
+                  policy=None) -> np.ndarray:
     """Change in log p(``target``) at ``position`` when each head alone is ablated, ``(L, H)``.
 
     ``target`` defaults to the clean model's top prediction.
     """
     ids = encode_input(model, text_or_ids)
-    base = _logits(model, ids)[position].log_softmax(-1)
+    base = _logits(model, ids, policy)[position].log_softmax(-1)
     if target is None:
         target = int(base.argmax())
-    means = head_output_means(model, ids) if mode == "mean" else None
+    means = head_output_means(model, ids, policy) if mode == "mean" else None
     L, H = model.config.n_layer, model.config.n_head
     out = np.zeros((L, H))
     for layer in range(L):
         for h in range(H):
             with ablated(model, [(layer, h)], mode, means):
-                lp = _logits(model, ids)[position].log_softmax(-1)
+                lp = _logits(model, ids, policy)[position].log_softmax(-1)
             out[layer, h] = float(lp[target] - base[target])
     return out
 

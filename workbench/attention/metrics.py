@@ -177,19 +177,28 @@ def rollout(att, residual: bool = True) -> np.ndarray:
 
     Per layer, heads are averaged; with ``residual`` the identity is mixed in (``0.5 A + 0.5 I``) and rows are
     renormalised; the layers are multiplied in order, ``R_l = A'_l R_{l-1}``. Needs every layer, every query
-    (``q_start == 0``); heads are those captured.
+    (``q_start == 0``); heads are those captured. Also takes an :class:`AttentionProbe` (one layer at a time).
     """
-    probs, q_start, _, _ = _unpack(att)
-    if q_start != 0:
-        raise AttentionError("rollout needs every query (capture without a window)")
-    if isinstance(att, AttentionCapture) and len(att.layers) != att.n_layer:
-        raise AttentionError(f"rollout needs all {att.n_layer} layers, the capture has {list(att.layers)}")
-    T = probs.shape[-1]
+    if isinstance(att, AttentionProbe):
+        n_layer, T = att.n_layer, att.T
+
+        def layer_mean(layer):
+            return att.probs(layer).double().mean(0).cpu().numpy()
+    else:
+        probs, q_start, _, _ = _unpack(att)
+        if q_start != 0:
+            raise AttentionError("rollout needs every query (capture without a window)")
+        if isinstance(att, AttentionCapture) and len(att.layers) != att.n_layer:
+            raise AttentionError(f"rollout needs all {att.n_layer} layers, the capture has {list(att.layers)}")
+        n_layer, T = probs.shape[0], probs.shape[-1]
+
+        def layer_mean(layer):
+            return probs[layer].astype(np.float64).mean(0)
     R = np.eye(T)
-    out = np.empty((probs.shape[0], T, T), dtype=np.float32)
+    out = np.empty((n_layer, T, T), dtype=np.float32)
     I = np.eye(T)
-    for layer in range(probs.shape[0]):
-        A = probs[layer].astype(np.float64).mean(0)
+    for layer in range(n_layer):
+        A = layer_mean(layer)
         if residual:
             A = 0.5 * A + 0.5 * I
             A = A / A.sum(-1, keepdims=True)

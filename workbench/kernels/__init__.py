@@ -225,7 +225,10 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=
     if which == "cupy":
         from . import cupy_ops
 
-        return cupy_ops.sample(_last_dim_contiguous(logits.float()), **kw)
+        x = _last_dim_contiguous(logits.float())
+        if x.stride(0) < V:          # overlapping rows (e.g. expand()): copy rather than alias
+            x = x.contiguous()
+        return cupy_ops.sample(x, **kw)
     return reference.sample(logits, **kw)
 
 

@@ -70,7 +70,18 @@ def probe_cupy() -> tuple[bool, str, str | None]:
         return False, f"cupy could not use a CUDA device: {type(exc).__name__}: {exc}", None
 
 
-def _resolve(requested: str) -> BackendInfo:
+_probe_cache: tuple[bool, str, str | None] | None = None
+
+
+def _probe() -> tuple[bool, str, str | None]:
+    """:func:`probe_cupy`, remembered (it is called on every forced-cupy kernel call)."""
+    global _probe_cache
+    if _probe_cache is None:
+        _probe_cache = probe_cupy()
+    return _probe_cache
+
+
+def _resolve(requested: str, fresh: bool = False) -> BackendInfo:
     requested = requested.strip().lower()
     if requested not in BACKENDS:
         raise KernelInputError(
@@ -78,7 +89,10 @@ def _resolve(requested: str) -> BackendInfo:
         )
     if requested == "reference":
         return BackendInfo("reference", requested, "reference back-end requested")
-    usable, reason, device = probe_cupy()
+    global _probe_cache
+    if fresh:
+        _probe_cache = None
+    usable, reason, device = _probe()
     if usable:
         return BackendInfo("cupy", requested, reason, device)
     if requested == "cupy":
@@ -106,11 +120,11 @@ def backend() -> str:
 def set_backend(name: str) -> BackendInfo:
     """Force a back-end: ``"auto"``, ``"cupy"`` or ``"reference"``.
 
-    Raises :class:`BackendUnavailableError` for ``"cupy"`` without a usable GPU (the previous
-    choice stays in place), :class:`KernelInputError` for an unknown name.
+    Probes CuPy afresh. Raises :class:`BackendUnavailableError` for ``"cupy"`` without a usable
+    GPU (the previous choice stays in place), :class:`KernelInputError` for an unknown name.
     """
     global _state
-    _state = _resolve(name)
+    _state = _resolve(name, fresh=True)
     return _state
 
 

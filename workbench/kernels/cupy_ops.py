@@ -36,6 +36,7 @@ def _module(code: str, device_index: int):
         return cupy.RawModule(code=code, options=("--std=c++14",))
 
 
+@lru_cache(maxsize=None)
 def _function(file: str, kernel: str, device_index: int, source: str | None = None):
     """The compiled kernel ``kernel`` from ``cu/<file>`` (or from ``source``, used by the tests
     to build deliberately wrong variants). Modules are compiled once per source and device."""
@@ -60,9 +61,28 @@ def to_torch(a) -> torch.Tensor:
 
 
 def _stream(device: torch.device):
+    """torch's current stream on ``device`` as a CuPy stream (so kernels queue behind torch work)."""
+    return _external_stream(torch.cuda.current_stream(device).cuda_stream, device.index)
+
+
+@lru_cache(maxsize=64)
+def _external_stream(ptr: int, device_index):
+    import warnings
+
     import cupy
 
-    return cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # CuPy 14 prefers Stream.from_external
+        return cupy.cuda.ExternalStream(ptr, -1 if device_index is None else device_index)
+
+
+def _launch(fn, grid, block, make_args, device: torch.device, device_index: int):
+    """Run ``fn`` on torch's current stream. ``make_args`` builds the arguments (the DLPack
+    views) inside the stream context, so the DLPack hand-over is on that same stream."""
+    import cupy
+
+    with cupy.cuda.Device(device_index), _stream(device):
+        fn(grid, block, make_args())
 
 
 _NULL = np.uint64(0)   # a null pointer argument
@@ -73,8 +93,6 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_h
 
     q (B, H, Tq, D), k/v (B, H, Tk, D), CUDA, same dtype, last dim contiguous (any other strides).
     """
-    import cupy
-
     B, H, Tq, D = q.shape
     Tk = k.shape[-2]
     dev = q.device
@@ -82,8 +100,7 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_h
     fn = _function("attention.cu", f"wb_attn_fwd_{_DTYPE_TAG[q.dtype]}_d{D}", idx)
     out = torch.empty((B, H, Tq, D), dtype=q.dtype, device=dev)
     n_slots = 0
-    probs = None
-    probs_arg = head_slot_arg = _NULL
+    probs = head_slot = None
     if probs_heads is not None:
         heads = list(probs_heads)
         n_slots = len(heads)
@@ -92,14 +109,15 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_h
             slot[h] = s
         head_slot = slot.to(dev)
         probs = torch.zeros((B, n_slots, Tq, Tk), dtype=torch.float32, device=dev)
-        probs_arg, head_slot_arg = to_cupy(probs), to_cupy(head_slot)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     bm = ATTN_BLOCK_M[D]
     grid = ((Tq + bm - 1) // bm, H, B)
     block = (bm * ATTN_THREADS_PER_ROW,)
     i32, i64 = np.int32, np.int64
-    args = (
-        to_cupy(q), to_cupy(k), to_cupy(v), to_cupy(out), probs_arg, head_slot_arg,
+    make_args = lambda: (  # noqa: E731
+        to_cupy(q), to_cupy(k), to_cupy(v), to_cupy(out),
+        to_cupy(probs) if probs is not None else _NULL,
+        to_cupy(head_slot) if probs is not None else _NULL,
         i32(H), i32(Tq), i32(Tk),
         i64(q.stride(0)), i64(q.stride(1)), i64(q.stride(2)),
         i64(k.stride(0)), i64(k.stride(1)), i64(k.stride(2)),
@@ -107,8 +125,7 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_h
         i32(n_slots), np.float32(scale), i32(1 if causal else 0),
         i32(0 if window is None else window), i32(sinks),
     )
-    with cupy.cuda.Device(idx):
-        fn(grid, block, args, stream=_stream(dev))
+    _launch(fn, grid, block, make_args, dev, idx)
     return out, probs
 
 
@@ -116,8 +133,6 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=
     """Launch ``wb_sample_rows``: (B, V) float32 CUDA logits (row stride free) -> (B,) int64.
 
     ``source``: compile this text instead of cu/sampling.cu (tests of a wrong variant)."""
-    import cupy
-
     B, V = logits.shape
     dev = logits.device
     idx = dev.index if dev.index is not None else torch.cuda.current_device()
@@ -125,14 +140,13 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=
     out = torch.empty((B,), dtype=torch.int64, device=dev)
     t = float(temperature)
     inv_t = np.float32(1.0 / t) if t > 0 else np.float32(0.0)
-    args = (
+    make_args = lambda: (  # noqa: E731
         to_cupy(logits), np.int64(logits.stride(0)), np.int32(V),
         np.float32(t), inv_t, np.int32(0 if top_k is None else top_k),
         np.float32(1.0 if top_p is None else top_p), np.float32(0.0 if min_p is None else min_p),
         np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), to_cupy(out),
     )
-    with cupy.cuda.Device(idx):
-        fn((B,), (SAMPLE_THREADS,), args, stream=_stream(dev))
+    _launch(fn, (B,), (SAMPLE_THREADS,), make_args, dev, idx)
     return out
 
 
@@ -142,8 +156,6 @@ def verify_speculative(p, q, draft_tokens, *, seed=0, uniforms=None):
     p (B, G+1, V), q (B, G, V) float32 contiguous; draft_tokens (B, G) int64; uniforms (B, G)
     float32 or None.
     """
-    import cupy
-
     B, G1, V = p.shape
     G = G1 - 1
     dev = p.device
@@ -151,13 +163,14 @@ def verify_speculative(p, q, draft_tokens, *, seed=0, uniforms=None):
     fn = _function("sampling.cu", "wb_verify_speculative", idx)
     tokens = torch.empty((B, G + 1), dtype=torch.int64, device=dev)
     n_acc = torch.empty((B,), dtype=torch.int64, device=dev)
-    # A zero-size tensor has no usable pointer: pass dummies for G == 0.
-    q_arg = to_cupy(q) if q.numel() else to_cupy(torch.zeros(1, device=dev))
-    d_arg = to_cupy(draft_tokens) if draft_tokens.numel() else to_cupy(
-        torch.zeros(1, dtype=torch.int64, device=dev))
-    u_arg = _NULL if (uniforms is None or G == 0) else to_cupy(uniforms)
-    args = (to_cupy(p), q_arg, d_arg, u_arg, np.int32(G), np.int32(V),
-            np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), to_cupy(tokens), to_cupy(n_acc))
-    with cupy.cuda.Device(idx):
-        fn((B,), (SAMPLE_THREADS,), args, stream=_stream(dev))
+    if G == 0:   # a zero-size tensor has no usable pointer: pass one-element dummies
+        q = torch.zeros(1, device=dev)
+        draft_tokens = torch.zeros(1, dtype=torch.int64, device=dev)
+        uniforms = None
+    make_args = lambda: (  # noqa: E731
+        to_cupy(p), to_cupy(q), to_cupy(draft_tokens),
+        _NULL if uniforms is None else to_cupy(uniforms),
+        np.int32(G), np.int32(V), np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF),
+        to_cupy(tokens), to_cupy(n_acc))
+    _launch(fn, (B,), (SAMPLE_THREADS,), make_args, dev, idx)
     return tokens, n_acc

@@ -82,49 +82,89 @@ def objective_numpy(params: np.ndarray, spec: LawSpec, log_y: np.ndarray, delta:
 
 
 class BatchedObjective:
-    """The same objective for a batch of parameter vectors (torch, float64), optionally one weight row each.
+    """The same objective for a batch of parameter vectors, optionally with one weight row each.
 
-    ``weights`` (bootstrap resampling counts) is ``(B, n)`` or None; calls pass the batch rows they need.
+    The fast path works in float32 without a max-shift (``log(1 + sum_k exp(a_k - e - p x_k))``): about
+    five times cheaper than float64 here, and precise enough to tell basins apart, since the winners are
+    polished in float64 afterwards. Rows whose fast value overflows are recomputed in float64 with the
+    max-shifted log-sum-exp, so a finite objective is never reported as infinite. ``weights`` (bootstrap
+    resampling counts) is ``(B, n)`` or None; each call names the batch rows it evaluates.
     """
 
     def __init__(self, spec: LawSpec, log_y: np.ndarray, delta: float, norm: float,
-                 weights: np.ndarray | None = None):
+                 weights: np.ndarray | None = None, dtype: torch.dtype = torch.float32):
         self.K = len(spec.exponent_index)
         self.idx = spec.exponent_index
         self.P = spec.n_params
-        self.X = torch.as_tensor(spec.features, dtype=torch.float64)
-        self.log_y = torch.as_tensor(log_y, dtype=torch.float64)
+        self.dtype = dtype
+        self.X = torch.as_tensor(spec.features, dtype=dtype)
+        self.X64 = torch.as_tensor(spec.features, dtype=torch.float64)
+        self.log_y = torch.as_tensor(log_y, dtype=dtype)
+        self.log_y64 = torch.as_tensor(log_y, dtype=torch.float64)
         self.delta = float(delta)
         self.norm = float(norm)
-        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=dtype)
+        self.weights64 = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.n_evals = 0
 
     def __call__(self, params: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        K = self.K
         self.n_evals += params.shape[0]
-        terms = [params[:, :1].expand(-1, self.X.shape[1])]
+        f, g = self._fast(params.to(self.dtype), rows)
+        f, g = f.double(), g.double()
+        bad = ~torch.isfinite(f) | ~torch.isfinite(g).all(1)
+        if bad.any():
+            f[bad], g[bad] = self._stable(params[bad].double(), rows[bad])
+        return f, g
+
+    def _fast(self, params, rows):
+        K, X = self.K, self.X
+        e = params[:, 0:1]
+        z = []
+        s = None
         for k in range(K):
-            p = params[:, 1 + K + self.idx[k]:2 + K + self.idx[k]]
-            terms.append(params[:, 1 + k:2 + k] - p * self.X[k])
-        T = torch.stack(terms)                      # (K+1, b, n)
+            j = 1 + K + self.idx[k]
+            zk = torch.exp(torch.addcmul(params[:, 1 + k:2 + k] - e, params[:, j:j + 1], X[k], value=-1.0))
+            z.append(zk)
+            s = zk + 1.0 if s is None else s.add_(zk)
+        r = torch.log(s).sub_(self.log_y - e)          # log L_hat - log L
+        dh = r.clamp(-self.delta, self.delta)          # Huber derivative
+        h = r.sub_(dh, alpha=0.5).mul_(dh)             # Huber value
+        if self.weights is not None:
+            w = self.weights[rows]
+            h = h.mul_(w)
+            dh = dh.mul_(w)
+        q = dh.div_(s)                                 # dh * d(pred)/d(e)
+        g = params.new_zeros(params.shape)
+        g[:, 0] = q.sum(1)
+        for k in range(K):
+            Gk = z[k].mul_(q)
+            g[:, 1 + k] = Gk.sum(1)
+            g[:, 1 + K + self.idx[k]] -= Gk @ X[k]
+        return h.sum(1) / self.norm, g / self.norm
+
+    def _stable(self, params, rows):
+        K, X = self.K, self.X64
+        terms = [params[:, :1].expand(-1, X.shape[1])]
+        for k in range(K):
+            j = 1 + K + self.idx[k]
+            terms.append(params[:, 1 + k:2 + k] - params[:, j:j + 1] * X[k])
+        T = torch.stack(terms)
         mx = T.amax(0)
         U = torch.exp(T - mx)
         s = U.sum(0)
-        r = mx + torch.log(s) - self.log_y
+        r = mx + torch.log(s) - self.log_y64
         dh = r.clamp(-self.delta, self.delta)
         h = dh * (r - 0.5 * dh)
-        if self.weights is not None:
-            w = self.weights[rows]
-            h = h * w
-            dh = dh * w
-        f = h.sum(1) / self.norm
-        G = (dh / s) * U                            # (K+1, b, n)
+        if self.weights64 is not None:
+            w = self.weights64[rows]
+            h, dh = h * w, dh * w
+        G = (dh / s) * U
         g = params.new_zeros(params.shape)
         g[:, 0] = G[0].sum(1)
         for k in range(K):
             g[:, 1 + k] = G[k + 1].sum(1)
-            g[:, 1 + K + self.idx[k]] -= G[k + 1] @ self.X[k]
-        return f, g / self.norm
+            g[:, 1 + K + self.idx[k]] -= G[k + 1] @ X[k]
+        return h.sum(1) / self.norm, g / self.norm
 
 
 @dataclass
@@ -140,85 +180,107 @@ class BatchResult:
     status: np.ndarray
 
 
-def batched_lbfgs(fg, x0: np.ndarray, *, history: int = 10, max_iter: int = 2000, gtol: float = 1e-12,
-                  ftol: float = 1e-14, c1: float = 1e-4, max_backtracks: int = 60) -> BatchResult:
+def batched_lbfgs(fg, x0: np.ndarray, *, history: int = 10, max_iter: int = 1000, gtol: float = 1e-9,
+                  ftol: float = 1e-8, c1: float = 1e-4, max_backtracks: int = 40,
+                  max_step: float = 10.0) -> BatchResult:
     """Minimise ``B`` independent problems at once, ``fg(x (b, P), rows) -> (f (b,), g (b, P))``.
 
-    Each row is its own L-BFGS run (own history, own Armijo backtracking); rows leave the batch as they
-    converge so stragglers do not keep paying for the finished ones.
+    Each row is its own L-BFGS run: its own curvature history (newest first) and its own backtracking
+    Armijo line search with quadratic interpolation. Rows advance in lockstep, one trial point each per
+    call of ``fg``: a row whose trial is accepted takes a new direction, a rejected one shrinks its step.
+    Rows leave the batch when they converge (gradient below ``gtol``, or a relative decrease below
+    ``ftol``), when the line search fails, or after ``max_iter`` iterations.
     """
     x = torch.as_tensor(np.asarray(x0, dtype=np.float64)).clone()
     B, P = x.shape
     rows_all = torch.arange(B)
     f, g = fg(x, rows_all)
-    S = x.new_zeros(history, B, P)
-    Y = x.new_zeros(history, B, P)
-    rho = x.new_zeros(history, B)
+    S = x.new_zeros(B, history, P)
+    Y = x.new_zeros(B, history, P)
+    rho = x.new_zeros(B, history)
     gamma = x.new_zeros(B)                 # 0 = no curvature information yet
     n_iter = torch.zeros(B, dtype=torch.long)
+    n_back = torch.zeros(B, dtype=torch.long)
     status = torch.zeros(B, dtype=torch.long)
-    done0 = ~torch.isfinite(f) | (g.abs().amax(1) <= gtol)
-    status[done0] = torch.where(torch.isfinite(f[done0]), 1, 3)
-    active = rows_all[~done0]
-    for k in range(max_iter):
-        if active.numel() == 0:
-            break
+    d = -g
+    gd = (g * d).sum(1)
+    t = x.new_ones(B)
+
+    def first_step(rows, dd, have):
+        tt = torch.where(have, torch.ones(len(rows), dtype=x.dtype), 1.0 / dd.norm(dim=1).clamp_min(1e-300))
+        return torch.minimum(tt, max_step / dd.abs().amax(1).clamp_min(1e-300))
+
+    t[:] = first_step(rows_all, d, torch.zeros(B, dtype=torch.bool))
+    status[~torch.isfinite(f)] = 3
+    status[torch.isfinite(f) & (g.abs().amax(1) <= gtol)] = 1
+    active = rows_all[status == 0]
+    while active.numel():
         xa, fa, ga = x[active], f[active], g[active]
-        Sa, Ya, ra = S[:, active], Y[:, active], rho[:, active]
-        q = -ga
-        order = [(k - 1 - j) % history for j in range(min(k, history))]
-        coef = []
-        for slot in order:                  # newest to oldest
-            a_j = ra[slot] * (Sa[slot] * q).sum(1)
-            q = q - a_j[:, None] * Ya[slot]
-            coef.append(a_j)
-        gam = gamma[active]
-        have = gam > 0
-        q = torch.where(have[:, None], gam[:, None] * q, q)
-        for slot, a_j in zip(reversed(order), reversed(coef)):
-            b_j = ra[slot] * (Ya[slot] * q).sum(1)
-            q = q + (a_j - b_j)[:, None] * Sa[slot]
-        d = q
-        gd = (ga * d).sum(1)
-        reset = ~(gd < 0) | ~torch.isfinite(gd)
-        if reset.any():
-            d[reset] = -ga[reset]
-            gd = (ga * d).sum(1)
-            have = have & ~reset
-        t = torch.where(have, torch.ones_like(gd), 1.0 / d.norm(dim=1).clamp_min(1e-300))
-        x_new, f_new, g_new = xa.clone(), fa.clone(), ga.clone()
-        pending = torch.ones(len(active), dtype=torch.bool)
-        for _ in range(max_backtracks):
-            pi = pending.nonzero().squeeze(1)
-            xt = xa[pi] + t[pi, None] * d[pi]
-            ft, gt = fg(xt, active[pi])
-            ok = (ft <= fa[pi] + c1 * t[pi] * gd[pi]) & torch.isfinite(ft) & torch.isfinite(gt).all(1)
-            acc = pi[ok]
-            x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok]
-            pending[acc] = False
-            t[pi[~ok]] *= 0.5
-            if not pending.any():
-                break
-        s = x_new - xa
-        y = g_new - ga
-        sy = (s * y).sum(1)
-        yy = (y * y).sum(1)
-        valid = (sy > 1e-12 * s.norm(dim=1) * y.norm(dim=1)) & (yy > 0) & ~pending
-        slot = k % history
-        S[slot, active] = s
-        Y[slot, active] = y
-        rho[slot, active] = torch.where(valid, 1.0 / torch.where(valid, sy, torch.ones_like(sy)),
-                                        torch.zeros_like(sy))
-        gamma[active] = torch.where(valid, sy / torch.where(valid, yy, torch.ones_like(yy)), gam)
-        x[active], f[active], g[active] = x_new, f_new, g_new
-        n_iter[active] += 1
-        st = torch.zeros(len(active), dtype=torch.long)
-        st[(fa - f_new) <= ftol * torch.maximum(fa.abs(), f_new.abs()).clamp_min(1e-300)] = 2
-        st[g_new.abs().amax(1) <= gtol] = 1
-        st[pending] = 3
-        status[active] = st
-        active = active[st == 0]
-    status[active] = 4
+        ta, da, gda = t[active], d[active], gd[active]
+        xt = xa + ta[:, None] * da
+        ft, gt = fg(xt, active)
+        ok = (ft <= fa + c1 * ta * gda) & torch.isfinite(ft) & torch.isfinite(gt).all(1)
+        # rejected trials: shrink the step to the minimiser of the quadratic through f(0), f'(0), f(t),
+        # kept within [1e-3 t, 0.5 t]; give up after max_backtracks
+        rej = active[~ok]
+        if rej.numel():
+            t_r, gd_r = ta[~ok], gda[~ok]
+            curv = ft[~ok] - fa[~ok] - gd_r * t_r
+            t_q = -gd_r * t_r * t_r / (2.0 * curv)
+            t_q = torch.where(torch.isfinite(t_q) & (curv > 0), t_q, 0.5 * t_r)
+            t[rej] = torch.minimum(torch.maximum(t_q, 1e-3 * t_r), 0.5 * t_r)
+            n_back[rej] += 1
+            status[rej[n_back[rej] > max_backtracks]] = 3
+        acc = active[ok]
+        if acc.numel():
+            x_new, f_new, g_new = xt[ok], ft[ok], gt[ok]
+            s_ = x_new - xa[ok]
+            y_ = g_new - ga[ok]
+            sy = (s_ * y_).sum(1)
+            yy = (y_ * y_).sum(1)
+            valid = (sy > 1e-10 * s_.norm(dim=1) * y_.norm(dim=1)) & (yy > 0)
+            upd = acc[valid]
+            if upd.numel():
+                S[upd] = torch.cat([s_[valid, None], S[upd, :-1]], 1)
+                Y[upd] = torch.cat([y_[valid, None], Y[upd, :-1]], 1)
+                rho[upd] = torch.cat([(1.0 / sy[valid])[:, None], rho[upd, :-1]], 1)
+                gamma[upd] = sy[valid] / yy[valid]
+            f_old = fa[ok]
+            x[acc], f[acc], g[acc] = x_new, f_new, g_new
+            n_iter[acc] += 1
+            n_back[acc] = 0
+            st = torch.zeros(len(acc), dtype=torch.long)
+            st[(f_old - f_new) <= ftol * torch.maximum(f_old.abs(), f_new.abs()).clamp_min(1e-300)] = 2
+            st[g_new.abs().amax(1) <= gtol] = 1
+            st[(st == 0) & (n_iter[acc] >= max_iter)] = 4
+            status[acc] = st
+            go = acc[st == 0]
+            if go.numel():
+                # two-loop recursion over each row's own history (empty slots have rho = 0: no-ops)
+                q = -g[go]
+                Sg, Yg, rg = S[go], Y[go], rho[go]
+                coef = []
+                for j in range(history):
+                    a_j = rg[:, j] * (Sg[:, j] * q).sum(1)
+                    q = q - a_j[:, None] * Yg[:, j]
+                    coef.append(a_j)
+                gam = gamma[go]
+                have = gam > 0
+                q = torch.where(have[:, None], gam[:, None] * q, q)
+                for j in reversed(range(history)):
+                    b_j = rg[:, j] * (Yg[:, j] * q).sum(1)
+                    q = q + (coef[j] - b_j)[:, None] * Sg[:, j]
+                gg = g[go]
+                gdn = (gg * q).sum(1)
+                reset = ~(gdn < 0) | ~torch.isfinite(gdn)
+                if reset.any():
+                    q[reset] = -gg[reset]
+                    gdn = (gg * q).sum(1)
+                    have = have & ~reset
+                d[go] = q
+                gd[go] = gdn
+                t[go] = first_step(go, q, have)
+        active = active[status[active] == 0]
     return BatchResult(x.numpy(), f.numpy(), n_iter.numpy(), status.numpy())
 
 
@@ -270,7 +332,7 @@ def multistart(spec: LawSpec, log_y: np.ndarray, delta: float, norm: float, star
             break
         if all(np.max(np.abs(res.x[i] - p)) > 1e-6 for p in picked):
             picked.append(res.x[i])
-    best_x, best_f = res.x[order[0]], float(fs[order[0]])
+    best_x, best_f = res.x[order[0]], np.inf
     for p in picked:
         pol = scipy_minimize(spec, log_y, delta, norm, p, options=STRICT_OPTIONS)
         if np.isfinite(pol.fun) and pol.fun <= best_f:

@@ -336,9 +336,10 @@ class BPETokenizer(Tokenizer):
         """Train a new tokenizer on ``text`` (a string, or an iterable of strings pre-tokenized
         separately) until it has ``vocab_size`` ids (specials included) or no pair is left.
 
-        Special tokens get ids ``0 .. k-1`` and are matched whole when encoding; the training text
-        itself is used as it is (as HF's trainer and minbpe do), so strip document separators from
-        it first if their characters should not shape the merges. ``progress``:
+        Special tokens get ids ``0 .. k-1`` and are matched whole when encoding. In the training
+        text (as in HF's trainer) the text is cut at each special token, and each occurrence counts
+        as one unsplit word of its characters, so its characters still shape the merges: strip
+        document separators first if that is unwanted. ``progress``:
         True/False forces the tqdm bar on/off; None shows it once a run takes over a second.
         """
         specials = check_special_tokens(special_tokens)
@@ -351,12 +352,24 @@ class BPETokenizer(Tokenizer):
             )
         pre = PreTokenizer(pattern, digits)
         texts = [text] if isinstance(text, str) else list(text)
+        splitter = _special_splitter(specials)
         word_counts: Counter = Counter()
+        special_words: Counter = Counter()
         for t in texts:
             check_text(t)
-            if t:
-                word_counts.update(pre.split(t))
-        if not word_counts:
+            if splitter is None:
+                if t:
+                    word_counts.update(pre.split(t))
+                continue
+            pos = 0
+            for m in splitter.finditer(t):
+                if m.start() > pos:
+                    word_counts.update(pre.split(t[pos : m.start()]))
+                special_words[m.group()] += 1
+                pos = m.end()
+            if pos < len(t):
+                word_counts.update(pre.split(t[pos:]))
+        if not word_counts and not special_words:
             raise TokenizerError("cannot train on an empty corpus: the text has no characters")
 
         vocab: list[bytes] = [s.encode("utf-8") for s in specials]
@@ -364,7 +377,13 @@ class BPETokenizer(Tokenizer):
         for b in HF_BYTE_ORDER:
             byte_ids[b] = len(vocab)
             vocab.append(bytes([b]))
-        byte_counts = {w.encode("utf-8"): c for w, c in word_counts.items()}
+        byte_counts = Counter({w.encode("utf-8"): c for w, c in word_counts.items()})
+        for sp, c in special_words.items():
+            # As in HF: a special token in the training text is one word of its own, never split by
+            # the pattern, read character by character through the byte-level map.
+            word = bytes(CHAR_TO_BYTE[ch] for ch in sp if ch in CHAR_TO_BYTE)
+            if word:
+                byte_counts[word] += c
 
         n_merges = vocab_size - len(vocab)
         bar = None

@@ -261,9 +261,12 @@ class HFTokenizer(Tokenizer):
                 t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special
             }
         self._id_to_token = {i: s for s, i in vocab.items()}
-        self._byte_level = all(
-            (hf_str_to_bytes(s) is not None) or s in self.special_tokens for s in list(vocab)[:5000]
-        )
+        # Byte-level vocabularies (GPT-2 style) spell bytes with the byte-to-unicode map: detect the
+        # ByteLevel decoder/pre-tokenizer in the pipeline rather than guessing from the vocabulary.
+        self._byte_level = False
+        if not self._slow:
+            doc = json.loads(self._tok.to_str())
+            self._byte_level = '"ByteLevel"' in json.dumps([doc.get("decoder"), doc.get("pre_tokenizer")])
 
     @classmethod
     def from_file(cls, path) -> "HFTokenizer":

@@ -51,3 +51,30 @@ def test_block_rows_match_python_launcher():
     for _tag, d, d2, bm in found:
         assert d == d2
         assert cupy_ops.ATTN_BLOCK_M[int(d)] == int(bm)
+
+
+def _nvrtc():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+        return nvrtc
+    except Exception:   # cupy missing, or libnvrtc not loadable
+        return None
+
+
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+@pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: p.name)
+def test_compiles_with_nvrtc(cu, arch):
+    """What CuPy does at run time (NVRTC, no host headers); needs cupy + libnvrtc, no device."""
+    nvrtc = _nvrtc()
+    if nvrtc is None:
+        pytest.skip("cupy/libnvrtc not importable: NVRTC compile check skipped")
+    prog = nvrtc.createProgram(cu.read_text(), cu.name, [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, ["--std=c++14", f"-arch={arch}"])
+        except Exception as exc:
+            pytest.fail(f"NVRTC failed on {cu.name}: {exc}\n{nvrtc.getProgramLog(prog)}")
+    finally:
+        nvrtc.destroyProgram(prog)

@@ -1,0 +1,34 @@
+"""Driving a notebook in JupyterLab from Playwright."""
+import time
+
+WIDGET_ERRORS = ("Click to show javascript error", "Error displaying widget", "Failed to load model class")
+
+
+def open_and_run_all(page, base_url: str, notebook: str, timeout_s: float = 150) -> None:
+    """Open ``notebook`` (path under the server root), run all cells, and wait until every code cell has run."""
+    page.goto(f"{base_url}/lab/tree/{notebook}", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands", timeout=60_000)
+    # wait for the kernel to be ready before running
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        state = page.evaluate("""() => {
+            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(p => p.textContent);
+            return {n: prompts.length, done: prompts.filter(t => /\\[\\d+\\]/.test(t)).length,
+                    busy: prompts.filter(t => t.includes('*')).length};
+        }""")
+        if state["n"] and state["done"] == state["n"] and not state["busy"]:
+            return
+        time.sleep(1)
+    raise AssertionError(f"notebook did not finish running within {timeout_s} s: {state}")
+
+
+def assert_no_widget_errors(page) -> None:
+    body = page.inner_text("body")
+    for marker in WIDGET_ERRORS:
+        assert marker not in body, f"a widget failed to render: found {marker!r}"
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+    assert not tracebacks, f"a cell raised: {tracebacks[0][:500]}"

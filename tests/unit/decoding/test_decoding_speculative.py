@@ -1,0 +1,143 @@
+"""Speculative decoding: exact output distribution (chi-square with power), greedy equivalence, statistics."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from decoding_helpers import chi_square, counts_two, joint_first_two, tiny
+from workbench.decoding import (
+    DecodingError, Pipeline, expected_speedup, expected_tokens_per_call, greedy, sample, speculative_decode,
+    speculative_sample_batch, verify_drafts,
+)
+
+torch.set_num_threads(1)
+PROMPT = [1, 2, 3]
+N = 20_000
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return tiny(0, scale=0.25), tiny(1, scale=0.25)
+
+
+PIPES = {
+    "plain": Pipeline([]),
+    "hf-temp-topk": Pipeline.preset("hf", temperature=0.9, top_k=10),
+}
+
+
+@pytest.mark.parametrize("gamma", [1, 3])
+@pytest.mark.parametrize("pipe_name", list(PIPES))
+def test_speculative_distribution_equals_target(pair, pipe_name, gamma):
+    """First two generated tokens of 20,000 speculative decodings vs the target's exact joint distribution."""
+    target, draft = pair
+    pipe = PIPES[pipe_name]
+    toks = speculative_sample_batch(target, draft, PROMPT, 2, gamma, N, pipe, seed=21 + gamma)
+    obs = counts_two(toks, 16)
+    p_val, _ = chi_square(obs, joint_first_two(target, PROMPT, pipe))
+    assert p_val > 0.01
+    # and the draft's distribution is clearly different, so agreeing with the target is not a coincidence
+    p_draft, _ = chi_square(obs, joint_first_two(draft, PROMPT, pipe))
+    assert p_draft < 1e-6
+
+
+@pytest.mark.parametrize("rule", ["residual-from-p", "accept-if-p-gt-q"])
+def test_wrong_rules_are_caught(pair, rule):
+    """Two plausible bugs, each caught by the same chi-square test: drawing the correction from p instead of
+    norm(max(0, p - q)), and a hard accept rule (accept iff p(x) >= q(x))."""
+    target, draft = pair
+    kw = {"residual_rule": lambda p, q: p} if rule == "residual-from-p" else \
+        {"accept_rule": lambda px, qx: (px >= qx).float()}
+    toks = speculative_sample_batch(target, draft, PROMPT, 2, 2, N, Pipeline([]), seed=5, **kw)
+    p_val, _ = chi_square(counts_two(toks, 16), joint_first_two(target, PROMPT, Pipeline([])))
+    assert p_val < 1e-4
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kv_cache_version_equals_batched_version(pair, seed):
+    """speculative_decode (KV cache, crop on rejection) and row 0 of the batched full-forward version run the
+    same algorithm on the same noise, so their tokens agree: the chi-square above covers speculative_decode."""
+    target, draft = pair
+    pipe = PIPES["hf-temp-topk"]
+    r = speculative_decode(target, draft, PROMPT, 20, gamma=3, pipeline=pipe, seed=seed)
+    b = speculative_sample_batch(target, draft, PROMPT, 20, 3, 4, pipe, seed=seed)
+    assert r.tokens == b[0].tolist()
+    assert any(not all(rd.accepted) for rd in r.rounds)  # rejections happened, so crop was exercised
+
+
+@pytest.mark.parametrize("gamma", [1, 2, 5])
+def test_greedy_speculative_equals_greedy_target(pair, gamma):
+    target, draft = pair
+    for prompt in ([1, 2, 3], [7], [4, 4, 9, 0, 15]):
+        want = greedy(target, prompt, 24).tokens
+        got = speculative_decode(target, draft, prompt, 24, gamma=gamma, pipeline=Pipeline.preset("hf", temperature=0.0))
+        assert got.tokens == want
+        assert got.stats.accepted < got.stats.drafted  # the draft disagreed sometimes: the test is not vacuous
+
+
+def test_perfect_draft_accepts_everything_and_reproduces_sampling(pair):
+    """With draft == target every draft is accepted (alpha = 1, gamma + 1 tokens per call) and, thanks to the
+    shared noise stream, the tokens are exactly those of plain sampling with the same seed."""
+    target, _ = pair
+    pipe = Pipeline.preset("hf", temperature=1.0)
+    r = speculative_decode(target, target, PROMPT, 16, gamma=3, pipeline=pipe, seed=9)
+    assert r.stats.alpha == 1.0
+    assert r.tokens == sample(target, PROMPT, 16, pipe, seed=9, trace=False).tokens
+    assert r.stats.tokens_per_call == 16 / 4
+
+
+def test_stats_and_trace(pair):
+    target, draft = pair
+    r = speculative_decode(target, draft, PROMPT, 25, gamma=4, pipeline=Pipeline([]), seed=3, cost_ratio=0.25)
+    s = r.stats
+    assert len(r.tokens) == 25 and s.tokens == 25
+    assert s.target_calls == len(r.rounds)
+    assert sum(len(rd.emitted) for rd in r.rounds) == 25
+    assert [t for rd in r.rounds for t in rd.emitted] == r.tokens
+    assert s.alpha == pytest.approx(s.accepted / s.verified)
+    assert s.expected_tokens_per_call == pytest.approx((1 - s.alpha ** 5) / (1 - s.alpha))
+    assert s.expected_speedup == pytest.approx(s.expected_tokens_per_call / (4 * 0.25 + 1))
+    for rd in r.rounds:
+        assert rd.n_accepted == sum(rd.accepted)
+        assert rd.accept_prob == pytest.approx([min(1.0, p / q) for p, q in zip(rd.p, rd.q)], rel=1e-5)
+        if rd.kind == "residual":
+            assert rd.accepted[-1] is False and rd.residual_top
+            assert sum(pr for _, pr in rd.residual_top) <= 1 + 1e-6
+
+
+def test_formulas():
+    assert expected_tokens_per_call(0.0, 4) == 1.0
+    assert expected_tokens_per_call(1.0, 4) == 5.0
+    assert expected_tokens_per_call(0.5, 2) == pytest.approx(1.75)
+    assert expected_speedup(0.8, 3, 0.1) == pytest.approx((1 - 0.8 ** 4) / 0.2 / 1.3)
+    with pytest.raises(DecodingError):
+        expected_tokens_per_call(1.5, 3)
+
+
+def test_verify_drafts_by_hand():
+    p = torch.tensor([[[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]])
+    q = torch.tensor([[[0.25, 0.75, 0.0], [0.6, 0.2, 0.2]]])
+    drafts = torch.tensor([[1, 0]])
+    # x1 = 1: p/q = 2/3 -> accepted when u < 2/3; x2 = 0: p/q = 1/3
+    v = verify_drafts(p, q, drafts, torch.tensor([[0.5, 0.9]]))
+    assert int(v.n_accepted) == 1 and bool(v.rejected)
+    assert torch.allclose(v.next_dist[0], torch.tensor([0.0, 0.1, 0.3]) / 0.4)  # norm(max(0, p2 - q2))
+    v = verify_drafts(p, q, drafts, torch.tensor([[0.7, 0.0]]))
+    assert int(v.n_accepted) == 0 and torch.allclose(v.next_dist[0], torch.tensor([1.0, 0.0, 0.0]))
+    v = verify_drafts(p, q, drafts, torch.tensor([[0.1, 0.2]]))
+    assert int(v.n_accepted) == 2 and not bool(v.rejected)
+    assert torch.equal(v.next_dist[0], p[0, 2])  # bonus from p
+
+
+def test_bad_inputs(pair):
+    target, _ = pair
+    other = tiny(2, vocab=20)
+    with pytest.raises(DecodingError, match="different vocabularies"):
+        speculative_decode(target, other, PROMPT, 5)
+    with pytest.raises(DecodingError, match="gamma"):
+        speculative_decode(target, target, PROMPT, 5, gamma=0)
+    with pytest.raises(DecodingError, match="exceeds the model's context of 32"):
+        speculative_decode(target, target, PROMPT, 30)

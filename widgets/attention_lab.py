@@ -1,0 +1,419 @@
+"""AttentionLab: an L x H overview of per-head metrics, one head in detail, comparison, ablation, export.
+
+All numbers come from :mod:`workbench.attention`; this module only draws them. The detail view is ONE bokeh
+``image`` glyph fed a downsampled ``(n, n)`` float32 array (``workbench.attention.head_view``), so a head click
+sends at most ``max_side**2 * 4`` bytes whatever ``T`` is.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import ipywidgets as W
+import numpy as np
+from bokeh.models import (
+    BasicTicker,
+    ColorBar,
+    ColumnDataSource,
+    CustomJSHover,
+    FactorRange,
+    HoverTool,
+    LinearColorMapper,
+    Range1d,
+    TapTool,
+)
+from bokeh.palettes import RdBu11, Viridis256
+from bokeh.plotting import figure
+from bokeh.transform import linear_cmap
+
+from workbench.attention import (
+    AttentionError,
+    AttentionProbe,
+    METRICS,
+    ablate_heads,
+    head_metrics,
+    head_view,
+    rollout,
+    save_png,
+    to_rgb,
+)
+
+from .base import Debouncer, WorkbenchWidget, bokeh_pane, notice, set_notice
+
+MODES = ("raw", "value-weighted", "rollout", "difference")
+ROLLOUT_MAX_T = 1024
+
+
+class AttentionLab(WorkbenchWidget):
+    """Explore a model's attention on a text.
+
+    * overview: tiles for every (layer, head) coloured by ``metric``; click a tile (or set ``layer``/``head``);
+    * detail: the selected head as one image, hover shows query token, key token and weight; ``mode`` switches
+      raw / value-weighted / rollout / difference (needs ``compare_text``);
+    * line view: the top keys of the query chosen with the ``query`` slider;
+    * ablation: "ablate head" toggles the selected head off and redraws the next-token distribution;
+    * export: the current image as PNG and the data as .npz into ``export_dir``.
+    """
+
+    def __init__(self, model, text: str = "The attention lab shows where each token looks.", compare_text: str = "",
+                 metric: str = "sink_mass", policy=None, max_side: int = 512, debounce: float = 0.3,
+                 export_dir: str | Path = ".", top_k: int = 10):
+        self.model, self.policy, self.max_side, self.top_k = model, policy, max_side, top_k
+        self.export_dir = Path(export_dir)
+        cfg = model.config
+        self.L, self.H = cfg.n_layer, cfg.n_head
+        self._summary = f"model={getattr(model, 'name', type(model).__name__)!r}, {self.L}x{self.H} heads"
+        self.bytes_sent = 0  # bytes of every bokeh patch sent since construction (JSON + binary buffers)
+        self.timings: dict[str, float] = {}
+        self.ablated: set[tuple[int, int]] = set()
+        self._quiet = False
+        self.probe = self.probe_b = None
+        self.metrics = self.metrics_b = None
+        self._rollout = None
+        self.view = None
+
+        # --- controls ---
+        self.text = W.Textarea(value=text, layout=W.Layout(width="100%", height="60px"), description="text")
+        self.compare_text = W.Textarea(value=compare_text, layout=W.Layout(width="100%", height="40px"),
+                                       description="compare", placeholder="optional second prompt")
+        self.metric = W.Dropdown(options=list(METRICS), value=metric, description="metric")
+        self.mode = W.ToggleButtons(options=list(MODES), value="raw")
+        self.layer = W.BoundedIntText(value=0, min=0, max=self.L - 1, description="layer",
+                                      layout=W.Layout(width="150px"))
+        self.head = W.BoundedIntText(value=0, min=0, max=self.H - 1, description="head",
+                                     layout=W.Layout(width="150px"))
+        self.query = W.IntSlider(value=0, min=0, max=0, description="query")
+        self.ablate_button = W.ToggleButton(value=False, description="ablate head", icon="ban")
+        self.png_button = W.Button(description="PNG", icon="image")
+        self.npz_button = W.Button(description=".npz", icon="download")
+        self.info = notice()
+
+        # --- figures ---
+        self.tile_source = ColumnDataSource(dict(layer=[], head=[], value=[], text=[], ablated=[]))
+        ov = figure(width=260, height=240, title="heads (click a tile)", toolbar_location=None,
+                    x_range=Range1d(-0.5, self.H - 0.5), y_range=Range1d(self.L - 0.5, -0.5),
+                    x_axis_label="head", y_axis_label="layer", tools="")
+        self.tile_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
+        self._tiles = ov.rect(x="head", y="layer", width=0.95, height=0.95, source=self.tile_source,
+                              fill_color={"field": "value", "transform": self.tile_mapper},
+                              line_color="ablated", line_width=3)
+        ov.add_tools(TapTool(renderers=[self._tiles]),
+                     HoverTool(renderers=[self._tiles], tooltips=[("head", "L@layer H@head"), ("value", "@text")]))
+        ov.xaxis.ticker = BasicTicker(desired_num_ticks=self.H)
+        ov.add_layout(ColorBar(color_mapper=self.tile_mapper, width=8), "right")
+        self.overview_figure = ov
+
+        self.image_source = ColumnDataSource(dict(image=[np.zeros((1, 1), np.float32)], x=[0], y=[0], dw=[1], dh=[1]))
+        self.qlab_source = ColumnDataSource(dict(q=[""]))
+        self.klab_source = ColumnDataSource(dict(k=[""]))
+        self.meta_source = ColumnDataSource(dict(q0=[0], f=[1]))
+        self.image_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
+        det = figure(width=460, height=440, title="", toolbar_location="above", tools="pan,wheel_zoom,reset",
+                     x_axis_label="key position", y_axis_label="query position",
+                     x_range=Range1d(0, 1), y_range=Range1d(1, 0))
+        img = det.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image_source,
+                        color_mapper=self.image_mapper)
+        label_js = "const i = Math.floor({v} / meta.data.f[0]); return src.data.{col}[i] ?? '';"
+        det.add_tools(HoverTool(renderers=[img], tooltips=[("query", "$y{q}"), ("key", "$x{k}"), ("weight", "@image{0.0000}")],
+                                formatters={
+                                    "$y": CustomJSHover(args=dict(src=self.qlab_source, meta=self.meta_source),
+                                                        code=label_js.format(v="(value - meta.data.q0[0])", col="q")),
+                                    "$x": CustomJSHover(args=dict(src=self.klab_source, meta=self.meta_source),
+                                                        code=label_js.format(v="value", col="k")),
+                                }))
+        det.add_layout(ColorBar(color_mapper=self.image_mapper, width=8), "right")
+        self.detail_figure = det
+
+        self.line_source = ColumnDataSource(dict(x0=[], y0=[], x1=[], y1=[], alpha=[]))
+        self.line_labels = ColumnDataSource(dict(x=[], y=[], text=[], align=[]))
+        lv = figure(width=260, height=440, title="top keys of the query", toolbar_location=None, tools="",
+                    x_range=Range1d(-0.9, 1.9), y_range=Range1d(top_k + 0.5, -1.5))
+        lv.segment(x0="x0", y0="y0", x1="x1", y1="y1", line_alpha="alpha", line_width=3, color="#d62728",
+                   source=self.line_source)
+        lv.text(x="x", y="y", text="text", text_align="align", text_baseline="middle", text_font_size="11px",
+                source=self.line_labels)
+        lv.axis.visible = False
+        lv.grid.visible = False
+        self.line_figure = lv
+
+        self.dist_source = ColumnDataSource(dict(label=[], base=[], ablated=[]))
+        dist = figure(width=460, height=220, title="next-token probabilities (grey: clean, red: ablated)",
+                      x_range=FactorRange(), toolbar_location=None, tools="")
+        dist.vbar(x="label", top="base", width=0.8, source=self.dist_source, color="#bbbbbb")
+        dist.vbar(x="label", top="ablated", width=0.4, source=self.dist_source, color="#d62728")
+        dist.add_tools(HoverTool(tooltips=[("token", "@label"), ("clean", "@base{0.000}"), ("ablated", "@ablated{0.000}")]))
+        self.dist_figure = dist
+
+        self.panes = [bokeh_pane(f) for f in (ov, det, lv, dist)]
+        for p in self.panes:
+            self._count_bytes(p)
+        self.initial_bytes = sum(len(json.dumps(p.render_bundle)) for p in self.panes)
+
+        # --- events ---
+        self.tile_source.selected.on_change("indices", self._on_tap)
+        self._debouncer = Debouncer(self.run, debounce)
+        self.text.observe(lambda ch: self._debouncer.trigger(), names="value")
+        self.compare_text.observe(lambda ch: self._debouncer.trigger(), names="value")
+        self.metric.observe(lambda ch: self._draw_tiles(), names="value")
+        self.mode.observe(lambda ch: self._draw_detail(), names="value")
+        self.layer.observe(lambda ch: self._select(), names="value")
+        self.head.observe(lambda ch: self._select(), names="value")
+        self.query.observe(lambda ch: self._draw_lines(), names="value")
+        self.ablate_button.observe(self._on_ablate, names="value")
+        self.png_button.on_click(lambda _: self.export_png())
+        self.npz_button.on_click(lambda _: self.export_npz())
+
+        super().__init__(children=[
+            self.text, self.compare_text,
+            W.HBox([self.metric, self.layer, self.head, self.ablate_button, self.png_button, self.npz_button]),
+            self.mode, self.info,
+            W.HBox([self.panes[0], self.panes[1], self.panes[2]]),
+            self.panes[3],
+            self.query,
+        ])
+        self.run()
+
+    # --- plumbing ---------------------------------------------------------------------------------------------
+    def _count_bytes(self, pane):
+        send = pane.send
+
+        def counting(content, buffers=None):
+            self.bytes_sent += len(json.dumps(content)) + sum(len(bytes(b)) for b in (buffers or []))
+            return send(content, buffers)
+
+        pane.send = counting
+
+    @property
+    def selected(self) -> tuple[int, int]:
+        return int(self.layer.value), int(self.head.value)
+
+    # --- computing --------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Recompute everything for the current text(s): one forward pass each, metrics one head at a time."""
+        t0 = time.perf_counter()
+        try:
+            self.probe = AttentionProbe(self.model, self.text.value, policy=self.policy)
+            self.metrics = head_metrics(self.probe)
+            cmp = self.compare_text.value
+            self.probe_b = AttentionProbe(self.model, cmp, policy=self.policy) if cmp else None
+            self.metrics_b = head_metrics(self.probe_b) if cmp else None
+        except AttentionError as e:
+            set_notice(self.info, str(e), "error")
+            return
+        self._rollout = None
+        self.timings["run"] = time.perf_counter() - t0
+        T = self.probe.T
+        self.query.max = T - 1
+        self.query.value = T - 1
+        set_notice(self.info, f"{T} tokens; capture + metrics {self.timings['run'] * 1000:.0f} ms")
+        self._draw_tiles()
+        self._draw_detail()
+        self._draw_dist()
+
+    def _tile_values(self) -> np.ndarray:
+        name = self.metric.value
+        try:
+            v = self.metrics.get(name)
+            if self.metrics_b is not None and self.mode.value == "difference":
+                v = self.metrics_b.get(name) - v
+        except AttentionError:
+            return np.full((self.L, self.H), np.nan)
+        return v
+
+    def _draw_tiles(self) -> None:
+        if self.metrics is None:
+            return
+        v = self._tile_values()
+        layers, heads = np.divmod(np.arange(self.L * self.H), self.H)
+        flat = v.reshape(-1)
+        finite = flat[np.isfinite(flat)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if self.mode.value == "difference" and self.metrics_b is not None:
+            m = max(abs(lo), abs(hi), 1e-9)
+            self.tile_mapper.update(palette=RdBu11[::-1], low=-m, high=m)
+        else:
+            self.tile_mapper.update(palette=Viridis256, low=min(lo, 0.0), high=max(hi, 1e-9))
+        self.tile_source.data = dict(
+            layer=layers.tolist(), head=heads.tolist(), value=np.nan_to_num(flat).tolist(),
+            text=["n/a" if not np.isfinite(x) else f"{x:.3f}" for x in flat],
+            ablated=["#d62728" if (int(a), int(b)) in self.ablated else None for a, b in zip(layers, heads)],
+        )
+        self.overview_figure.title.text = f"{self.metric.value} (click a tile)"
+
+    def pattern(self) -> tuple[np.ndarray, int]:
+        """The selected head's ``(Tq, Tk)`` array for the current mode, and its first query position."""
+        layer, head = self.selected
+        mode = self.mode.value
+        if mode == "rollout":
+            if self.probe.T > ROLLOUT_MAX_T:
+                raise AttentionError(f"rollout is limited to {ROLLOUT_MAX_T} tokens (T^3 per layer)")
+            if self._rollout is None:
+                self._rollout = rollout(self.probe)
+            return self._rollout[layer], 0
+        a = self.probe.probs(layer, [head])[0].numpy()
+        if mode == "value-weighted":
+            vn = self.probe.value_norms(layer, [head])
+            if vn is None:
+                raise AttentionError("value-weighted view needs a TinyGPT (value norms)")
+            w = a * vn[0].numpy()[None, :]
+            return w / np.maximum(w.sum(-1, keepdims=True), 1e-30), 0
+        if mode == "difference":
+            if self.probe_b is None:
+                raise AttentionError("difference needs a second prompt in 'compare'")
+            b = self.probe_b.probs(layer, [head])[0].numpy()
+            T = min(a.shape[0], b.shape[0])
+            return b[:T, :T] - a[:T, :T], 0
+        return a, 0
+
+    def _draw_detail(self) -> None:
+        if self.probe is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            a, q0 = self.pattern()
+        except AttentionError as e:
+            set_notice(self.info, str(e), "warning")
+            return
+        v = head_view(a, q0, self.probe_tokens(), self.max_side)
+        self.view = v
+        nq, nk = int(v.q_edges[-1] - v.q_edges[0]), int(v.k_edges[-1])
+        if self.mode.value == "difference":
+            m = float(max(np.abs(v.image).max(), 1e-9))
+            self.image_mapper.update(palette=RdBu11[::-1], low=-m, high=m)
+        else:
+            self.image_mapper.update(palette=Viridis256, low=0.0, high=float(max(v.image.max(), 1e-9)))
+        if self.qlab_source.data["q"] != v.q_labels:  # labels change with the text, not with the head
+            self.qlab_source.data = dict(q=v.q_labels)
+        if self.klab_source.data["k"] != v.k_labels:
+            self.klab_source.data = dict(k=v.k_labels)
+        meta = dict(q0=[int(v.q_edges[0])], f=[v.factor])
+        if self.meta_source.data != meta:
+            self.meta_source.data = meta
+        self.image_source.data = dict(image=[v.image], x=[0], y=[int(v.q_edges[0])], dw=[nk], dh=[nq])
+        self.detail_figure.x_range.update(start=0, end=nk)
+        self.detail_figure.y_range.update(start=int(v.q_edges[0]) + nq, end=int(v.q_edges[0]))
+        layer, head = self.selected
+        f = f", {v.factor}x{v.factor} blocks" if v.factor > 1 else ""
+        self.detail_figure.title.text = f"L{layer} H{head} {self.mode.value}{f}"
+        self.timings["detail"] = time.perf_counter() - t0
+        self._draw_lines()
+
+    def probe_tokens(self) -> list[str]:
+        from workbench.attention.capture import token_labels
+
+        if getattr(self.probe, "_labels", None) is None:
+            self.probe._labels = token_labels(self.model, self.probe.ids.tolist())
+        return self.probe._labels
+
+    def _draw_lines(self) -> None:
+        if self.probe is None:
+            return
+        layer, head = self.selected
+        qi = int(self.query.value)
+        row = self.probe.probs(layer, [head], (qi, qi + 1))[0, 0].numpy()
+        k = min(self.top_k, row.size)
+        top = np.sort(np.argsort(row)[::-1][:k])
+        toks = self.probe_tokens()
+        ys = np.arange(k)
+        qy = (k - 1) / 2
+        self.line_source.data = dict(x0=[0.0] * k, y0=[qy] * k, x1=[1.0] * k, y1=ys.tolist(),
+                                     alpha=(row[top] / max(row[top].max(), 1e-9)).tolist())
+        self.line_labels.data = dict(
+            x=[-0.05] + [1.05] * k, y=[qy] + ys.tolist(),
+            text=[f"{qi}:{toks[qi]}"] + [f"{j}:{toks[j]} {row[j]:.2f}" for j in top],
+            align=["right"] + ["left"] * k,
+        )
+
+    def _draw_dist(self) -> None:
+        if self.probe is None:
+            return
+        try:
+            r = ablate_heads(self.model, self.probe.ids, sorted(self.ablated) or [(0, 0)], k=self.top_k,
+                             policy=self.policy)
+        except AttentionError as e:
+            set_notice(self.info, str(e), "warning")
+            return
+        self.ablation = r if self.ablated else None
+        order = np.argsort(r.base)[::-1][: self.top_k]
+        if self.ablated:
+            order = np.unique(np.concatenate([order, [t[0] for t in r.top[:3]]]))
+            order = order[np.argsort(r.base[order])[::-1]]
+        from workbench.attention.capture import token_labels
+
+        labels, seen = [], set()
+        for i, s in zip(order, token_labels(self.model, order.tolist())):
+            s = s if s not in seen else f"{s}#{i}"
+            seen.add(s)
+            labels.append(s)
+        base = np.exp(r.base[order])
+        abl = np.exp(r.ablated[order]) if self.ablated else np.zeros_like(base)
+        self.dist_figure.x_range.factors = labels
+        self.dist_source.data = dict(label=labels, base=base.tolist(), ablated=abl.tolist())
+
+    # --- events -----------------------------------------------------------------------------------------------
+    def _on_tap(self, attr, old, new) -> None:
+        if not new:
+            return
+        layer, head = divmod(int(new[0]), self.H)
+        self.select(layer, head)
+
+    def select(self, layer: int, head: int) -> None:
+        """Select a head (what a tile click does)."""
+        if not (0 <= layer < self.L and 0 <= head < self.H):
+            raise AttentionError(f"no head L{layer} H{head} in a {self.L}x{self.H} model")
+        self._quiet = True
+        try:
+            self.layer.value, self.head.value = layer, head
+        finally:
+            self._quiet = False
+        self._select()
+
+    def _select(self) -> None:
+        if self._quiet:
+            return
+        t0 = time.perf_counter()
+        self.ablate_button.unobserve(self._on_ablate, names="value")
+        self.ablate_button.value = self.selected in self.ablated
+        self.ablate_button.observe(self._on_ablate, names="value")
+        self._draw_detail()
+        self.timings["select"] = time.perf_counter() - t0
+
+    def _on_ablate(self, change) -> None:
+        if change["new"]:
+            self.ablated.add(self.selected)
+        else:
+            self.ablated.discard(self.selected)
+        self._draw_tiles()
+        self._draw_dist()
+
+    # --- export -----------------------------------------------------------------------------------------------
+    def export_png(self, path: str | Path | None = None) -> Path:
+        """Write the current detail image as a PNG (Viridis, or red/blue for differences)."""
+        if self.view is None:
+            raise AttentionError("nothing to export yet")
+        layer, head = self.selected
+        path = Path(path) if path else self.export_dir / f"attention_L{layer}H{head}_{self.mode.value}.png"
+        img = self.view.image
+        if self.mode.value == "difference":
+            m = max(float(np.abs(img).max()), 1e-9)
+            rgb = np.stack([np.clip(255 * (img / m), 0, 255), np.zeros_like(img), np.clip(-255 * (img / m), 0, 255)], -1)
+            rgb = (255 - rgb.max(-1, keepdims=True) + rgb).astype(np.uint8)
+        else:
+            rgb = to_rgb(img)
+        save_png(path, rgb, scale=max(1, 256 // max(img.shape)))
+        set_notice(self.info, f"saved {path}")
+        return path
+
+    def export_npz(self, path: str | Path | None = None) -> Path:
+        """Write the current view and every metric ``(L, H)`` to a .npz file."""
+        if self.view is None:
+            raise AttentionError("nothing to export yet")
+        layer, head = self.selected
+        path = Path(path) if path else self.export_dir / f"attention_L{layer}H{head}.npz"
+        metrics = {f"metric_{m}": self.metrics.get(m) for m in METRICS if getattr(self.metrics, m) is not None}
+        np.savez(path, image=self.view.image, q_edges=self.view.q_edges, k_edges=self.view.k_edges,
+                 ids=self.probe.ids.numpy(), tokens=np.array(self.probe_tokens()), layer=layer, head=head,
+                 mode=self.mode.value, **metrics)
+        set_notice(self.info, f"saved {path}")
+        return path
