@@ -51,13 +51,15 @@ unit: setup-dev
 	$(BIN)/python -m pytest -q tests/unit
 
 notebooks: setup-dev
-	$(BIN)/python -m pytest -q tests/test_notebooks.py
+	$(BIN)/python -m pytest -q --nbval-lax notebooks tests/test_notebook_budget.py
 
 browser: setup-dev
 	$(BIN)/python -m pytest -q tests/browser
 
+# Unit tests, every notebook under nbval (lax: cells marked NBVAL_CHECK_OUTPUT are compared) plus its
+# time/memory budget, and the real-browser test.
 test: setup-dev
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 --nbval-lax tests notebooks
 
 bench: setup
 	$(BIN)/python -m workbench.bench models

@@ -23,9 +23,9 @@ from bokeh.models import (
     Range1d,
     TapTool,
 )
+from bokeh.events import Tap
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
-from bokeh.transform import linear_cmap
 
 from workbench.attention import (
     AttentionError,
@@ -50,16 +50,18 @@ class AttentionLab(WorkbenchWidget):
 
     * overview: tiles for every (layer, head) coloured by ``metric``; click a tile (or set ``layer``/``head``);
     * detail: the selected head as one image, hover shows query token, key token and weight; ``mode`` switches
-      raw / value-weighted / rollout / difference (needs ``compare_text``);
-    * line view: the top keys of the query chosen with the ``query`` slider;
+      raw / value-weighted / rollout / difference: ``compare_text`` (a second prompt, same model) or
+      ``compare_model`` (a second model or checkpoint of the same shape, same text) gives ``b - a``;
+    * line view: the top keys of the query chosen with the ``query`` slider or by tapping a row of the image;
     * ablation: "ablate head" toggles the selected head off and redraws the next-token distribution;
     * export: the current image as PNG and the data as .npz into ``export_dir``.
     """
 
     def __init__(self, model, text: str = "The attention lab shows where each token looks.", compare_text: str = "",
                  metric: str = "sink_mass", policy=None, max_side: int = 512, debounce: float = 0.3,
-                 export_dir: str | Path = ".", top_k: int = 10):
+                 export_dir: str | Path = ".", top_k: int = 10, compare_model=None):
         self.model, self.policy, self.max_side, self.top_k = model, policy, max_side, top_k
+        self.compare_model = compare_model
         self.export_dir = Path(export_dir)
         cfg = model.config
         self.L, self.H = cfg.n_layer, cfg.n_head
@@ -123,6 +125,8 @@ class AttentionLab(WorkbenchWidget):
                                                         code=label_js.format(v="value", col="k")),
                                 }))
         det.add_layout(ColorBar(color_mapper=self.image_mapper, width=8), "right")
+        det.add_tools(TapTool())
+        det.on_event(Tap, self._on_image_tap)
         self.detail_figure = det
 
         self.line_source = ColumnDataSource(dict(x0=[], y0=[], x1=[], y1=[], alpha=[]))
@@ -156,7 +160,7 @@ class AttentionLab(WorkbenchWidget):
         self.text.observe(lambda ch: self._debouncer.trigger(), names="value")
         self.compare_text.observe(lambda ch: self._debouncer.trigger(), names="value")
         self.metric.observe(lambda ch: self._draw_tiles(), names="value")
-        self.mode.observe(lambda ch: self._draw_detail(), names="value")
+        self.mode.observe(lambda ch: (self._draw_tiles(), self._draw_detail()), names="value")
         self.layer.observe(lambda ch: self._select(), names="value")
         self.head.observe(lambda ch: self._select(), names="value")
         self.query.observe(lambda ch: self._draw_lines(), names="value")
@@ -196,8 +200,14 @@ class AttentionLab(WorkbenchWidget):
             self.probe = AttentionProbe(self.model, self.text.value, policy=self.policy)
             self.metrics = head_metrics(self.probe)
             cmp = self.compare_text.value
-            self.probe_b = AttentionProbe(self.model, cmp, policy=self.policy) if cmp else None
-            self.metrics_b = head_metrics(self.probe_b) if cmp else None
+            other = self.compare_model
+            if other is not None and (other.config.n_layer, other.config.n_head) != (self.L, self.H):
+                raise AttentionError("compare_model must have the same number of layers and heads")
+            if cmp or other is not None:
+                self.probe_b = AttentionProbe(other or self.model, cmp or self.text.value, policy=self.policy)
+                self.metrics_b = head_metrics(self.probe_b)
+            else:
+                self.probe_b = self.metrics_b = None
         except AttentionError as e:
             set_notice(self.info, str(e), "error")
             return
@@ -260,7 +270,7 @@ class AttentionLab(WorkbenchWidget):
             return w / np.maximum(w.sum(-1, keepdims=True), 1e-30), 0
         if mode == "difference":
             if self.probe_b is None:
-                raise AttentionError("difference needs a second prompt in 'compare'")
+                raise AttentionError("difference needs a second prompt in 'compare' (or a compare_model)")
             b = self.probe_b.probs(layer, [head])[0].numpy()
             T = min(a.shape[0], b.shape[0])
             return b[:T, :T] - a[:T, :T], 0
@@ -346,6 +356,7 @@ class AttentionLab(WorkbenchWidget):
             s = s if s not in seen else f"{s}#{i}"
             seen.add(s)
             labels.append(s)
+        self.dist_ids = order
         base = np.exp(r.base[order])
         abl = np.exp(r.ablated[order]) if self.ablated else np.zeros_like(base)
         self.dist_figure.x_range.factors = labels
@@ -357,6 +368,13 @@ class AttentionLab(WorkbenchWidget):
             return
         layer, head = divmod(int(new[0]), self.H)
         self.select(layer, head)
+
+    def _on_image_tap(self, event) -> None:
+        """A tap on the detail image picks the query row under it for the line view."""
+        if self.probe is None or event.y is None:
+            return
+        q = int(np.clip(np.floor(event.y), 0, self.probe.T - 1))
+        self.query.value = q
 
     def select(self, layer: int, head: int) -> None:
         """Select a head (what a tile click does)."""
@@ -417,3 +435,72 @@ class AttentionLab(WorkbenchWidget):
                  mode=self.mode.value, **metrics)
         set_notice(self.info, f"saved {path}")
         return path
+
+
+class CheckpointScrubber(WorkbenchWidget):
+    """Scrub through the checkpoints of :func:`workbench.attention.induction.train_induction`.
+
+    A slider picks the checkpoint; the image shows head ``(layer, head)`` on the run's evaluation sequence and
+    the line chart the induction score of every head against step, with the current step marked.
+    """
+
+    def __init__(self, run, layer: int | None = None, head: int | None = None, shift: int = 0):
+        from workbench.attention import capture_attention, induction_score
+
+        self.run = run
+        best = run.best_head()
+        self.layer_i = best[0] if layer is None else layer
+        self.head_i = best[1] if head is None else head
+        self.shift = shift
+        #: the chosen head's (shifted) induction score at every checkpoint, ``(n,)``
+        self.shifted = np.array([
+            induction_score(capture_attention(run.model_at(i), run.eval_ids, layers=[self.layer_i],
+                                              heads=[self.head_i], value_norms=False), shift=shift)[0, 0]
+            for i in range(len(run.steps))]) if shift else run.induction[:, self.layer_i, self.head_i]
+        self._summary = f"{len(run.steps)} checkpoints, head L{self.layer_i} H{self.head_i}"
+        self._capture = capture_attention
+        self.slider = W.SelectionSlider(options=[int(s) for s in run.steps], value=int(run.steps[-1]),
+                                        description="step", continuous_update=False)
+        T = len(run.eval_ids)
+        self.image_source = ColumnDataSource(dict(image=[np.zeros((T, T), np.float32)]))
+        img = figure(width=330, height=320, title="", x_range=Range1d(0, T), y_range=Range1d(T, 0),
+                     toolbar_location=None, tools="", x_axis_label="key", y_axis_label="query")
+        img.image(image="image", x=0, y=0, dw=T, dh=T, source=self.image_source,
+                  color_mapper=LinearColorMapper(palette=Viridis256, low=0, high=1))
+        self.image_figure = img
+        L, H = run.induction.shape[1:]
+        curves = figure(width=420, height=320, title="induction score per head", x_axis_label="step",
+                        y_range=Range1d(0, 1.02), toolbar_location=None, tools="")
+        colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+        for li in range(L):
+            for hi in range(H):
+                curves.line(run.steps, run.induction[:, li, hi], line_width=2 if li == L - 1 else 1,
+                            color=colours[(li * H + hi) % len(colours)], legend_label=f"L{li}H{hi}",
+                            line_dash="solid" if li == L - 1 else "dashed")
+        curves.line(run.steps, np.clip(run.loss_second / max(run.loss_second[0], 1e-9), 0, 1), color="black",
+                    line_width=2, legend_label="loss (repeat, scaled)")
+        if shift:
+            curves.line(run.steps, self.shifted, color="black", line_width=3, line_dash="dotdash",
+                        legend_label=f"L{self.layer_i}H{self.head_i} shift {shift}")
+        curves.legend.label_text_font_size = "8px"
+        self.marker_source = ColumnDataSource(dict(x=[int(run.steps[-1])] * 2, y=[0, 1.02]))
+        curves.line(x="x", y="y", source=self.marker_source, color="grey", line_dash="dotted")
+        self.curve_figure = curves
+        self.info = W.HTML()
+        self.slider.observe(lambda ch: self.show(), names="value")
+        super().__init__(children=[self.slider, self.info,
+                                   W.HBox([bokeh_pane(self.image_figure), bokeh_pane(self.curve_figure)])])
+        self.show()
+
+    def show(self) -> None:
+        """Draw the selected checkpoint."""
+        i = list(self.run.steps).index(int(self.slider.value))
+        cap = self._capture(self.run.model_at(i), self.run.eval_ids, layers=[self.layer_i], heads=[self.head_i],
+                            value_norms=False)
+        self.image_source.data = dict(image=[cap.probs[0, 0]])
+        self.marker_source.data = dict(x=[int(self.slider.value)] * 2, y=[0, 1.02])
+        score = self.run.induction[i, self.layer_i, self.head_i]
+        self.image_figure.title.text = f"L{self.layer_i} H{self.head_i} at step {self.slider.value}"
+        extra = f", shifted by {self.shift}: {self.shifted[i]:.3f}" if self.shift else ""
+        self.info.value = (f"step {self.slider.value}: induction score of L{self.layer_i}H{self.head_i} "
+                           f"{score:.3f}{extra}; loss on the repeated half {self.run.loss_second[i]:.3f} nats")

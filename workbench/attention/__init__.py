@@ -14,10 +14,12 @@ from .errors import (
     IndexOutOfRangeError,
     PolicyError,
 )
+from .induction import InductionRun, train_induction
 from .interventions import AblationResult, CaptureDiff, ablate_heads, ablated, ablation_scan, diff_captures
 from .metrics import (
     METRICS,
     HeadMetrics,
+    attention_by_offset,
     duplicate_token_score,
     entropy,
     head_metrics,
@@ -46,8 +48,8 @@ from .variants import (
 __all__ = [
     "AttentionCapture", "AttentionError", "AttentionProbe", "BudgetExceededError", "CaptureNotSupportedError",
     "ContextLengthError", "EmptyInputError", "IndexOutOfRangeError", "capture_attention", "capture_bytes",
-    "AblationResult", "CaptureDiff", "ablate_heads", "ablated", "ablation_scan", "diff_captures",
-    "METRICS", "HeadMetrics", "duplicate_token_score", "entropy", "head_metrics", "induction_score",
+    "InductionRun", "train_induction", "AblationResult", "CaptureDiff", "ablate_heads", "ablated", "ablation_scan", "diff_captures",
+    "METRICS", "HeadMetrics", "attention_by_offset", "duplicate_token_score", "entropy", "head_metrics", "induction_score",
     "mean_distance", "previous_token_score", "repeated_random_ids", "rollout", "sink_mass", "value_sink_mass",
     "value_weighted",
     "PerplexityResult", "Policy", "PolicyError", "SinkCache", "dense", "lambda_mask", "perplexity_vs_length",

@@ -222,6 +222,7 @@ class AttentionProbe:
         self.tiny = _is_tinygpt(model)
         self.budget_mb = budget_mb
         self._full = None
+        self._bias_cache: dict = {}
         if self.tiny:
             self._run_tiny()
         else:
@@ -280,10 +281,14 @@ class AttentionProbe:
         q = self._q[layer][hs, start:end]  # (H', Tq, Dh)
         k = self._k[layer][hs, :end]  # (H', Tk, Dh)
         dev = q.device
-        q_pos, k_pos = torch.arange(start, end, device=dev), torch.arange(end, device=dev)
-        slopes = m.alibi_slopes[hs] if cfg.pos == "alibi" else None
-        allowed_fn = self.policy.allowed if self.policy is not None else (lambda a, b: b[None, :] <= a[:, None])
-        bias = attention_bias(q_pos, k_pos, slopes, q.dtype, allowed_fn)
+        key = (start, end, tuple(hs) if cfg.pos == "alibi" else None)
+        bias = self._bias_cache.get(key)
+        if bias is None:  # the mask (+ ALiBi) depends on the window, not on the head: reuse it across clicks
+            q_pos, k_pos = torch.arange(start, end, device=dev), torch.arange(end, device=dev)
+            slopes = m.alibi_slopes[hs] if cfg.pos == "alibi" else None
+            allowed_fn = self.policy.allowed if self.policy is not None else (lambda a, b: b[None, :] <= a[:, None])
+            bias = attention_bias(q_pos, k_pos, slopes, q.dtype, allowed_fn)
+            self._bias_cache = {key: bias}
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(cfg.head_dim)) + bias
         return att.softmax(dim=-1).float()
 

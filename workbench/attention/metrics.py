@@ -28,10 +28,10 @@ METRICS = ("entropy", "sink_mass", "previous_token", "induction", "duplicate_tok
 
 
 def _unpack(att, q_start: int = 0, mask=None):
-    """-> probs (L, H, Tq, Tk) float64-able array, q_start, allowed (Tq, Tk) bool, ids or None."""
+    """-> probs (L, H, Tq, Tk), q_start, a function giving allowed (Tq, Tk) bool, ids or None."""
     ids = None
     if isinstance(att, AttentionCapture):
-        probs, q_start, allowed, ids = att.probs, att.q_start, att.allowed(), att.ids
+        probs, q_start, allowed, ids = att.probs, att.q_start, att.allowed, att.ids
     else:
         probs = np.asarray(att)
         while probs.ndim < 4:
@@ -42,9 +42,11 @@ def _unpack(att, q_start: int = 0, mask=None):
         if Tk != q_start + Tq:
             raise AttentionError(f"keys ({Tk}) must equal q_start ({q_start}) + queries ({Tq})")
         if mask is None:
-            allowed = np.arange(Tk)[None, :] <= (q_start + np.arange(Tq))[:, None]
+            def allowed():
+                return np.arange(Tk)[None, :] <= (q_start + np.arange(Tq))[:, None]
         else:
-            allowed = np.asarray(mask, dtype=bool)
+            def allowed():
+                return np.asarray(mask, dtype=bool)
     return probs, q_start, allowed, ids
 
 
@@ -66,7 +68,7 @@ def entropy(att, q_start: int = 0, mask=None) -> np.ndarray:
     1 for a uniform head, 0 for a head that puts all its mass on one key. Rows that see a single key are skipped.
     """
     probs, q_start, allowed, _ = _unpack(att, q_start, mask)
-    n = allowed.sum(-1)  # (Tq,)
+    n = allowed().sum(-1)  # (Tq,)
     p = probs.astype(np.float64)
     h = -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)  # (L, H, Tq)
     rows = n > 1
@@ -111,12 +113,16 @@ def _masked_score(probs, M):
     return _rowmean(score, M.any(-1))
 
 
-def induction_mask(ids: np.ndarray, q_start: int, Tq: int, Tk: int) -> np.ndarray:
-    """Bool ``(Tq, Tk)``: key ``j`` follows an earlier occurrence of the query's token (``ids[j-1] == ids[p]``, ``j <= p``)."""
+def induction_mask(ids: np.ndarray, q_start: int, Tq: int, Tk: int, shift: int = 0) -> np.ndarray:
+    """Bool ``(Tq, Tk)``: key ``j`` follows an earlier occurrence of the query's token (``ids[j-1] == ids[p]``,
+    ``j <= p``). With ``shift`` s the key is ``s`` tokens further on (``ids[j-1-s] == ids[p]``, an earlier
+    occurrence: ``j - 1 - s < p``)."""
     qp = q_start + np.arange(Tq)
     k = np.arange(Tk)
-    prev_tok = np.concatenate([[-1], ids[: Tk - 1]])  # ids[j-1], none for j = 0
-    M = (prev_tok[None, :] == ids[qp][:, None]) & (k[None, :] >= 1) & (k[None, :] <= qp[:, None])
+    lag = 1 + shift
+    prev_tok = np.concatenate([np.full(min(lag, Tk), -1), ids[: max(Tk - lag, 0)]])  # ids[j-lag]
+    M = ((prev_tok[None, :] == ids[qp][:, None]) & (k[None, :] >= lag) & (k[None, :] <= qp[:, None])
+         & (k[None, :] - lag < qp[:, None]))
     return M
 
 
@@ -127,15 +133,34 @@ def duplicate_mask(ids: np.ndarray, q_start: int, Tq: int, Tk: int) -> np.ndarra
     return (ids[:Tk][None, :] == ids[qp][:, None]) & (k[None, :] < qp[:, None])
 
 
-def induction_score(att, ids=None, q_start: int = 0) -> np.ndarray:
+def induction_score(att, ids=None, q_start: int = 0, shift: int = 0) -> np.ndarray:
     """Mass on the token right after an earlier occurrence of the current token, ``(L, H)``.
 
-    Averaged over queries whose token occurred before. On a repeated random sequence ``x x`` this is the
-    usual offset-diagonal score (query ``n + t`` looking at key ``t + 1``).
+    Averaged over queries whose token occurred before (and whose target is visible). On a repeated random
+    sequence ``x x`` this is the usual offset-diagonal score (query ``n + t`` looking at key ``t + 1``).
+    ``shift`` s scores a shifted variant, key ``t + 1 + s`` (a circuit that matches ``s + 1`` tokens back and
+    copies ``s`` tokens back can predict as well; small models trained on ``x x`` sometimes find it).
     """
     probs, q_start, _, given = _unpack(att, q_start)
     Tq, Tk = probs.shape[-2:]
-    return _masked_score(probs, induction_mask(_ids_for(ids, given, Tk), q_start, Tq, Tk))
+    return _masked_score(probs, induction_mask(_ids_for(ids, given, Tk), q_start, Tq, Tk, shift))
+
+
+def attention_by_offset(att, q_start: int = 0) -> np.ndarray:
+    """Mean weight at each distance ``d = i - j`` over the queries that have a key at that distance, ``(L, H, Tk)``.
+
+    A previous-token head peaks at ``d = 1``, a sink head at ``d = i``; a head that looks a fixed number of tokens
+    back shows a single peak.
+    """
+    probs, q_start, _, _ = _unpack(att, q_start)
+    Tq, Tk = probs.shape[-2:]
+    qp = q_start + np.arange(Tq)
+    out = np.zeros(probs.shape[:2] + (Tk,))
+    for d in range(Tk):
+        rows = np.nonzero(qp - d >= 0)[0]
+        if rows.size:
+            out[..., d] = probs[..., rows, qp[rows] - d].mean(-1)
+    return out
 
 
 def duplicate_token_score(att, ids=None, q_start: int = 0) -> np.ndarray:
@@ -252,16 +277,61 @@ def head_metrics(source, sink_k: int = 1, window=None) -> HeadMetrics:
         return HeadMetrics(**_metrics_of(source, sink_k), sink_k=sink_k, T=source.T)
     if not isinstance(source, AttentionProbe):
         raise AttentionError(f"head_metrics takes an AttentionCapture or an AttentionProbe, got {type(source).__name__}")
-    L, H = source.n_layer, source.n_head
-    acc: dict[str, np.ndarray] = {}
+    return _probe_metrics(source, sink_k, window)
+
+
+def _probe_metrics(probe: AttentionProbe, sink_k: int, window=None) -> HeadMetrics:
+    """The same definitions as the functions above, in torch float32, one head at a time; the masks that do not
+    depend on the head (visible keys, induction and duplicate targets, distances) are built once."""
+    import torch
+
+    from .capture import _window
+
+    if sink_k < 1:
+        raise AttentionError(f"k must be >= 1, got {sink_k}")
+    L, H, T = probe.n_layer, probe.n_head, probe.T
+    start, end = _window(window, T)
+    Tq = end - start
+    qp = torch.arange(start, end)
+    kp = torch.arange(end)
+    pol = probe.policy
+    allowed = pol.allowed(qp, kp) if pol is not None else kp[None, :] <= qp[:, None]
+    n = allowed.sum(-1)
+    ent_rows = n > 1
+    log_n = torch.log(n.clamp(min=2).double()).float()
+    ids = probe.ids.cpu().numpy()
+    ind = torch.from_numpy(induction_mask(ids, start, Tq, end))
+    dup = torch.from_numpy(duplicate_mask(ids, start, Tq, end))
+    ind_rows, dup_rows = ind.any(-1), dup.any(-1)
+    dist = (qp[:, None] - kp[None, :]).clamp(min=0).float()
+    sink_rows = qp >= sink_k
+    prev_rows = qp >= 1
+    r_prev = torch.nonzero(prev_rows).squeeze(-1)
+    out = {m: np.full((L, H), np.nan) for m in METRICS}
+    has_vn = probe.tiny
+
+    def rowmean(x, rows):
+        return float(x[rows].double().mean()) if bool(rows.any()) else float("nan")
+
     for layer in range(L):
+        P = probe.probs(layer, None, (start, end)).cpu()  # (H, Tq, Tk)
+        vn = probe.value_norms(layer, None, end).cpu() if has_vn else None
         for h in range(H):
-            cap = source.capture([layer], [h], window)
-            for name, v in _metrics_of(cap, sink_k).items():
-                if v is None:
-                    continue
-                acc.setdefault(name, np.full((L, H), np.nan))[layer, h] = v[0, 0]
-    return HeadMetrics(**{m: acc.get(m) for m in METRICS}, sink_k=sink_k, T=source.T)
+            p = P[h]
+            ent = -torch.special.xlogy(p, p).sum(-1) / log_n
+            out["entropy"][layer, h] = rowmean(ent, ent_rows)
+            out["sink_mass"][layer, h] = rowmean(p[:, :sink_k].sum(-1), sink_rows)
+            out["previous_token"][layer, h] = rowmean(p[r_prev, qp[r_prev] - 1], torch.ones(len(r_prev), dtype=torch.bool))
+            out["induction"][layer, h] = rowmean((p * ind).sum(-1), ind_rows)
+            out["duplicate_token"][layer, h] = rowmean((p * dup).sum(-1), dup_rows)
+            out["distance"][layer, h] = float((p * dist).sum(-1).double().mean())
+            if vn is not None:
+                w = p * vn[h][None, :]
+                w = w / w.sum(-1, keepdim=True).clamp(min=1e-30)
+                out["value_sink_mass"][layer, h] = rowmean(w[:, :sink_k].sum(-1), sink_rows)
+    if not has_vn:
+        out["value_sink_mass"] = None
+    return HeadMetrics(**out, sink_k=sink_k, T=T)
 
 
 def repeated_random_ids(n: int, reps: int = 2, vocab: int = 256, seed: int = 0, low: int = 0) -> np.ndarray:

@@ -327,9 +327,11 @@ def perplexity_vs_length(model, text_or_ids, policy=None, length: int | None = N
         extra = {"evicted": cache.evicted}
     else:
         if T > ctx and _pos_kind(model) not in ("rope", "alibi"):
+            kind = getattr(model.config, "pos", None)
+            what = f"this model has {kind!r} positions, which stop there" if kind else \
+                "only a TinyGPT with RoPE/ALiBi can run past its context here"
             raise ContextLengthError(
-                f"{T} tokens exceed the context of {ctx} and this model has {_pos_kind(model)!r} positions, which "
-                "stop there: no mask policy can go further (use a RoPE/ALiBi model)"
+                f"{T} tokens exceed the context of {ctx} and {what}: no mask policy can go further"
             )
         with use_policy(model, policy):
             cache = model.new_cache(1, max_len=max(T, ctx)) if T > ctx else None

@@ -48,9 +48,12 @@ def downsample(a: np.ndarray, factor: int) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=np.float32)
     Tq, Tk = a.shape
     nq, nk = math.ceil(Tq / factor), math.ceil(Tk / factor)
-    pad = np.zeros((nq * factor, nk * factor), dtype=np.float64)
-    pad[:Tq, :Tk] = a
-    s = pad.reshape(nq, factor, nk, factor).sum(axis=3)  # sum over keys in a block: (nq, f, nk)
+    if (Tq, Tk) == (nq * factor, nk * factor):
+        pad = np.asarray(a, dtype=np.float32)
+    else:
+        pad = np.zeros((nq * factor, nk * factor), dtype=np.float32)
+        pad[:Tq, :Tk] = a
+    s = pad.reshape(nq, factor, nk, factor).sum(axis=3, dtype=np.float64)  # keys summed per block: (nq, f, nk)
     counts = np.minimum(factor, Tq - np.arange(nq) * factor)  # last block may be short
     return (s.sum(axis=1) / counts[:, None]).astype(np.float32)
 

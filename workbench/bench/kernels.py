@@ -2,8 +2,9 @@
 
 On a GPU (CuPy back-end usable):
   * attention, fp16, causal, T in {512, 2048, 8192}, head dim 64 and 128: time, TFLOP/s and peak
-    extra memory of the fused kernel vs ``torch.nn.functional.scaled_dot_product_attention``
-    and vs naive PyTorch (matmul + mask + softmax + matmul), with ratios;
+    extra memory of the fused kernel (the tensor-core one that ``kernels.attention`` picks for fp16)
+    vs ``torch.nn.functional.scaled_dot_product_attention`` and vs naive PyTorch (matmul + mask +
+    softmax + matmul), with ratios; plus the time of the SIMT kernel for comparison;
   * sampling, batch 64, vocab 32k and 128k: the fused top-p kernel vs a sort-based PyTorch
     top-p (softmax, sort, cumsum, mask, multinomial), with the ratio and the achieved memory
     bandwidth (one read of the logits) as a fraction of the device's peak.
@@ -113,6 +114,8 @@ def _attn_flops(B, H, T, D, causal=True):
 # GPU benchmark
 # ----------------------------------------------------------------------------------------------
 def bench_attention_gpu(seqlens, dims, heads=16, tokens=8192, repeats=10):
+    from workbench.kernels import cupy_ops
+
     rows = []
     for D in dims:
         for T in seqlens:
@@ -122,7 +125,8 @@ def bench_attention_gpu(seqlens, dims, heads=16, tokens=8192, repeats=10):
                        for _ in range(3))
             mask = torch.ones(T, T, dtype=torch.bool, device="cuda").tril()
             methods = {
-                "workbench": lambda: kernels.attention(q, k, v, backend="cupy"),
+                "workbench": lambda: kernels.attention(q, k, v, backend="cupy"),   # tensor cores
+                "simt": lambda: cupy_ops.attention(q, k, v, impl="simt")[0],       # CUDA cores
                 "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
                 "naive": lambda: naive_attention(q, k, v, mask),
             }
@@ -236,7 +240,7 @@ def main(argv=None) -> int:
         print(_table(att, [("T", "T", "d"), ("D", "D", "d"), ("B", "B", "d"),
                            ("workbench ms", "workbench_ms", ".3f"), ("TFLOP/s", "workbench_tflops", ".1f"),
                            ("SDPA ms", "sdpa_ms", ".3f"), ("SDPA TFLOP/s", "sdpa_tflops", ".1f"),
-                           ("naive ms", "naive_ms", ".3f"),
+                           ("naive ms", "naive_ms", ".3f"), ("SIMT kernel ms", "simt_ms", ".3f"),
                            ("x SDPA speed", "speed_vs_sdpa", ".2f"), ("x naive speed", "speed_vs_naive", ".2f"),
                            ("peak MiB (ours)", "workbench_peak_mib", ".1f"),
                            ("peak MiB (SDPA)", "sdpa_peak_mib", ".1f"),

@@ -43,9 +43,7 @@ class NoiseStream:
 
     def exponential(self, position: int, shape, purpose: str = "sample") -> torch.Tensor:
         """``E ~ Exp(1)`` of ``shape`` for generating ``position``."""
-        g = self.generator(position, purpose)
-        u = torch.rand(shape, generator=g, dtype=torch.float64)
-        return (-torch.log1p(-u)).float()  # u in [0, 1): 1 - u in (0, 1], E finite and >= 0
+        return torch.empty(shape).exponential_(1.0, generator=self.generator(position, purpose))
 
     def uniform(self, position: int, shape, purpose: str = "accept") -> torch.Tensor:
         """``U ~ Uniform[0, 1)`` of ``shape`` (speculative acceptance tests)."""

@@ -17,17 +17,18 @@ import torch
 from . import processors as P
 from .processors import DecodingError
 
-#: name -> (function, validator, needs ids)
+#: name -> (unchecked implementation, validator, needs ids); the pipeline validates parameters once at
+#: construction and checks the logits once per call, then runs the implementations.
 _STAGES = {
-    "temperature": (P.temperature, P.validate_temperature, False),
-    "top_k": (P.top_k, P.validate_top_k, False),
-    "top_p": (P.top_p, P.validate_top_p, False),
-    "min_p": (P.min_p, P.validate_min_p, False),
-    "typical": (P.typical, P.validate_typical, False),
-    "epsilon": (P.epsilon, P.validate_epsilon, False),
-    "eta": (P.eta, lambda v: P.validate_epsilon(v, "eta epsilon"), False),
-    "repetition_penalty": (P.repetition_penalty, P.validate_penalty, True),
-    "no_repeat_ngram": (P.no_repeat_ngram, P.validate_ngram, True),
+    "temperature": (P._temperature, P.validate_temperature, False),
+    "top_k": (P._top_k, P.validate_top_k, False),
+    "top_p": (P._top_p, P.validate_top_p, False),
+    "min_p": (P._min_p, P.validate_min_p, False),
+    "typical": (P._typical, P.validate_typical, False),
+    "epsilon": (P._epsilon, P.validate_epsilon, False),
+    "eta": (P._eta, lambda v: P.validate_epsilon(v, "eta epsilon"), False),
+    "repetition_penalty": (P._repetition_penalty, P.validate_penalty, True),
+    "no_repeat_ngram": (P._no_repeat_ngram, P.validate_ngram, True),
 }
 _TRUNCATING = {"top_k", "top_p", "min_p", "typical", "epsilon", "eta"}
 
@@ -60,6 +61,7 @@ class Stage:
         return _STAGES[self.name][2]
 
     def __call__(self, logits: torch.Tensor, ids=None, min_tokens_to_keep: int = 1) -> torch.Tensor:
+        """Apply to logits ``(..., V)`` (assumed checked: see :func:`processors.check_logits`)."""
         fn = _STAGES[self.name][0]
         if self.needs_ids:
             if ids is None:

@@ -41,12 +41,12 @@ def check_logits(logits: torch.Tensor, where: str = "logits") -> torch.Tensor:
         raise DecodingError(f"{where} must have shape (..., V) with V >= 1, got {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise DecodingError(f"{where} must be floating point, got {logits.dtype}")
-    if bool(torch.isnan(logits).any()):
-        raise DecodingError(
-            f"{where} contain NaN: the model produced an invalid distribution (check the weights/inputs); "
-            "refusing to sample from it"
-        )
-    if bool((logits == float("inf")).any()):
+    if bool((torch.isnan(logits) | torch.isposinf(logits)).any()):  # one host sync for both checks
+        if bool(torch.isnan(logits).any()):
+            raise DecodingError(
+                f"{where} contain NaN: the model produced an invalid distribution (check the weights/inputs); "
+                "refusing to sample from it"
+            )
         raise DecodingError(f"{where} contain +inf: the distribution is undefined")
     return logits
 
@@ -142,19 +142,23 @@ def temperature(logits: torch.Tensor, t: float) -> torch.Tensor:
 
     Sampling at ``t -> 0`` tends to the arg-max, so 0 is given that limit's meaning instead of an error.
     """
-    t = validate_temperature(t)
-    check_logits(logits)
+    return _temperature(check_logits(logits), validate_temperature(t))
+
+
+def _temperature(logits: torch.Tensor, t: float) -> torch.Tensor:
     if t == 0.0:
-        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.argmax(-1, keepdim=True), True)
-        return logits.masked_fill(~keep, NEG_INF)
+        idx = logits.argmax(-1, keepdim=True)
+        return torch.full_like(logits, NEG_INF).scatter_(-1, idx, logits.gather(-1, idx))
     return logits / t
 
 
 def top_k(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Keep tokens whose logit is ``>=`` the ``max(k, min_tokens_to_keep)``-th largest; ``k > V`` keeps all."""
-    k = max(validate_top_k(k), _keep_count(min_tokens_to_keep))
-    check_logits(logits)
-    return logits.masked_fill(logits < _kth_largest(logits, k), NEG_INF)
+    return _top_k(check_logits(logits), validate_top_k(k), _keep_count(min_tokens_to_keep))
+
+
+def _top_k(logits, k, n_keep=1):
+    return logits.masked_fill(logits < _kth_largest(logits, max(k, n_keep)), NEG_INF)
 
 
 def top_p(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
@@ -163,9 +167,10 @@ def top_p(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.
     In ascending order of logit, a token is dropped when the mass of itself and everything less likely is
     ``<= 1 - p``; the ``min_tokens_to_keep`` most likely tokens always stay.
     """
-    p = validate_top_p(p)
-    n_keep = _keep_count(min_tokens_to_keep)
-    check_logits(logits)
+    return _top_p(check_logits(logits), validate_top_p(p), _keep_count(min_tokens_to_keep))
+
+
+def _top_p(logits, p, n_keep=1):
     asc, order = torch.sort(logits, dim=-1, descending=False)
     cum = asc.softmax(dim=-1).cumsum(dim=-1)
     remove_sorted = cum <= (1.0 - p)
@@ -176,9 +181,10 @@ def top_p(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.
 
 def min_p(logits: torch.Tensor, m: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Keep tokens with probability ``>= m * (largest probability)``; scale-free, unlike a fixed cut-off."""
-    m = validate_min_p(m)
-    n_keep = _keep_count(min_tokens_to_keep)
-    check_logits(logits)
+    return _min_p(check_logits(logits), validate_min_p(m), _keep_count(min_tokens_to_keep))
+
+
+def _min_p(logits, m, n_keep=1):
     probs = logits.softmax(dim=-1)
     remove = probs < m * probs.amax(dim=-1, keepdim=True)
     top = torch.topk(probs, min(n_keep, probs.size(-1)), dim=-1).indices
@@ -192,9 +198,10 @@ def typical(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> t
     Tokens are ranked by ``|-log p_i - H|``; the first ones are kept until their mass reaches ``mass``
     (the crossing token, and ties with its distance, are kept).
     """
-    mass = validate_typical(mass)
-    n_keep = _keep_count(min_tokens_to_keep)
-    check_logits(logits)
+    return _typical(check_logits(logits), validate_typical(mass), _keep_count(min_tokens_to_keep))
+
+
+def _typical(logits, mass, n_keep=1):
     logp = logits.log_softmax(dim=-1)
     H = -(logp * logp.exp()).nansum(dim=-1, keepdim=True)
     dist = (-logp - H).abs()
@@ -209,18 +216,20 @@ def typical(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> t
 
 def epsilon(logits: torch.Tensor, eps: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Epsilon sampling (Hewitt et al.): drop tokens with probability below the absolute cut-off ``eps``."""
-    eps = validate_epsilon(eps)
-    n_keep = _keep_count(min_tokens_to_keep)
-    check_logits(logits)
+    return _epsilon(check_logits(logits), validate_epsilon(eps), _keep_count(min_tokens_to_keep))
+
+
+def _epsilon(logits, eps, n_keep=1):
     remove = logits.softmax(dim=-1) < eps
     return logits.masked_fill(_protect_top(remove, logits, n_keep), NEG_INF)
 
 
 def eta(logits: torch.Tensor, eps: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Eta sampling (Hewitt et al.): an entropy-dependent cut-off ``min(eps, sqrt(eps) * exp(-H))``."""
-    eps = validate_epsilon(eps, "eta epsilon")
-    n_keep = _keep_count(min_tokens_to_keep)
-    check_logits(logits)
+    return _eta(check_logits(logits), validate_epsilon(eps, "eta epsilon"), _keep_count(min_tokens_to_keep))
+
+
+def _eta(logits, eps, n_keep=1):
     probs = logits.softmax(dim=-1)
     H = torch.distributions.Categorical(logits=logits).entropy()
     e = torch.tensor(eps, dtype=logits.dtype, device=logits.device)
@@ -252,8 +261,10 @@ def repetition_penalty(logits: torch.Tensor, ids, penalty: float) -> torch.Tenso
 
     logits ``(..., V)``, ids ``(..., T)`` (or ``(T,)`` shared by every row).
     """
-    penalty = validate_penalty(penalty)
-    check_logits(logits)
+    return _repetition_penalty(check_logits(logits), ids, validate_penalty(penalty))
+
+
+def _repetition_penalty(logits, ids, penalty):
     t = _ids_like(logits, ids)
     if t.size(-1) == 0:
         return logits.clone()
@@ -267,8 +278,10 @@ def no_repeat_ngram(logits: torch.Tensor, ids, n: int) -> torch.Tensor:
 
     With ``n == 1`` every seen token is banned. logits ``(..., V)``, ids ``(..., T)`` or ``(T,)``.
     """
-    n = validate_ngram(n)
-    check_logits(logits)
+    return _no_repeat_ngram(check_logits(logits), ids, validate_ngram(n))
+
+
+def _no_repeat_ngram(logits, ids, n):
     t = _ids_like(logits, ids)
     T = t.size(-1)
     if T < n:

@@ -143,7 +143,7 @@ def _probs(pipe: Pipeline, logits: torch.Tensor, hists) -> torch.Tensor:
     return torch.stack([pipe.probs(logits[i], torch.tensor(h)) for i, h in enumerate(hists)])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: int = 4, pipeline=None, seed: int = 0,
                        *, eos_id: int | None = None, cost_ratio: float | None = None, trace: bool = True,
                        top_residual: int = 5) -> SpeculativeResult:
@@ -161,6 +161,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
     prepare_prompt(draft, prompt_ids, max_new_tokens)
     _check_eos(target, eos_id)
     noise = NoiseStream(seed)
+    greedy_pipe = pipe.greedy
     dev_t = ids.device
     dev_d = model_device(draft)
     T = ids.size(1)
@@ -170,7 +171,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
     dcache = draft.new_cache(1, max_len=T + max_new_tokens)
     rounds: list[SpecRound] = []
     n_gen = 0
-    t_draft = t_target = 0.0
+    t_draft = t_target = t_draft_all = 0.0
     n_draft_calls = n_target_calls = 0
     timed_draft = timed_target = 0
     drafted = verified = accepted = 0
@@ -187,11 +188,13 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
             lg = draft.step(torch.tensor([feed], device=dev_d), dcache).logits[:, -1].float()
             dt = time.perf_counter() - t0
             n_draft_calls += 1
+            if dcache.length > len(feed):  # not the prefill
+                t_draft_all += dt
             if len(feed) == 1:
                 t_draft += dt
                 timed_draft += 1
             q = _probs(pipe, lg.cpu(), [seq + drafts])[0]
-            x = int(sample_with_noise(q, noise.exponential(pos + i, (1, V))[0]))
+            x = int(q.argmax()) if greedy_pipe else int(sample_with_noise(q, noise.exponential(pos + i, (1, V))[0]))
             drafts.append(x)
             qs.append(q)
         feed = (seq + drafts)[tcache.length:]
@@ -205,19 +208,25 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
             timed_target += 1
         ps = _probs(pipe, lg, [seq + drafts[:i] for i in range(g + 1)])  # (g + 1, V)
         qt = torch.stack(qs)[None] if g else ps.new_zeros(1, 0, V)
-        u = torch.stack([noise.uniform(pos + i, (1,), "accept")[0] for i in range(g)])[None] if g else \
-            ps.new_zeros(1, 0)
+        if greedy_pipe:  # p(x)/q(x) is 0 or 1: any u in [0, 1) decides the same
+            u = ps.new_full((1, g), 0.5)
+        else:
+            u = torch.stack([noise.uniform(pos + i, (1,), "accept")[0] for i in range(g)])[None] if g else \
+                ps.new_zeros(1, 0)
         verdict = verify_drafts(ps[None], qt, torch.tensor([drafts], dtype=torch.long).reshape(1, g), u)
         n = int(verdict.n_accepted[0])
         rejected = bool(verdict.rejected[0])
-        E = noise.exponential(pos + n, (1, V), "residual" if rejected else "sample")[0]
-        nxt = int(sample_with_noise(verdict.next_dist[0], E))
+        if greedy_pipe:
+            nxt = int(verdict.next_dist[0].argmax())
+        else:
+            E = noise.exponential(pos + n, (1, V), "residual" if rejected else "sample")[0]
+            nxt = int(sample_with_noise(verdict.next_dist[0], E))
         n_checked = n + (1 if rejected else 0)
         drafted += g
         verified += n_checked
         accepted += n
-        for i in range(n_checked):
-            tv_sum += float(torch.minimum(ps[i], qs[i]).sum())
+        if n_checked:
+            tv_sum += float(torch.minimum(ps[:n_checked], torch.stack(qs[:n_checked])).sum())
         new = drafts[:n] + [nxt]
         if eos_id is not None and eos_id in new:
             new = new[: new.index(eos_id) + 1]
@@ -255,12 +264,12 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
         tokens_per_call=len(tokens) / max(n_target_calls, 1),
         expected_tokens_per_call=expected_tokens_per_call(a_for, gamma),
         c=c, expected_speedup=expected_speedup(a_for, gamma, c) if not math.isnan(c) else float("nan"),
-        draft_time_s=t_draft, target_time_s=t_target, wall_time_s=wall,
+        draft_time_s=t_draft_all, target_time_s=t_target, wall_time_s=wall,
     )
     return SpeculativeResult(seq[:T], tokens, rounds, stats, _decode_text(target, tokens))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def speculative_sample_batch(target, draft, prompt_ids, max_new_tokens: int, gamma: int, num_samples: int,
                              pipeline=None, seed: int = 0, *, accept_rule: Callable | None = None,
                              residual_rule: Callable | None = None) -> torch.Tensor:

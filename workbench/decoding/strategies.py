@@ -85,7 +85,8 @@ def _last_logits(out) -> torch.Tensor:
 def trace_step(logits: torch.Tensor, pipeline: Pipeline, ids=None, chosen: int | None = None, step: int = 0,
                top_n: int = 12) -> StepTrace:
     """Trace one step: logits ``(V,)`` through every stage of ``pipeline``; ``chosen`` defaults to the arg-max
-    of the final distribution. Candidates are the raw top ``top_n`` (plus the chosen token if outside)."""
+    of the final distribution. Candidates: the raw top ``top_n``, then any token in a later stage's top ``top_n``
+    that is not among them yet (penalties re-rank), then the chosen token if still missing."""
     logits = logits.reshape(-1).float()
     stages = pipeline.run(logits, None if ids is None else torch.as_tensor(ids).reshape(-1))
     raw_probs = stages[0][1].softmax(-1)
@@ -93,7 +94,12 @@ def trace_step(logits: torch.Tensor, pipeline: Pipeline, ids=None, chosen: int |
     final_probs = final.softmax(-1)
     if chosen is None:
         chosen = int(final.argmax())
-    cand = torch.topk(raw_probs, min(top_n, raw_probs.numel())).indices.tolist()
+    k = min(top_n, raw_probs.numel())
+    cand = torch.topk(raw_probs, k).indices.tolist()
+    for _, lg in stages[1:]:  # a penalty stage can promote tokens from outside the raw top-n
+        for t in torch.topk(lg, k).indices.tolist():
+            if t not in cand and bool(torch.isfinite(lg[t])):
+                cand.append(t)
     if chosen not in cand:
         cand.append(chosen)
     idx = torch.tensor(cand)
@@ -108,7 +114,7 @@ def trace_step(logits: torch.Tensor, pipeline: Pipeline, ids=None, chosen: int |
 
 
 # -------------------------------------------------------------------------------------- greedy / sampling
-@torch.no_grad()
+@torch.inference_mode()
 def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0, *, eos_id: int | None = None,
            trace: bool = True, top_n: int = 12, strategy: str | None = None) -> DecodeTrace:
     """Ancestral sampling through ``pipeline`` with noise from ``NoiseStream(seed)``; one model call per token.
@@ -132,10 +138,13 @@ def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0,
     out.target_calls = 1
     hist = ids if pipe.needs_ids else None
     V = logits.size(-1)
+    greedy_pipe = pipe.greedy
     for t in range(max_new_tokens):
         final = pipe(logits, hist)
-        probs = final.softmax(-1)
-        tok = int(sample_with_noise(probs, noise.exponential(t, (1, V)))[0])
+        if greedy_pipe:  # one finite entry left: no noise needed
+            tok = int(final[0].argmax())
+        else:
+            tok = int(sample_with_noise(final.softmax(-1), noise.exponential(t, (1, V)))[0])
         if trace:
             out.steps.append(trace_step(logits[0], pipe, None if hist is None else hist[0], tok, t, top_n))
         out.tokens.append(tok)
@@ -157,7 +166,7 @@ def greedy(model, prompt_ids, max_new_tokens: int, *, eos_id: int | None = None,
                   eos_id=eos_id, trace=trace, top_n=top_n, strategy="greedy")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy_fast(model, prompt_ids, max_new_tokens: int) -> list[int]:
     """Greedy tokens only, no tracing or per-step checks: the loop the benchmark times."""
     ids = prepare_prompt(model, prompt_ids, max_new_tokens)
@@ -172,7 +181,7 @@ def greedy_fast(model, prompt_ids, max_new_tokens: int) -> list[int]:
     return torch.cat(out, 1)[0].tolist() if out else []
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample_batch(model, prompt_ids, max_new_tokens: int, num_samples: int, pipeline=None, seed: int = 0) -> torch.Tensor:
     """``num_samples`` independent samples of one prompt, decoded together as a batch: ``(num_samples, n)``.
 
@@ -303,7 +312,7 @@ def _hypothesis(nodes, nid, score, raw, lp, group) -> BeamHypothesis:
     )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def diverse_beam_search(model, prompt_ids, num_beams: int = 4, max_new_tokens: int = 20, *, num_groups: int = 2,
                         diversity_penalty: float = 1.0, length_penalty: float = 1.0,
                         early_stopping: bool | str = False, eos_id: int | None = None, pipeline=None,
@@ -394,7 +403,7 @@ def lookup_draft(seq: Sequence[int], max_ngram: int, num_pred: int) -> list[int]
     return []
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2, num_pred: int = 10,
                   eos_id: int | None = None) -> DecodeTrace:
     """Greedy decoding accelerated by copying: draft tokens that followed the current n-gram earlier in the
@@ -411,7 +420,7 @@ def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2,
     if max_new_tokens == 0:
         return out
     cache = model.new_cache(1, max_len=T + max_new_tokens)
-    logits = _last_logits(model.step(ids, cache))
+    logits = P.check_logits(_last_logits(model.step(ids, cache)))
     calls, drafted, accepted = 1, 0, 0
     rounds = []
     nxt = int(logits[0].argmax())
@@ -421,7 +430,7 @@ def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2,
         remaining = max_new_tokens - len(out.tokens)
         draft = lookup_draft(seq, max_ngram, num_pred)[: remaining - 1]
         feed = torch.tensor([[seq[-1]] + draft], device=dev)
-        lg = model.step(feed, cache).logits[0].float()  # (1 + d, V)
+        lg = P.check_logits(model.step(feed, cache).logits[0].float())  # (1 + d, V)
         calls += 1
         want = lg.argmax(-1).tolist()
         n = 0

@@ -32,8 +32,8 @@ class StageSnapshot:
 class StepTrace:
     """One generated position (index ``step`` from 0 after the prompt).
 
-    ``candidates``: the raw distribution's top token ids (most likely first), plus the chosen token if it
-    was not among them. ``stages[0]`` is the raw distribution, then one snapshot per pipeline stage.
+    ``candidates``: the raw distribution's top token ids (most likely first), then tokens that enter a later
+    stage's top (a repetition penalty re-ranks), then the chosen token if it was not among them. ``stages[0]`` is the raw distribution, then one snapshot per pipeline stage.
     ``surprisal`` is ``-log2 p_raw(chosen)``; ``entropy`` is the raw distribution's, ``final_entropy`` the one
     actually sampled from.
     """
@@ -178,6 +178,9 @@ class SpeculativeStats:
     ``alpha_tv``: mean of ``sum_x min(p(x), q(x))`` over verified positions (the exact acceptance
     probability there, ``1 - TV(p, q)``). ``c``: draft cost / target cost per call (measured, or given).
     ``expected_tokens_per_call = (1 - a^(g+1)) / (1 - a)``; ``expected_speedup = that / (g c + 1)``.
+    The measured ``c`` divides the mean one-token draft call by the mean verification call (``g + 1`` tokens),
+    so it is slightly below the one-step ratio. ``draft_time_s`` / ``target_time_s``: time in all draft / target
+    calls after the prefill; ``wall_time_s``: the whole run (the rest is sampling and bookkeeping).
     """
 
     gamma: int

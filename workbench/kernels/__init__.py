@@ -109,6 +109,9 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None,
     Returns:
         out (B, H, Tq, D) in q's dtype; or ``(out, probs)`` when ``return_probs_heads`` is given,
         probs float32 (B, len(heads), Tq, Tk), zeros where masked, rows summing to 1.
+
+    On the cupy back-end, float16/bfloat16 run the tensor-core kernel (``wb_attn_mma_*``) and
+    float32, or any call asking for probabilities, the SIMT kernel (``wb_attn_fwd_*``).
     """
     _check_tensor(q, "q", 4, "(B, H, Tq, D)")
     _check_tensor(k, "k", 4, "(B, H, Tk, D)")

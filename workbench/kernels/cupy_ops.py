@@ -1,5 +1,9 @@
 """CuPy back-end: compiles ``cu/*.cu`` with NVRTC (``cupy.RawModule``) and launches the kernels.
 
+Attention has two kernels in ``cu/attention.cu``: ``wb_attn_fwd_*`` (SIMT, fp32 arithmetic, every
+dtype, can also write probabilities) and ``wb_attn_mma_*`` (tensor cores, fp16/bf16); ``"auto"``
+picks the tensor-core one whenever it applies.
+
 Tensors cross between torch and CuPy zero-copy through DLPack (:func:`to_cupy`,
 :func:`to_torch`); outputs are allocated by torch, so torch's caching allocator and
 ``torch.cuda.max_memory_allocated`` see them, and kernels run on torch's current stream.
@@ -88,17 +92,57 @@ def _launch(fn, grid, block, make_args, device: torch.device, device_index: int)
 _NULL = np.uint64(0)   # a null pointer argument
 
 
-def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_heads=None):
-    """Launch ``wb_attn_fwd_<dtype>_d<D>``. Same contract as :func:`reference.attention`.
+ATTN_IMPLS = ("auto", "mma", "simt")
+MMA_BLOCK_M = 64
+MMA_THREADS = 128
+
+
+def attention_impl(dtype: torch.dtype, probs_heads, impl: str = "auto") -> str:
+    """Which attention kernel runs: ``"mma"`` (tensor cores: fp16/bf16, no probabilities) or
+    ``"simt"`` (fp32 arithmetic on CUDA cores: every dtype, can write probabilities)."""
+    if impl not in ATTN_IMPLS:
+        raise ValueError(f"impl must be one of {ATTN_IMPLS}, got {impl!r}")
+    mma_ok = dtype in (torch.float16, torch.bfloat16) and probs_heads is None
+    if impl == "mma" and not mma_ok:
+        raise ValueError("the tensor-core kernel takes float16/bfloat16 and writes no probabilities")
+    return "mma" if impl == "mma" or (impl == "auto" and mma_ok) else "simt"
+
+
+def _aligned16(*ts) -> bool:
+    """All rows start on 16-byte boundaries (so the mma kernel can load 8 halves at a time)."""
+    return all(t.data_ptr() % 16 == 0 and all(st % 8 == 0 for st in t.stride()[:3]) for t in ts)
+
+
+def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_heads=None,
+              impl="auto"):
+    """Launch an attention kernel. Same contract as :func:`reference.attention`.
 
     q (B, H, Tq, D), k/v (B, H, Tk, D), CUDA, same dtype, last dim contiguous (any other strides).
+    ``impl``: ``"auto"`` (tensor cores for fp16/bf16 unless probabilities are requested), ``"mma"``
+    or ``"simt"``; see :func:`attention_impl`.
     """
     B, H, Tq, D = q.shape
     Tk = k.shape[-2]
     dev = q.device
     idx = dev.index if dev.index is not None else torch.cuda.current_device()
-    fn = _function("attention.cu", f"wb_attn_fwd_{_DTYPE_TAG[q.dtype]}_d{D}", idx)
     out = torch.empty((B, H, Tq, D), dtype=q.dtype, device=dev)
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    i32, i64 = np.int32, np.int64
+    if attention_impl(q.dtype, probs_heads, impl) == "mma":
+        fn = _function("attention.cu", f"wb_attn_mma_{_DTYPE_TAG[q.dtype]}_d{D}", idx)
+        vec = _aligned16(q, k, v)
+        make_args = lambda: (  # noqa: E731
+            to_cupy(q), to_cupy(k), to_cupy(v), to_cupy(out), i32(H), i32(Tq), i32(Tk),
+            i64(q.stride(0)), i64(q.stride(1)), i64(q.stride(2)),
+            i64(k.stride(0)), i64(k.stride(1)), i64(k.stride(2)),
+            i64(v.stride(0)), i64(v.stride(1)), i64(v.stride(2)),
+            np.float32(scale), i32(1 if causal else 0), i32(0 if window is None else window),
+            i32(sinks), i32(1 if vec else 0),
+        )
+        grid = ((Tq + MMA_BLOCK_M - 1) // MMA_BLOCK_M, H, B)
+        _launch(fn, grid, (MMA_THREADS,), make_args, dev, idx)
+        return out, None
+    fn = _function("attention.cu", f"wb_attn_fwd_{_DTYPE_TAG[q.dtype]}_d{D}", idx)
     n_slots = 0
     probs = head_slot = None
     if probs_heads is not None:
@@ -109,11 +153,9 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_h
             slot[h] = s
         head_slot = slot.to(dev)
         probs = torch.zeros((B, n_slots, Tq, Tk), dtype=torch.float32, device=dev)
-    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     bm = ATTN_BLOCK_M[D]
     grid = ((Tq + bm - 1) // bm, H, B)
     block = (bm * ATTN_THREADS_PER_ROW,)
-    i32, i64 = np.int32, np.int64
     make_args = lambda: (  # noqa: E731
         to_cupy(q), to_cupy(k), to_cupy(v), to_cupy(out),
         to_cupy(probs) if probs is not None else _NULL,

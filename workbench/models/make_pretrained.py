@@ -20,7 +20,7 @@ from .tinygpt import TinyGPT
 from .training import evaluate, train
 
 RECIPES = {
-    "docs-byte": dict(config=dict(n_layer=4, n_head=4, n_embd=192, block_size=256, pos="rope", dropout=0.1),
+    "docs-byte": dict(config=dict(n_layer=4, n_head=4, n_embd=128, block_size=256, pos="rope", dropout=0.05),
                       steps=1500, batch_size=16, lr=2e-3),
     "docs-byte-draft": dict(config=dict(n_layer=1, n_head=2, n_embd=64, block_size=256, pos="rope", dropout=0.0),
                             steps=1200, batch_size=16, lr=3e-3),

@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.optimize import minimize
+
+from .errors import ScalingError
 
 
 @dataclass(frozen=True)
@@ -84,82 +85,99 @@ def objective_numpy(params: np.ndarray, spec: LawSpec, log_y: np.ndarray, delta:
 class BatchedObjective:
     """The same objective for a batch of parameter vectors, optionally with one weight row each.
 
-    The fast path works in float32 without a max-shift (``log(1 + sum_k exp(a_k - e - p x_k))``): about
-    five times cheaper than float64 here, and precise enough to tell basins apart, since the winners are
-    polished in float64 afterwards. Rows whose fast value overflows are recomputed in float64 with the
-    max-shifted log-sum-exp, so a finite objective is never reported as infinite. ``weights`` (bootstrap
-    resampling counts) is ``(B, n)`` or None; each call names the batch rows it evaluates.
+    The fast path works in float32 without a max-shift (``log(1 + sum_k exp(a_k - e - p x_k))``): several
+    times cheaper than float64, and precise enough to tell basins apart, since the winners are polished
+    in float64 afterwards. Rows whose fast value overflows are recomputed in float64 with the max-shifted
+    log-sum-exp, so a finite objective is never reported as infinite. ``weights`` (bootstrap resampling
+    counts) is ``(B, n)`` or None; each call names the batch rows it evaluates.
     """
 
+    CHUNK_POINTS = 131072
+
     def __init__(self, spec: LawSpec, log_y: np.ndarray, delta: float, norm: float,
-                 weights: np.ndarray | None = None, dtype: torch.dtype = torch.float32):
+                 weights: np.ndarray | None = None, dtype=np.float32):
         self.K = len(spec.exponent_index)
         self.idx = spec.exponent_index
         self.P = spec.n_params
         self.dtype = dtype
-        self.X = torch.as_tensor(spec.features, dtype=dtype)
-        self.X64 = torch.as_tensor(spec.features, dtype=torch.float64)
-        self.log_y = torch.as_tensor(log_y, dtype=dtype)
-        self.log_y64 = torch.as_tensor(log_y, dtype=torch.float64)
+        self.X = np.ascontiguousarray(spec.features, dtype=dtype)
+        self.X64 = np.asarray(spec.features, dtype=np.float64)
+        self.log_y = np.asarray(log_y, dtype=dtype)
+        self.log_y64 = np.asarray(log_y, dtype=np.float64)
         self.delta = float(delta)
         self.norm = float(norm)
-        self.weights = None if weights is None else torch.as_tensor(weights, dtype=dtype)
-        self.weights64 = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.weights = None if weights is None else np.asarray(weights, dtype=dtype)
+        self.weights64 = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.n_evals = 0
 
-    def __call__(self, params: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, params: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.n_evals += params.shape[0]
-        f, g = self._fast(params.to(self.dtype), rows)
-        f, g = f.double(), g.double()
-        bad = ~torch.isfinite(f) | ~torch.isfinite(g).all(1)
+        p32 = params.astype(self.dtype)
+        f = np.empty(params.shape[0])
+        g = np.empty(params.shape)
+        # rows in chunks of about 128k points: the temporaries stay in cache, which is several times
+        # faster than one pass over the whole batch, more so on a busy machine
+        step = max(1, self.CHUNK_POINTS // self.X.shape[1])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for i in range(0, params.shape[0], step):
+                f[i:i + step], g[i:i + step] = self._fast(p32[i:i + step], rows[i:i + step])
+        bad = ~np.isfinite(f) | ~np.isfinite(g).all(1)
         if bad.any():
-            f[bad], g[bad] = self._stable(params[bad].double(), rows[bad])
+            f[bad], g[bad] = self._stable(params[bad], rows[bad])
         return f, g
 
     def _fast(self, params, rows):
-        K, X = self.K, self.X
+        K, X, dt = self.K, self.X, self.dtype
         e = params[:, 0:1]
+        s = np.ones((params.shape[0], X.shape[1]), dtype=dt)
         z = []
-        s = None
         for k in range(K):
             j = 1 + K + self.idx[k]
-            zk = torch.exp(torch.addcmul(params[:, 1 + k:2 + k] - e, params[:, j:j + 1], X[k], value=-1.0))
+            zk = X[k] * (-params[:, j:j + 1])
+            zk += params[:, 1 + k:2 + k] - e
+            np.exp(zk, out=zk)
+            s += zk
             z.append(zk)
-            s = zk + 1.0 if s is None else s.add_(zk)
-        r = torch.log(s).sub_(self.log_y - e)          # log L_hat - log L
-        dh = r.clamp(-self.delta, self.delta)          # Huber derivative
-        h = r.sub_(dh, alpha=0.5).mul_(dh)             # Huber value
+        r = np.log(s)
+        r += e
+        r -= self.log_y                                  # log L_hat - log L
+        dh = np.clip(r, -self.delta, self.delta)         # Huber derivative
+        r -= 0.5 * dh
+        r *= dh                                          # Huber value
         if self.weights is not None:
             w = self.weights[rows]
-            h = h.mul_(w)
-            dh = dh.mul_(w)
-        q = dh.div_(s)                                 # dh * d(pred)/d(e)
-        g = params.new_zeros(params.shape)
-        g[:, 0] = q.sum(1)
+            r *= w
+            dh *= w
+        dh /= s                                          # dh * d(log L_hat)/d(e)
+        g = np.zeros(params.shape, dtype=np.float64)
+        g[:, 0] = dh.sum(1)
         for k in range(K):
-            Gk = z[k].mul_(q)
-            g[:, 1 + k] = Gk.sum(1)
-            g[:, 1 + K + self.idx[k]] -= Gk @ X[k]
-        return h.sum(1) / self.norm, g / self.norm
+            zk = z[k]
+            zk *= dh
+            g[:, 1 + k] = zk.sum(1)
+            g[:, 1 + K + self.idx[k]] -= zk @ X[k]
+        return r.sum(1, dtype=np.float64) / self.norm, g / self.norm
 
     def _stable(self, params, rows):
         K, X = self.K, self.X64
-        terms = [params[:, :1].expand(-1, X.shape[1])]
+        params = np.asarray(params, dtype=np.float64)
+        T = np.empty((K + 1, params.shape[0], X.shape[1]))
+        T[0] = params[:, :1]
         for k in range(K):
             j = 1 + K + self.idx[k]
-            terms.append(params[:, 1 + k:2 + k] - params[:, j:j + 1] * X[k])
-        T = torch.stack(terms)
-        mx = T.amax(0)
-        U = torch.exp(T - mx)
-        s = U.sum(0)
-        r = mx + torch.log(s) - self.log_y64
-        dh = r.clamp(-self.delta, self.delta)
-        h = dh * (r - 0.5 * dh)
-        if self.weights64 is not None:
-            w = self.weights64[rows]
-            h, dh = h * w, dh * w
-        G = (dh / s) * U
-        g = params.new_zeros(params.shape)
+            T[k + 1] = params[:, 1 + k:2 + k] - params[:, j:j + 1] * X[k]
+        with np.errstate(over="ignore", invalid="ignore"):
+            mx = T.max(0)
+            U = np.exp(T - mx)
+            s = U.sum(0)
+            r = mx + np.log(s) - self.log_y64
+            dh = np.clip(r, -self.delta, self.delta)
+            h = dh * (r - 0.5 * dh)
+            if self.weights64 is not None:
+                w = self.weights64[rows]
+                h, dh = h * w, dh * w
+            G = (dh / s) * U
+        g = np.zeros(params.shape)
         g[:, 0] = G[0].sum(1)
         for k in range(K):
             g[:, 1 + k] = G[k + 1].sum(1)
@@ -180,111 +198,122 @@ class BatchResult:
     status: np.ndarray
 
 
-def batched_lbfgs(fg, x0: np.ndarray, *, history: int = 10, max_iter: int = 1000, gtol: float = 1e-9,
-                  ftol: float = 1e-8, c1: float = 1e-4, max_backtracks: int = 40,
+def batched_lbfgs(fg, x0: np.ndarray, *, history: int = 10, max_iter: int = 400, gtol: float = 1e-9,
+                  ftol: float = 2e-6, c1: float = 1e-4, max_backtracks: int = 40,
                   max_step: float = 10.0) -> BatchResult:
     """Minimise ``B`` independent problems at once, ``fg(x (b, P), rows) -> (f (b,), g (b, P))``.
 
     Each row is its own L-BFGS run: its own curvature history (newest first) and its own backtracking
     Armijo line search with quadratic interpolation. Rows advance in lockstep, one trial point each per
     call of ``fg``: a row whose trial is accepted takes a new direction, a rejected one shrinks its step.
-    Rows leave the batch when they converge (gradient below ``gtol``, or a relative decrease below
-    ``ftol``), when the line search fails, or after ``max_iter`` iterations.
+    Rows leave the batch when they converge (gradient below ``gtol``, or a decrease below ``ftol``
+    relative to the objective: about where scipy's default L-BFGS-B stops on a summed Huber loss, and
+    scale-free, so a mean-reduced loss is treated the same), when the line search fails, or after
+    ``max_iter`` iterations. Callers polish the best end points; this is the screening stage.
     """
-    x = torch.as_tensor(np.asarray(x0, dtype=np.float64)).clone()
+    x = np.array(x0, dtype=np.float64)
     B, P = x.shape
-    rows_all = torch.arange(B)
+    rows_all = np.arange(B)
     f, g = fg(x, rows_all)
-    S = x.new_zeros(B, history, P)
-    Y = x.new_zeros(B, history, P)
-    rho = x.new_zeros(B, history)
-    gamma = x.new_zeros(B)                 # 0 = no curvature information yet
-    n_iter = torch.zeros(B, dtype=torch.long)
-    n_back = torch.zeros(B, dtype=torch.long)
-    status = torch.zeros(B, dtype=torch.long)
+    S = np.zeros((B, history, P))
+    Y = np.zeros((B, history, P))
+    rho = np.zeros((B, history))
+    gamma = np.zeros(B)                    # 0 = no curvature information yet
+    n_iter = np.zeros(B, dtype=np.int64)
+    n_back = np.zeros(B, dtype=np.int64)
+    status = np.zeros(B, dtype=np.int64)
     d = -g
     gd = (g * d).sum(1)
-    t = x.new_ones(B)
 
-    def first_step(rows, dd, have):
-        tt = torch.where(have, torch.ones(len(rows), dtype=x.dtype), 1.0 / dd.norm(dim=1).clamp_min(1e-300))
-        return torch.minimum(tt, max_step / dd.abs().amax(1).clamp_min(1e-300))
+    def first_step(dd, have):
+        with np.errstate(divide="ignore"):
+            tt = np.where(have, 1.0, 1.0 / np.maximum(np.linalg.norm(dd, axis=1), 1e-300))
+        return np.minimum(tt, max_step / np.maximum(np.abs(dd).max(1), 1e-300))
 
-    t[:] = first_step(rows_all, d, torch.zeros(B, dtype=torch.bool))
-    status[~torch.isfinite(f)] = 3
-    status[torch.isfinite(f) & (g.abs().amax(1) <= gtol)] = 1
+    t = first_step(d, np.zeros(B, dtype=bool))
+    status[~np.isfinite(f)] = 3
+    status[np.isfinite(f) & (np.abs(g).max(1) <= gtol)] = 1
     active = rows_all[status == 0]
-    while active.numel():
+    while active.size:
         xa, fa, ga = x[active], f[active], g[active]
         ta, da, gda = t[active], d[active], gd[active]
         xt = xa + ta[:, None] * da
         ft, gt = fg(xt, active)
-        ok = (ft <= fa + c1 * ta * gda) & torch.isfinite(ft) & torch.isfinite(gt).all(1)
+        with np.errstate(invalid="ignore"):
+            ok = (ft <= fa + c1 * ta * gda) & np.isfinite(ft) & np.isfinite(gt).all(1)
         # rejected trials: shrink the step to the minimiser of the quadratic through f(0), f'(0), f(t),
         # kept within [1e-3 t, 0.5 t]; give up after max_backtracks
-        rej = active[~ok]
-        if rej.numel():
-            t_r, gd_r = ta[~ok], gda[~ok]
-            curv = ft[~ok] - fa[~ok] - gd_r * t_r
-            t_q = -gd_r * t_r * t_r / (2.0 * curv)
-            t_q = torch.where(torch.isfinite(t_q) & (curv > 0), t_q, 0.5 * t_r)
-            t[rej] = torch.minimum(torch.maximum(t_q, 1e-3 * t_r), 0.5 * t_r)
+        nok = ~ok
+        if nok.any():
+            rej = active[nok]
+            t_r, gd_r = ta[nok], gda[nok]
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                curv = ft[nok] - fa[nok] - gd_r * t_r
+                t_q = -gd_r * t_r * t_r / (2.0 * curv)
+                t_q = np.where(np.isfinite(t_q) & (curv > 0), t_q, 0.5 * t_r)
+            t[rej] = np.minimum(np.maximum(t_q, 1e-3 * t_r), 0.5 * t_r)
             n_back[rej] += 1
             status[rej[n_back[rej] > max_backtracks]] = 3
-        acc = active[ok]
-        if acc.numel():
+        if ok.any():
+            acc = active[ok]
             x_new, f_new, g_new = xt[ok], ft[ok], gt[ok]
             s_ = x_new - xa[ok]
             y_ = g_new - ga[ok]
             sy = (s_ * y_).sum(1)
             yy = (y_ * y_).sum(1)
-            valid = (sy > 1e-10 * s_.norm(dim=1) * y_.norm(dim=1)) & (yy > 0)
-            upd = acc[valid]
-            if upd.numel():
-                S[upd] = torch.cat([s_[valid, None], S[upd, :-1]], 1)
-                Y[upd] = torch.cat([y_[valid, None], Y[upd, :-1]], 1)
-                rho[upd] = torch.cat([(1.0 / sy[valid])[:, None], rho[upd, :-1]], 1)
+            valid = (sy > 1e-10 * np.linalg.norm(s_, axis=1) * np.linalg.norm(y_, axis=1)) & (yy > 0)
+            if valid.any():
+                upd = acc[valid]
+                S[upd, 1:] = S[upd, :-1]
+                S[upd, 0] = s_[valid]
+                Y[upd, 1:] = Y[upd, :-1]
+                Y[upd, 0] = y_[valid]
+                rho[upd, 1:] = rho[upd, :-1]
+                rho[upd, 0] = 1.0 / sy[valid]
                 gamma[upd] = sy[valid] / yy[valid]
             f_old = fa[ok]
             x[acc], f[acc], g[acc] = x_new, f_new, g_new
             n_iter[acc] += 1
             n_back[acc] = 0
-            st = torch.zeros(len(acc), dtype=torch.long)
-            st[(f_old - f_new) <= ftol * torch.maximum(f_old.abs(), f_new.abs()).clamp_min(1e-300)] = 2
-            st[g_new.abs().amax(1) <= gtol] = 1
+            st = np.zeros(acc.size, dtype=np.int64)
+            st[(f_old - f_new) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(f_new)), 1e-300)] = 2
+            st[np.abs(g_new).max(1) <= gtol] = 1
             st[(st == 0) & (n_iter[acc] >= max_iter)] = 4
             status[acc] = st
             go = acc[st == 0]
-            if go.numel():
+            if go.size:
                 # two-loop recursion over each row's own history (empty slots have rho = 0: no-ops)
-                q = -g[go]
+                gg = g_new[st == 0]
+                q = -gg
                 Sg, Yg, rg = S[go], Y[go], rho[go]
                 coef = []
                 for j in range(history):
                     a_j = rg[:, j] * (Sg[:, j] * q).sum(1)
-                    q = q - a_j[:, None] * Yg[:, j]
+                    q -= a_j[:, None] * Yg[:, j]
                     coef.append(a_j)
                 gam = gamma[go]
                 have = gam > 0
-                q = torch.where(have[:, None], gam[:, None] * q, q)
+                q = np.where(have[:, None], gam[:, None] * q, q)
                 for j in reversed(range(history)):
                     b_j = rg[:, j] * (Yg[:, j] * q).sum(1)
-                    q = q + (coef[j] - b_j)[:, None] * Sg[:, j]
-                gg = g[go]
+                    q += (coef[j] - b_j)[:, None] * Sg[:, j]
                 gdn = (gg * q).sum(1)
-                reset = ~(gdn < 0) | ~torch.isfinite(gdn)
+                reset = ~(gdn < 0) | ~np.isfinite(gdn)
                 if reset.any():
                     q[reset] = -gg[reset]
                     gdn = (gg * q).sum(1)
                     have = have & ~reset
                 d[go] = q
                 gd[go] = gdn
-                t[go] = first_step(go, q, have)
+                t[go] = first_step(q, have)
         active = active[status[active] == 0]
-    return BatchResult(x.numpy(), f.numpy(), n_iter.numpy(), status.numpy())
+    return BatchResult(x, f, n_iter, status)
 
 
 STRICT_OPTIONS = {"ftol": 1e-15, "gtol": 1e-13, "maxiter": 20000, "maxfun": 40000}
+#: Polishing a batched end point (already near a minimum) on the summed objective: converged to ~1e-11
+#: relative in the objective without the thousands of line-search evaluations STRICT_OPTIONS can cost.
+POLISH_OPTIONS = {"ftol": 1e-14, "gtol": 1e-10, "maxiter": 5000, "maxfun": 20000}
 
 
 def scipy_minimize(spec: LawSpec, log_y: np.ndarray, delta: float, norm: float, x0: np.ndarray,
@@ -295,20 +324,34 @@ def scipy_minimize(spec: LawSpec, log_y: np.ndarray, delta: float, norm: float, 
                     options=options)
 
 
+@dataclass
+class MultistartResult:
+    """Best parameters and objective over all starts, each start's end objective, and the polished
+    distinct candidates (best first) that bootstrap refits start from."""
+
+    x: np.ndarray
+    objective: float
+    start_objectives: np.ndarray
+    n_converged: int
+    candidates: np.ndarray
+
+
 def multistart(spec: LawSpec, log_y: np.ndarray, delta: float, norm: float, starts: np.ndarray, *,
-               backend: str = "batched", tol: str = "strict", polish: int = 4):
-    """Run every start and return ``(best_params, best_objective, per-start objectives, n_converged)``.
+               backend: str = "batched", tol: str = "strict", polish: int = 4) -> MultistartResult:
+    """Run every start and keep the best end point.
 
     backend "batched": all starts at once with :func:`batched_lbfgs`, then the ``polish`` best distinct
-    end points refined by scipy's L-BFGS-B. backend "scipy": a plain loop of ``scipy.optimize.minimize``.
-    tol "strict" asks for full convergence; tol "default" uses scipy's default tolerances (this is what
-    makes a mean-reduced loss stop early), and is only meaningful with backend "scipy".
+    end points refined by scipy's L-BFGS-B in float64. backend "scipy": a plain loop of
+    ``scipy.optimize.minimize`` (L-BFGS-B), one start at a time. tol "strict" asks for full convergence;
+    tol "default" keeps scipy's default tolerances, which is what lets a mean-reduced loss stop early;
+    it needs backend "scipy".
     """
     if tol not in ("strict", "default"):
         raise ValueError(f"tol must be 'strict' or 'default', got {tol!r}")
-    options = STRICT_OPTIONS if tol == "strict" else None
+    starts = np.asarray(starts, dtype=np.float64)
     if backend == "scipy":
-        xs = np.empty_like(starts, dtype=np.float64)
+        options = STRICT_OPTIONS if tol == "strict" else None
+        xs = np.empty_like(starts)
         fs = np.empty(len(starts))
         ok = 0
         for i, x0 in enumerate(starts):
@@ -316,28 +359,39 @@ def multistart(spec: LawSpec, log_y: np.ndarray, delta: float, norm: float, star
             xs[i], fs[i] = res.x, res.fun
             ok += bool(res.success)
         fs = np.where(np.isfinite(fs), fs, np.inf)
-        best = int(np.argmin(fs))
-        return xs[best], float(fs[best]), fs, ok
+        order = np.argsort(fs, kind="stable")
+        return MultistartResult(xs[order[0]].copy(), float(fs[order[0]]), fs, ok, _distinct(xs[order], polish))
     if backend != "batched":
         raise ValueError(f"backend must be 'batched' or 'scipy', got {backend!r}")
     if tol != "strict":
         raise ValueError("tol='default' reproduces scipy's stopping rule and needs backend='scipy'")
-    fg = BatchedObjective(spec, log_y, delta, norm)
-    res = batched_lbfgs(fg, starts)
+    res = batched_lbfgs(BatchedObjective(spec, log_y, delta, norm), starts)
     fs = np.where(np.isfinite(res.f), res.f, np.inf)
     order = np.argsort(fs, kind="stable")
-    picked: list[np.ndarray] = []
-    for i in order:
-        if len(picked) >= polish or not np.isfinite(fs[i]):
-            break
-        if all(np.max(np.abs(res.x[i] - p)) > 1e-6 for p in picked):
-            picked.append(res.x[i])
-    best_x, best_f = res.x[order[0]], np.inf
+    picked = _distinct(res.x[order[np.isfinite(fs[order])]], polish)
+    polished = []
     for p in picked:
-        pol = scipy_minimize(spec, log_y, delta, norm, p, options=STRICT_OPTIONS)
-        if np.isfinite(pol.fun) and pol.fun <= best_f:
-            best_x, best_f = pol.x, float(pol.fun)
-    return np.asarray(best_x), best_f, fs, int(np.isin(res.status, (1, 2)).sum())
+        # polish the summed objective whatever ``reduce`` is: same minimiser, and scipy's stopping rule is
+        # not scale-free (that is the averaging trap)
+        pol = scipy_minimize(spec, log_y, delta, 1.0, p, options=POLISH_OPTIONS)
+        if np.isfinite(pol.fun):
+            polished.append((float(pol.fun) / norm, pol.x))
+    if not polished:
+        raise ScalingError("no start reached a finite objective; check the data's scale")
+    polished.sort(key=lambda fx: fx[0])
+    return MultistartResult(np.asarray(polished[0][1]), polished[0][0], fs,
+                            int(np.isin(res.status, (1, 2)).sum()), np.stack([p for _, p in polished]))
+
+
+def _distinct(xs: np.ndarray, k: int, tol: float = 1e-3) -> np.ndarray:
+    """The first ``k`` rows of ``xs`` (already sorted best first) that differ from each other."""
+    picked: list[np.ndarray] = []
+    for x in xs:
+        if len(picked) >= k:
+            break
+        if np.all(np.isfinite(x)) and all(np.max(np.abs(x - p)) > tol for p in picked):
+            picked.append(x)
+    return np.stack(picked) if picked else np.empty((0, xs.shape[1]))
 
 
 def batched_bootstrap(spec: LawSpec, log_y: np.ndarray, delta: float, reduce: str, starts: np.ndarray,

@@ -6,6 +6,7 @@ from .bpe import BPETokenizer, MergeStep, bytes_to_unicode
 from .pretokenize import DIGIT_PATTERNS, GPT2_PATTERN, GPT4_PATTERN, PATTERNS, PreTokenizer
 from .hf_interop import HFTokenizer, from_hf, to_hf
 from .metrics import TokenStats, count_difference, measure
+from .mixture import MixtureEstimate, infer_mixture
 
 __all__ = [
     "Tokenizer",
@@ -26,6 +27,8 @@ __all__ = [
     "measure",
     "count_difference",
     "TokenStats",
+    "infer_mixture",
+    "MixtureEstimate",
     "printable",
     "tokenizer_from_dict",
 ]

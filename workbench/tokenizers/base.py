@@ -49,11 +49,15 @@ class Tokenizer:
         except UnicodeDecodeError:
             return "".join(f"<0x{x:02X}>" for x in b)
 
+    def token_lengths(self, ids: Sequence[int]) -> list[int]:
+        """The byte length of each token in ``ids`` (subclasses may answer from a table)."""
+        return [len(self.token_bytes(i)) for i in ids]
+
     def spans(self, text: str) -> list[TokenSpan]:
         """Encode ``text`` and give each token's byte span in ``text.encode('utf-8')``."""
+        ids = self.encode(text)
         out, pos = [], 0
-        for i in self.encode(text):
-            n = len(self.token_bytes(i))
+        for i, n in zip(ids, self.token_lengths(ids)):
             out.append(TokenSpan(i, pos, pos + n))
             pos += n
         return out

@@ -124,8 +124,27 @@ def check_special_tokens(special_tokens: Iterable[str]) -> list[str]:
         if s in seen:
             raise TokenizerError(f"special token {s!r} is given more than once")
         check_text(s)
+        if len(s) == 1 and s in CHAR_TO_BYTE:
+            raise TokenizerError(
+                f"special token {s!r} is also the byte-level name of byte {CHAR_TO_BYTE[s]:#04x} in the "
+                "tokenizer.json format; choose a longer special token"
+            )
         seen.add(s)
     return specials
+
+
+def special_aliases(special_tokens: dict[str, int]) -> dict[bytes, int]:
+    """Byte strings whose HF vocabulary name equals a special token's text, mapped to its id.
+
+    HF keys its vocabulary by name, so a merge whose result is spelled like a special token (say
+    ``<|endoftext|>``, learned from its occurrences in the training text) gets the special's id
+    rather than a new one. Mirrored here for parity.
+    """
+    out = {}
+    for s, i in special_tokens.items():
+        if all(c in CHAR_TO_BYTE for c in s):
+            out[bytes(CHAR_TO_BYTE[c] for c in s)] = i
+    return out
 
 
 def _special_splitter(specials: Sequence[str]):
@@ -177,13 +196,16 @@ def train_words(
     byte_ids: list[int],
     vocab_size: int,
     progress=None,
+    aliases: Optional[dict[bytes, int]] = None,
 ) -> tuple[list[tuple[int, int, int]], list[MergeStep]]:
     """Learn merges from ``{piece bytes: count}``; extends ``vocab`` in place.
 
     ``vocab`` starts as the specials plus the 256 byte symbols and ``byte_ids[b]`` is byte ``b``'s id.
+    ``aliases`` maps byte strings to existing ids a merge result must reuse (see :func:`special_aliases`).
     Returns ``(merges, trace)`` where each merge is ``(left, right, new_id)``.
     """
-    vocab_index = {bs: i for i, bs in enumerate(vocab)}
+    vocab_index = {vocab[i]: i for i in byte_ids}
+    vocab_index.update(aliases or {})
     words: list[list[int]] = []
     counts: list[int] = []
     for piece, c in word_counts.items():
@@ -292,9 +314,10 @@ class BPETokenizer(Tokenizer):
         check_special_tokens(self.special_tokens)
         self.pretokenizer = PreTokenizer(pattern, digits)
         self.trace = list(trace)
+        special_ids = set(self.special_tokens.values())
         index: dict[bytes, int] = {}
         for i, bs in enumerate(self.vocab):
-            if bs is not None and i not in self.special_tokens.values():
+            if bs is not None and len(bs) == 1 and i not in special_ids:
                 index.setdefault(bs, i)
         self.byte_ids = []
         for b in range(256):
@@ -303,13 +326,17 @@ class BPETokenizer(Tokenizer):
                 raise TokenizerError(f"vocabulary has no token for byte {b:#04x}: not a byte-level BPE")
             self.byte_ids.append(i)
         n = len(self.vocab)
+        aliases = special_aliases(self.special_tokens)
         self.merges: list[tuple[int, int, int]] = []
         self._ranks: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, m in enumerate(merges):
             a, b, new = (int(x) for x in m)
             if not (0 <= a < n and 0 <= b < n and 0 <= new < n):
                 raise TokenizerError(f"merge {rank} {(a, b, new)} refers to an id outside [0, {n})")
-            if self.vocab[a] is None or self.vocab[b] is None or self.vocab[new] != self.vocab[a] + self.vocab[b]:
+            if self.vocab[a] is None or self.vocab[b] is None or (
+                self.vocab[new] != self.vocab[a] + self.vocab[b]
+                and aliases.get(self.vocab[a] + self.vocab[b]) != new
+            ):
                 raise TokenizerError(f"merge {rank} {(a, b, new)}: token {new} is not token {a} + token {b}")
             self.merges.append((a, b, new))
             self._ranks[(a, b)] = (rank, new)  # a repeated pair keeps its last rank, as in HF
@@ -320,6 +347,7 @@ class BPETokenizer(Tokenizer):
         self._special_by_id = {i: s for s, i in self.special_tokens.items()}
         self._special_re = _special_splitter(list(self.special_tokens))
         self._cache: dict[str, list[int]] = {}
+        self._lens: Optional[list[int]] = None
 
     # -- training -----------------------------------------------------------------------------
 
@@ -339,7 +367,8 @@ class BPETokenizer(Tokenizer):
         Special tokens get ids ``0 .. k-1`` and are matched whole when encoding. In the training
         text (as in HF's trainer) the text is cut at each special token, and each occurrence counts
         as one unsplit word of its characters, so its characters still shape the merges: strip
-        document separators first if that is unwanted. ``progress``:
+        document separators first if that is unwanted. Occurrences of a special token with a
+        character outside GPT-2's byte-level alphabet (a space, say) are skipped instead. ``progress``:
         True/False forces the tqdm bar on/off; None shows it once a run takes over a second.
         """
         specials = check_special_tokens(special_tokens)
@@ -380,10 +409,11 @@ class BPETokenizer(Tokenizer):
         byte_counts = Counter({w.encode("utf-8"): c for w, c in word_counts.items()})
         for sp, c in special_words.items():
             # As in HF: a special token in the training text is one word of its own, never split by
-            # the pattern, read character by character through the byte-level map.
-            word = bytes(CHAR_TO_BYTE[ch] for ch in sp if ch in CHAR_TO_BYTE)
-            if word:
-                byte_counts[word] += c
+            # the pattern, read character by character through the byte-level map. (A special with a
+            # character outside that map, like a space, is skipped: HF would add the raw character
+            # to its base alphabet, shifting every byte's id; see the parity tests.)
+            if all(ch in CHAR_TO_BYTE for ch in sp):
+                byte_counts[bytes(CHAR_TO_BYTE[ch] for ch in sp)] += c
 
         n_merges = vocab_size - len(vocab)
         bar = None
@@ -394,7 +424,10 @@ class BPETokenizer(Tokenizer):
             bar = tqdm(total=n_merges, desc="BPE merges", unit="merge", leave=False,
                        delay=0 if progress else 1.0)
         try:
-            merges, trace = train_words(byte_counts, vocab, byte_ids, vocab_size, progress=bar)
+            merges, trace = train_words(
+                byte_counts, vocab, byte_ids, vocab_size, progress=bar,
+                aliases=special_aliases({s: i for i, s in enumerate(specials)}),
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -499,6 +532,31 @@ class BPETokenizer(Tokenizer):
         for piece in self.pretokenizer.split(text):
             out.extend(self._bpe(piece.encode("utf-8"), max_rank=n_merges))
         return out
+
+    def pair_counts_at(self, text: str, n_merges: int, top: int = 10) -> list[tuple[bytes, bytes, int]]:
+        """The ``top`` most frequent adjacent pairs in ``text`` after the first ``n_merges`` merges,
+        as ``(left bytes, right bytes, count)`` (pairs never span pre-tokenizer pieces, as in
+        training). With the training text and ``n_merges = k``, the first pair is merge ``k``'s pair
+        (ties broken by the training rule), so a merge scrubber can show what competed at each step."""
+        check_text(text)
+        n_merges = max(0, int(n_merges))
+        counts: Counter = Counter()
+        for piece, c in Counter(self.pretokenizer.split(text)).items():
+            ids = self._bpe(piece.encode("utf-8"), max_rank=n_merges)
+            for p in zip(ids, ids[1:]):
+                counts[p] += c
+        best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, int(top))]
+        return [(self.vocab[a], self.vocab[b], c) for (a, b), c in best]
+
+    def token_lengths(self, ids: Sequence[int]) -> list[int]:
+        lens = self._lens
+        if lens is None:
+            lens = self._lens = [len(b) if b is not None else 0 for b in self.vocab]
+        try:
+            return [lens[i] for i in ids]
+        except (IndexError, TypeError):
+            self.check_ids(ids)
+            raise
 
     def token_bytes(self, token_id: int) -> bytes:
         (token_id,) = self.check_ids([token_id])

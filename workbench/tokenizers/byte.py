@@ -69,5 +69,40 @@ class ByteTokenizer(Tokenizer):
     def from_dict(cls, d: dict) -> "ByteTokenizer":
         return cls(special_tokens=d.get("special_tokens", []))
 
+    # -- HF tokenizer.json (a BPE with the 256 bytes as ids 0-255 and no merges) --------------------
+
+    def as_bpe(self):
+        """The same tokenizer as a merge-less :class:`~workbench.tokenizers.bpe.BPETokenizer`."""
+        from .bpe import BPETokenizer
+
+        vocab = [bytes([b]) for b in range(256)] + [s.encode("utf-8") for s in self.special_tokens]
+        return BPETokenizer(vocab, (), dict(self.special_tokens), pattern="none", digits="none")
+
+    def to_hf_json(self) -> dict:
+        return self.as_bpe().to_hf_json()
+
+    def to_hf(self):
+        """A ``tokenizers.Tokenizer`` giving the same ids (needs the ``tokenizers`` package)."""
+        return self.as_bpe().to_hf()
+
+    def save(self, path) -> None:
+        """Write a HF ``tokenizer.json`` atomically (nothing appears at ``path`` unless it succeeds)."""
+        from .hf_interop import save_json
+
+        save_json(self.to_hf_json(), path)
+
+    @classmethod
+    def load(cls, path) -> "ByteTokenizer":
+        """Read a ``tokenizer.json`` written by :meth:`save`."""
+        from .hf_interop import bpe_from_hf_json, load_json
+
+        bpe = bpe_from_hf_json(load_json(path))
+        specials = sorted(bpe.special_tokens.items(), key=lambda kv: kv[1])
+        if bpe.merges or bpe.byte_ids != list(range(256)) or [i for _, i in specials] != list(
+            range(256, 256 + len(specials))
+        ):
+            raise TokenizerError(f"{str(path)!r} is not a byte tokenizer (it has merges or another id layout)")
+        return cls(special_tokens=[s for s, _ in specials])
+
     def __repr__(self) -> str:
         return f"ByteTokenizer(vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)})"

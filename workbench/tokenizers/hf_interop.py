@@ -287,7 +287,13 @@ class HFTokenizer(Tokenizer):
         except ImportError as e:  # pragma: no cover
             raise TokenizerError("HFTokenizer.from_pretrained needs the 'transformers' package") from e
         kwargs.setdefault("local_files_only", True)
-        return cls(AutoTokenizer.from_pretrained(name_or_path, **kwargs), name=str(name_or_path))
+        try:
+            hf = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        except (OSError, ValueError) as e:
+            raise TokenizerError(
+                f"no tokenizer files for {str(name_or_path)!r} on this machine (local files only): {e}"
+            ) from None
+        return cls(hf, name=str(name_or_path))
 
     @property
     def vocab_size(self) -> int:

@@ -12,6 +12,7 @@ straddles two words counts for both.
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import asdict, dataclass
 
 import regex
@@ -43,8 +44,8 @@ class TokenStats:
 def measure(tokenizer: Tokenizer, text: str) -> TokenStats:
     """Encode ``text`` once and compute every statistic in :class:`TokenStats`."""
     data = check_text(text)
-    spans = tokenizer.spans(text)
-    n_tok = len(spans)
+    ids = tokenizer.encode(text)
+    n_tok = len(ids)
     # Byte position of every word: map character offsets to UTF-8 byte offsets.
     words = []
     if text.isascii():
@@ -54,7 +55,10 @@ def measure(tokenizer: Tokenizer, text: str) -> TokenStats:
         for ch in text:
             char_to_byte.append(char_to_byte[-1] + len(ch.encode("utf-8")))
         words = [(char_to_byte[a], char_to_byte[b]) for a, b in (m.span() for m in _WORD.finditer(text))]
-    ends = [s.end for s in spans]
+    ends = list(itertools.accumulate(tokenizer.token_lengths(ids)))
+    if ends and ends[-1] != len(data):  # e.g. a wrapped tokenizer that normalises text
+        spans = tokenizer.spans(text)
+        ends = [s.end for s in spans]
     pieces = 0
     split = 0
     for a, b in words:
@@ -63,7 +67,7 @@ def measure(tokenizer: Tokenizer, text: str) -> TokenStats:
         k = max(1, last - first + 1)
         pieces += k
         split += k > 1
-    used = len({s.id for s in spans})
+    used = len(set(ids))
     n_normal = max(1, tokenizer.vocab_size - len(getattr(tokenizer, "special_tokens", {}) or {}))
     nw = len(words)
     return TokenStats(

@@ -196,3 +196,20 @@ def test_probe_computes_one_head_on_demand():
     np.testing.assert_allclose(probe.probs(1, [2]).numpy()[0], full.head(1, 2), atol=1e-6)
     with pytest.raises(IndexOutOfRangeError):
         probe.probs(5)
+
+
+@pytest.mark.parametrize("policy", [None, sliding_window(6), lambda_mask(2, 6)], ids=str)
+def test_probe_metrics_equal_capture_metrics(policy):
+    from workbench.attention import METRICS, head_metrics, repeated_random_ids
+
+    m = tiny("rope", n_head=4)
+    ids = np.concatenate([[5], repeated_random_ids(20, seed=2)])
+    probe = AttentionProbe(m, ids, policy=policy)
+    for window in (None, (9, 41)):
+        a = head_metrics(probe, sink_k=2, window=window)
+        b = head_metrics(capture_attention(m, ids, policy=policy, window=window), sink_k=2)
+        for name in METRICS:
+            np.testing.assert_allclose(a.get(name), b.get(name), rtol=1e-4, atol=1e-6, err_msg=name)
+        assert np.isfinite(a.induction).all()
+        # the induction targets lie 20 tokens back: visible densely, masked out by a window of 6
+        assert (a.induction.max() > 0) == (policy is None)

@@ -200,3 +200,19 @@ def test_metric_ranges_on_random_patterns(a):
     d = mean_distance(a)
     assert np.all((d >= 0) & (d <= n - 1))
     np.testing.assert_allclose(rollout(a).sum(-1), 1.0, atol=1e-5)
+
+
+def test_shifted_induction_and_offsets():
+    from workbench.attention import attention_by_offset
+
+    n, s = 8, 3
+    ids = repeated_random_ids(n, seed=4)
+    L = 2 * n
+    a = np.zeros((L, L))
+    for i in range(L):
+        j = i - n + 1 + s if i >= n else 0  # looks s tokens past the induction target
+        a[i, j if 0 <= j <= i else 0] = 1.0
+    assert induction_score(a, ids, shift=s)[0, 0] == 1.0
+    assert induction_score(a, ids)[0, 0] == 0.0
+    prof = attention_by_offset(prev_head())[0, 0]
+    assert prof[1] == 1.0 and prof[0] == pytest.approx(1 / T) and prof[2:].max() == 0.0

@@ -73,8 +73,11 @@ def test_ablation_toggle_changes_distribution(lab):
     assert lab.ablated == {(0, 1)}
     assert lab.tile_source.data["ablated"][1] == "#d62728"
     base, abl = np.array(lab.dist_source.data["base"]), np.array(lab.dist_source.data["ablated"])
-    np.testing.assert_allclose(base, np.exp(lab.ablation.base[np.argsort(lab.ablation.base)[::-1]])[: len(base)],
-                               atol=1e-6)
+    ids = lab.dist_ids
+    np.testing.assert_allclose(base, np.exp(lab.ablation.base[ids]), atol=1e-6)
+    np.testing.assert_allclose(abl, np.exp(lab.ablation.ablated[ids]), atol=1e-6)
+    assert set(np.argsort(lab.ablation.base)[::-1][: lab.top_k]) <= set(ids.tolist())
+    assert lab.ablation.top[0][0] in ids  # the most changed token is shown
     assert np.abs(base - abl).max() > 1e-5
     lab.select(2, 3)
     assert lab.ablate_button.value is False  # the button follows the selected head
@@ -120,7 +123,60 @@ def test_head_view_downsampling_known_answer():
     np.testing.assert_allclose(v.image, [[1.0, 0.0], [0.0, 1.0]])
     assert v.k_labels == ["0-1", "2-3"] and v.factor == 2
     v5 = head_view(np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None], max_side=2)
-    assert v5.image.shape == (2, 2)  # rows [0, 2) and [2, 5): the short last block is averaged over 3 rows
+    assert v5.image.shape == (2, 2) and v5.factor == 3  # blocks [0, 3) and [3, 5): the short one averages 2 rows
     np.testing.assert_allclose(v5.image.sum(1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(v5.image[1], [np.mean([2 / 3, 2 / 4, 2 / 5]), 1 - np.mean([2 / 3, 2 / 4, 2 / 5])],
+    np.testing.assert_allclose(v5.image[1], [np.mean([3 / 4, 3 / 5]), np.mean([1 / 4, 2 / 5])], atol=1e-6)
+    np.testing.assert_allclose(v5.image[0], [1.0, 0.0], atol=1e-6)
+
+
+def test_checkpoint_scrubber_and_induction_run():
+    from workbench.attention import capture_attention, induction_score, train_induction
+    from widgets.attention_lab import CheckpointScrubber
+
+    run = train_induction(steps=20, every=10, length=8, min_length=4, n_embd=32, batch_size=8)
+    assert run.steps.tolist() == [0, 10, 20] and run.induction.shape == (3, 2, 4)
+    m1 = run.model_at(1)
+    np.testing.assert_allclose(run.induction[1], induction_score(capture_attention(m1, run.eval_ids)), atol=1e-6)
+    sc = CheckpointScrubber(run, layer=1, head=2, shift=1)
+    sc.slider.value = 10
+    np.testing.assert_allclose(sc.image_source.data["image"][0], capture_attention(m1, run.eval_ids).head(1, 2),
                                atol=1e-6)
+    assert sc.marker_source.data["x"] == [10, 10]
+    assert sc.shifted[1] == pytest.approx(induction_score(capture_attention(m1, run.eval_ids), shift=1)[1, 2])
+    assert "step 10" in sc.info.value
+
+
+def test_bertviz_size_exact_and_estimated():
+    import json
+
+    from workbench.attention import bertviz_json_bytes
+
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 2, 64, 64)).astype(np.float32)
+    a = np.tril(a)
+    a /= a.sum(-1, keepdims=True)
+    toks = [str(i) for i in range(64)]
+    n, est = bertviz_json_bytes(a, toks)
+    assert not est
+    assert n == sum(len(json.dumps(a[i, j].tolist())) for i in range(2) for j in range(2)) \
+        + len(json.dumps({"left_text": toks, "right_text": toks})) + 8
+    m, est = bertviz_json_bytes(a, toks, sample_rows=16)
+    assert est and abs(m - n) / n < 0.1
+
+
+def test_compare_model_and_image_tap(model):
+    from bokeh.events import Tap
+
+    other = tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5)
+    lab = AttentionLab(model, TEXT, debounce=0, compare_model=other)
+    lab.select(1, 3)
+    lab.mode.value = "difference"
+    expect = AttentionProbe(other, TEXT).probs(1, [3])[0].numpy() - AttentionProbe(model, TEXT).probs(1, [3])[0].numpy()
+    np.testing.assert_allclose(lab.image_source.data["image"][0], expect, atol=1e-6)
+    diff_tiles = np.array(lab.tile_source.data["value"]).reshape(3, 4)
+    np.testing.assert_allclose(diff_tiles, head_metrics(AttentionProbe(other, TEXT)).sink_mass
+                               - head_metrics(AttentionProbe(model, TEXT)).sink_mass, atol=1e-6)
+    lab.mode.value = "raw"
+    lab._on_image_tap(Tap(lab.detail_figure, x=3.0, y=17.6))
+    assert lab.query.value == 17
+    assert lab.line_labels.data["text"][0].startswith("17:")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -140,3 +139,16 @@ def test_eos_stops(model):
     g = greedy(model, PROMPT, 10).tokens
     r = greedy(model, PROMPT, 10, eos_id=g[2])
     assert r.tokens == g[: g.index(g[2]) + 1]
+
+
+def test_trace_shows_tokens_promoted_by_a_penalty():
+    """A repetition penalty lifts token 2 above the seen tokens 0 and 1: it must appear among the candidates,
+    and the stage probabilities must show top_k removing token 1, not 2."""
+    from workbench.decoding import trace_step
+
+    lg = torch.tensor([3.0, 2.9, 1.0, 0.5, 0.1])
+    st = trace_step(lg, Pipeline([("repetition_penalty", 5.0), ("top_k", 2)]), ids=[0, 1], top_n=2)
+    assert st.candidates == [0, 1, 2]
+    assert [s.kept for s in st.stages] == [5, 5, 2]
+    assert st.stages[-1].probs[1] == 0.0 and st.stages[-1].probs[2] > 0.5
+    assert st.chosen == 2

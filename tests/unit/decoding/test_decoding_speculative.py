@@ -1,11 +1,9 @@
 """Speculative decoding: exact output distribution (chi-square with power), greedy equivalence, statistics."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from decoding_helpers import chi_square, counts_two, joint_first_two, tiny
 from workbench.decoding import (
@@ -141,3 +139,44 @@ def test_bad_inputs(pair):
         speculative_decode(target, target, PROMPT, 5, gamma=0)
     with pytest.raises(DecodingError, match="exceeds the model's context of 32"):
         speculative_decode(target, target, PROMPT, 30)
+
+
+
+def _dist(draw, V):
+    w = draw(st.lists(st.sampled_from([0.0, 0.0, 1e-6, 0.1, 0.5, 1.0, 3.0]), min_size=V, max_size=V))
+    if sum(w) == 0:
+        w[0] = 1.0
+    t = torch.tensor(w, dtype=torch.float64)
+    return t / t.sum()
+
+
+def _one_round_output(p, q, **rules):
+    """Exact distribution of the first emitted token: sum_x q(x) [a(x) 1{y = x} + (1 - a(x)) r(y)], with the
+    acceptance probability a and residual r taken from verify_drafts (u just below 1 forces the rejection branch)."""
+    V = p.numel()
+    total = torch.zeros(V, dtype=torch.float64)
+    for x in range(V):
+        if q[x] == 0:
+            continue
+        P2 = torch.stack([p, p])[None]  # (1, 2, V): the draft position and the bonus position
+        v = verify_drafts(P2, q[None, None], torch.tensor([[x]]), torch.tensor([[1.0 - 1e-12]], dtype=torch.float64),
+                          **rules)
+        a = float(v.accept_prob[0, 0])
+        residual = v.next_dist[0] if bool(v.rejected[0]) else p  # not rejected only when a == 1
+        total += q[x] * (a * torch.nn.functional.one_hot(torch.tensor(x), V).double() + (1 - a) * residual)
+    return total
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), V=st.integers(1, 6), same=st.booleans())
+def test_one_round_is_exact_for_any_p_q(data, V, same):
+    """An exact identity, no sampling, on odd distributions (zeros, p == q, one-hots, tiny masses)."""
+    p = _dist(data.draw, V)
+    q = p.clone() if same else _dist(data.draw, V)
+    assert torch.allclose(_one_round_output(p, q), p, atol=1e-9)
+
+
+def test_one_round_identity_catches_wrong_residual():
+    p = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
+    q = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    assert not torch.allclose(_one_round_output(p, q, residual_rule=lambda p, q: p), p, atol=1e-3)

@@ -30,6 +30,7 @@ def test_compiles_to_ptx(cu, arch, tmp_path):
     entries = set(re.findall(r"\.entry\s+(\w+)", ptx))
     if cu.name == "attention.cu":
         want = {f"wb_attn_fwd_{t}_d{d}" for t in ("f32", "f16", "bf16") for d in SUPPORTED_HEAD_DIMS}
+        want |= {f"wb_attn_mma_{t}_d{d}" for t in ("f16", "bf16") for d in SUPPORTED_HEAD_DIMS}
     else:
         want = {"wb_sample_rows", "wb_verify_speculative"}
     assert want <= entries, f"missing kernels: {want - entries}"

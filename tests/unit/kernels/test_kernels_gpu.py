@@ -34,17 +34,22 @@ def test_backend_is_cupy_here():
     assert kernels.backend_info().device
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("impl,dtype", [("mma", torch.float16), ("mma", torch.bfloat16),
+                                        ("simt", torch.float16), ("simt", torch.bfloat16),
+                                        ("simt", torch.float32)], ids=str)
 @pytest.mark.parametrize("D", [64, 128, 32])
 @pytest.mark.parametrize("B,H,Tq,Tk", [(1, 1, 1, 1), (2, 3, 77, 77), (1, 2, 200, 200),
                                        (1, 2, 513, 513), (2, 2, 1, 300), (1, 2, 45, 130)])
 @pytest.mark.parametrize("mask", [dict(), dict(window=50), dict(window=33, sinks=4),
                                   dict(causal=False)], ids=["causal", "window", "sinks", "full"])
-def test_attention_kernel_matches_reference(dtype, D, B, H, Tq, Tk, mask):
+def test_attention_kernel_matches_reference(impl, dtype, D, B, H, Tq, Tk, mask):
+    """Both kernels (tensor-core "mma" and SIMT) against the float32 reference."""
+    from workbench.kernels import cupy_ops
+
     if mask.get("causal") is False and Tq != Tk:
         pytest.skip("non-causal case covered at Tq == Tk")
     q, k, v = rand_qkv(B, H, Tq, Tk, D, dtype, seed=Tq * 7 + D)
-    got = kernels.attention(q, k, v, backend="cupy", **mask)
+    got, _ = cupy_ops.attention(q, k, v, impl=impl, **mask)
     # the float32 truth from the same (rounded) inputs; the kernel's error includes its final rounding
     want = kernels.attention(q.float(), k.float(), v.float(), backend="reference", **mask)
     assert got.dtype == dtype and got.shape == (B, H, Tq, D)
@@ -62,6 +67,32 @@ def test_attention_probs_of_selected_heads(mask):
     assert (probs - ref_probs).abs().max().item() < 1e-5
     assert torch.allclose(probs.sum(-1), torch.ones(2, 2, 150, device="cuda"), atol=1e-4)
     assert (out - ref_out).abs().max().item() < 1e-5
+
+
+def test_public_attention_uses_tensor_cores_for_half():
+    from workbench.kernels import cupy_ops
+
+    assert cupy_ops.attention_impl(torch.float16, None) == "mma"
+    assert cupy_ops.attention_impl(torch.float16, [0]) == "simt"
+    assert cupy_ops.attention_impl(torch.float32, None) == "simt"
+    q, k, v = rand_qkv(1, 2, 100, 100, 64, torch.float16)
+    got = kernels.attention(q, k, v, backend="cupy")
+    want = kernels.attention(q.float(), k.float(), v.float(), backend="reference")
+    assert (got.float() - want).abs().max().item() <= 2e-3
+
+
+@pytest.mark.parametrize("impl", ["mma", "simt"])
+def test_attention_unaligned_rows(impl):
+    """Row stride 65 (not a multiple of 8): the mma kernel takes its scalar-load path."""
+    from workbench.kernels import cupy_ops
+
+    base = torch.randn(3, 1, 2, 90, 65, device="cuda", dtype=torch.float16)
+    q, k, v = (t[..., :64] for t in base)
+    assert q.stride(2) == 65
+    got, _ = cupy_ops.attention(q, k, v, impl=impl, window=20, sinks=2)
+    want = kernels.attention(*(t.float().contiguous() for t in (q, k, v)), window=20, sinks=2,
+                             backend="reference")
+    assert (got.float() - want).abs().max().item() <= 2e-3
 
 
 def test_attention_strided_views_without_copy():

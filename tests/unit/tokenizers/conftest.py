@@ -1,9 +1,7 @@
 """Shared fixtures for the tokenizer tests: corpus slices and an HF trainer configured as issue 3 says."""
 import pytest
 
-tokenizers = pytest.importorskip("tokenizers")
-
-from workbench.tokenizers import PreTokenizer  # noqa: E402
+from workbench.tokenizers import PreTokenizer
 
 
 def _docs_text() -> str:

@@ -38,7 +38,7 @@ def test_unknown_digit_mode():
 
 @pytest.mark.parametrize(
     "specials,match",
-    [(["<a>", ""], "non-empty"), (["<a>", "<a>"], "more than once"), ([None], "non-empty"), ("<a>", "list of strings")],
+    [(["<a>", ""], "non-empty"), (["\u0100"], "byte-level name of byte 0x00"), (["<a>", "<a>"], "more than once"), ([None], "non-empty"), ("<a>", "list of strings")],
 )
 def test_bad_special_tokens(specials, match):
     with pytest.raises(TokenizerError, match=match):

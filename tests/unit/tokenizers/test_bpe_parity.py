@@ -124,9 +124,14 @@ ATOMS = [
 runs = st.tuples(st.sampled_from(["a", " ", "0", "=", "\n", "é", "👍", "-"]), st.integers(1, 60)).map(
     lambda t: t[0] * t[1]
 )
+# Assigned characters only: code points new in Unicode 17 are letters to the `regex` module but
+# unassigned to HF's Oniguruma (see test_pretokenize.py::test_unicode_17_letters_are_the_one_known_gap).
+assigned_text = st.text(st.characters(exclude_categories=("Cs", "Cn")))
 odd_text = st.lists(
-    st.one_of(st.sampled_from(ATOMS), runs, st.text(max_size=4)), min_size=1, max_size=60
-).map("".join)
+    st.one_of(st.sampled_from(ATOMS), runs, st.text(st.characters(exclude_categories=("Cs", "Cn")), max_size=4)),
+    min_size=1,
+    max_size=60,
+).map("".join).filter(bool)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,6 +142,37 @@ def test_hypothesis_training_parity(text, extra, pattern, digits, hf_train):
     hf = hf_train(text, 256 + extra, pattern, digits)
     assert_same(tok, hf, text)
     assert tok.decode(tok.encode(text)) == text
+
+
+SPECIALS = ["<|endoftext|>", "<é>", "ab"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(parts=st.lists(st.one_of(odd_text, st.sampled_from(SPECIALS)), min_size=1, max_size=8), extra=st.integers(1, 40))
+def test_hypothesis_training_parity_with_special_tokens_in_the_text(parts, extra, hf_train):
+    """HF cuts the training text at special tokens and counts each occurrence as one unsplit word of
+    its byte-level characters; a merge spelled like a special token ('ab', '<|endoftext|>') takes the special's id."""
+    text = "".join(parts)
+    tok = BPETokenizer.train(text, 256 + 4 + extra, special_tokens=SPECIALS, progress=False)
+    hf = hf_train(text, 256 + 4 + extra, "gpt2", "none", SPECIALS)
+    assert_same(tok, hf, text)
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_known_gap_special_token_outside_the_byte_alphabet_in_training_text(hf_train):
+    """Parity exception, pinned: a special token with a character outside GPT-2's byte-level alphabet
+    (here a space) that occurs in the training text. HF adds the raw character to its base alphabet
+    as a 257th symbol (shifting the ids of every byte after it, and its ByteLevel decoder cannot
+    decode it); BPETokenizer skips such occurrences instead. Without them in the text, parity holds."""
+    text = "a[SEP] x b[SEP] x"
+    hf = hf_train(text, 262, "gpt2", "none", ["[SEP] x"])
+    assert " " in hf.get_vocab() and hf.get_vocab()["!"] == 2  # raw ' ' sorts first: '!' moved from 1 to 2
+    tok = BPETokenizer.train(text, 262, special_tokens=["[SEP] x"], progress=False)
+    assert tok.byte_ids[ord("!")] == 1
+    assert tok.encode("a!") != hf.encode("a!").ids  # so ids differ from HF here
+    clean = "a b a b"
+    assert_same(BPETokenizer.train(clean, 262, special_tokens=["[SEP] x"], progress=False),
+                hf_train(clean, 262, "gpt2", "none", ["[SEP] x"]), "a[SEP] x b")
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +186,15 @@ def docs_bpe(docs_text, hf_train):
 
 
 @settings(max_examples=150, deadline=None)
-@given(text=st.one_of(odd_text, st.text()))
+@given(text=st.one_of(odd_text, assigned_text))
 def test_hypothesis_encode_decode_parity(text, docs_bpe):
     tok, hf = docs_bpe
     ids = tok.encode(text)
     assert ids == hf.encode(text).ids
     assert tok.decode(ids) == text == hf.decode(ids, skip_special_tokens=False)
+
+
+def test_list_of_texts_is_pre_tokenized_separately_like_hf(docs_text, hf_train):
+    texts = [docs_text[i : i + 20_000] for i in (0, 20_000, 40_000)]
+    tok = BPETokenizer.train(texts, 600, progress=False)
+    assert_same(tok, hf_train(texts, 600), docs_text[60_000:70_000])

@@ -105,3 +105,20 @@ def test_cache_does_not_change_results(tok, docs_text):
 def test_byte_tokenizer_still_round_trips():
     t = ByteTokenizer()
     assert t.decode(t.encode("hé<|endoftext|>")) == "hé<|endoftext|>"
+
+
+def test_pair_counts_at_shows_what_competed(docs_text):
+    text = docs_text[:20_000]
+    tok = BPETokenizer.train(text, 256 + 60, progress=False)
+    for step in tok.trace[::7]:
+        top = tok.pair_counts_at(text, step.rank, top=5)
+        # on the training text, the leader at step k is exactly merge k, with the trace's count
+        assert (top[0][0] + top[0][1], top[0][2]) == (step.token, step.count)
+        assert [c for *_, c in top] == sorted((c for *_, c in top), reverse=True)
+
+
+def test_progress_bar_on_request(capsys):
+    BPETokenizer.train("hello world " * 50, 270, progress=True)
+    assert "BPE merges" in capsys.readouterr().err
+    BPETokenizer.train("hello world " * 50, 270, progress=False)
+    assert capsys.readouterr().err == ""

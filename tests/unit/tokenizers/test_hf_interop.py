@@ -158,12 +158,18 @@ def test_hf_wrapper_with_transformers_fast_tokenizer(tok, probe):
 
 def test_from_pretrained_is_local_only(tmp_path):
     pytest.importorskip("transformers")
-    with pytest.raises(Exception):
+    with pytest.raises(TokenizerError, match="local files only"):
         HFTokenizer.from_pretrained(str(tmp_path / "no-such-model"))
+    # a folder saved by transformers loads, and encodes like the tokenizer it came from
+    transformers = pytest.importorskip("transformers")
+    tok = BPETokenizer.train("hello world " * 20, 270, special_tokens=["<|endoftext|>"])
+    transformers.PreTrainedTokenizerFast(tokenizer_object=to_hf(tok)).save_pretrained(tmp_path / "m")
+    w = HFTokenizer.from_pretrained(str(tmp_path / "m"))
+    assert w.encode("hello world<|endoftext|>") == tok.encode("hello world<|endoftext|>")
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text())
+@given(st.text(st.characters(exclude_categories=("Cs", "Cn"))))
 def test_loaded_tokenizer_agrees_with_hf_on_any_text(tok, s):
     assert tok.encode(s) == _hf(tok).encode(s).ids
 
@@ -173,3 +179,19 @@ _cache = {}
 
 def _hf(tok):
     return _cache.setdefault(id(tok), to_hf(tok))
+
+
+def test_byte_tokenizer_in_hf_format(tmp_path):
+    from tokenizers import Tokenizer
+
+    t = ByteTokenizer(special_tokens=["<|endoftext|>", "<|pad|>"])
+    s = "héllo <|pad|> wörld<|endoftext|>\r\n👍"
+    path = tmp_path / "byte.json"
+    t.save(path)
+    assert Tokenizer.from_file(str(path)).encode(s).ids == t.encode(s)
+    back = ByteTokenizer.load(path)
+    assert back.special_tokens == t.special_tokens and back.encode(s) == t.encode(s)
+    assert t.to_hf().decode(t.encode(s), skip_special_tokens=False) == s
+    BPETokenizer.train("abc abc", 260).save(tmp_path / "bpe.json")
+    with pytest.raises(TokenizerError, match="not a byte tokenizer"):
+        ByteTokenizer.load(tmp_path / "bpe.json")

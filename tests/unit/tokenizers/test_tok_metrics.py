@@ -22,7 +22,8 @@ def test_bpe_metrics_on_its_training_text():
     assert s.n_words == 120 and s.n_tokens == 120 + 1 and s.fertility == 1.0 and s.split_word_share == 0.0
     assert s.bytes_per_token == pytest.approx(len(text) / 121)
     ids = set(tok.encode(text))
-    assert s.vocab_used == len(ids) and s.vocab_utilisation == pytest.approx(len(ids) / 300)
+    assert tok.vocab_size < 300  # training stops early once no pair is left
+    assert s.vocab_used == len(ids) and s.vocab_utilisation == pytest.approx(len(ids) / tok.vocab_size)
     # an unseen word gets split
     t = measure(tok, "the zebra")
     assert t.n_words == 2 and t.split_word_share == 0.5 and t.fertility > 1

@@ -235,3 +235,255 @@ WB_ATTN_ENTRY(wb_attn_fwd_bf16_d16, wb_bf16, 16, 64)
 WB_ATTN_ENTRY(wb_attn_fwd_bf16_d32, wb_bf16, 32, 64)
 WB_ATTN_ENTRY(wb_attn_fwd_bf16_d64, wb_bf16, 64, 64)
 WB_ATTN_ENTRY(wb_attn_fwd_bf16_d128, wb_bf16, 128, 32)
+
+// =============================================================================================
+// Tensor-core variant for fp16 / bf16 (sm_80+): the same algorithm, with the two matrix products
+// on `mma.sync.m16n8k16` (fp16/bf16 inputs, fp32 accumulation), as in FlashAttention-2.
+//
+// A block has 4 warps and BM = 64 query rows; each warp owns 16 rows and keeps its Q fragment,
+// its scores S (16 x BN) and its output O (16 x D) in registers. K and V tiles live in shared
+// memory row-major; a K operand is one 32-bit shared load, a V operand one `ldmatrix.trans`.
+// Fragment layout of m16n8k16 (g = lane / 4, c = 2 * (lane % 4)):
+//   A (16x16, row):  a0 = A[g][c..c+1]   a1 = A[g+8][c..c+1]   a2 = A[g][c+8..]   a3 = A[g+8][c+8..]
+//   B (16x8,  col):  b0 = B[c..c+1][g]   b1 = B[c+8..c+9][g]
+//   C (16x8, fp32):  c0,c1 = C[g][c], C[g][c+1]     c2,c3 = C[g+8][c], C[g+8][c+1]
+// The C fragments of two neighbouring score tiles are exactly the A fragment of P for P V, so the
+// probabilities never leave registers. Selected-head probabilities are not written by this
+// variant (the launcher uses the SIMT kernel above for that).
+// =============================================================================================
+
+#define WB_MMA_BM 64
+#define WB_MMA_BN 64
+
+__device__ __forceinline__ unsigned int wb_ld32(const unsigned short* p) {
+    return *reinterpret_cast<const unsigned int*>(p);
+}
+// Pack two fp32 values into one register of two 16-bit floats (first value in the low half).
+__device__ __forceinline__ unsigned int wb_pack2(float lo, float hi, wb_f16) {
+    unsigned short a, b;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(a) : "f"(lo));
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(b) : "f"(hi));
+    return ((unsigned int)b << 16) | a;
+}
+__device__ __forceinline__ unsigned int wb_pack2(float lo, float hi, wb_bf16) {
+    unsigned short a, b;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(a) : "f"(lo));
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(hi));
+    return ((unsigned int)b << 16) | a;
+}
+// The B fragment of V (16 keys x 8 dims) from row-major V in shared memory: ldmatrix .trans hands
+// lane (g, c) the pair V[k0 + c][n0 + g], V[k0 + c + 1][n0 + g] (and the same 8 keys further on).
+// Lanes 0..15 give the addresses of rows k0 .. k0 + 15 at column n0.
+__device__ __forceinline__ void wb_ldmatrix_trans_x2(const unsigned short* row_ptr,
+                                                     unsigned int& b0, unsigned int& b1) {
+    unsigned int addr;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(addr) : "l"(row_ptr));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                 : "=r"(b0), "=r"(b1) : "r"(addr));
+}
+// Round to the 16-bit type and back, so the row sum l uses exactly the weights that P V uses.
+__device__ __forceinline__ float wb_round16(float x, wb_f16) {
+    wb_f16 h;
+    wb_store(&h, x);
+    return wb_to_f32(h);
+}
+__device__ __forceinline__ float wb_round16(float x, wb_bf16) {
+    wb_bf16 h;
+    wb_store(&h, x);
+    return wb_to_f32(h);
+}
+// d += a * b for one 16x8x16 tile.
+__device__ __forceinline__ void wb_mma(float* d, const unsigned int* a, unsigned int b0,
+                                       unsigned int b1, wb_f16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void wb_mma(float* d, const unsigned int* a, unsigned int b0,
+                                       unsigned int b1, wb_bf16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Copy rows [row0, row0 + ROWS) x D of a 16-bit matrix into shared memory (row stride SROW);
+// rows at or past n_rows are zero. vec: every row start is 16-byte aligned, so 8 elements move
+// per load.
+template <int ROWS, int D, int SROW>
+__device__ __forceinline__ void wb_load_tile16(unsigned short* s, const unsigned short* g,
+                                               long long row_stride, int row0, int n_rows, bool vec) {
+    if (vec) {
+        for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += blockDim.x) {
+            const int r = idx / (D / 8), c = (idx % (D / 8)) * 8;
+            uint4 val = make_uint4(0u, 0u, 0u, 0u);
+            if (row0 + r < n_rows)
+                val = *reinterpret_cast<const uint4*>(g + (long long)(row0 + r) * row_stride + c);
+            *reinterpret_cast<uint4*>(s + r * SROW + c) = val;
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < ROWS * D; idx += blockDim.x) {
+            const int r = idx / D, c = idx % D;
+            const unsigned short val = (row0 + r < n_rows) ? g[(long long)(row0 + r) * row_stride + c] : 0;
+            s[r * SROW + c] = val;
+        }
+    }
+}
+
+template <typename T, int D>
+__device__ void wb_attn_mma(
+    const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
+    const unsigned short* __restrict__ v, unsigned short* __restrict__ out,
+    int H, int Tq, int Tk,
+    long long q_sb, long long q_sh, long long q_st,
+    long long k_sb, long long k_sh, long long k_st,
+    long long v_sb, long long v_sh, long long v_st,
+    float scale, int causal, int window, int sinks, int vec)
+{
+    constexpr int BM = WB_MMA_BM, BN = WB_MMA_BN;
+    constexpr int SK = D + 8;    // padded row stride (16-bit elements): conflict-free reads
+    __shared__ __align__(16) unsigned short sK[BN * SK];   // first holds the Q tile (BM == BN)
+    __shared__ __align__(16) unsigned short sV[BN * SK];
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, c = 2 * (lane % 4);
+    const int q0 = blockIdx.x * BM, h = blockIdx.y, b = blockIdx.z;
+    const int offset = Tk - Tq;
+    const int row_lo = q0 + warp * 16 + g;    // the two query rows this thread holds
+    const int row_hi = row_lo + 8;
+    const T tag = T();
+
+    const unsigned short* qb = q + b * q_sb + h * q_sh;
+    const unsigned short* kb = k + b * k_sb + h * k_sh;
+    const unsigned short* vb = v + b * v_sb + h * v_sh;
+
+    // Q fragments, kept in registers for the whole loop.
+    wb_load_tile16<BM, D, SK>(sK, qb, q_st, q0, Tq, vec);
+    __syncthreads();
+    unsigned int qf[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const unsigned short* base = sK + (warp * 16) * SK + kk * 16 + c;
+        qf[kk][0] = wb_ld32(base + g * SK);
+        qf[kk][1] = wb_ld32(base + (g + 8) * SK);
+        qf[kk][2] = wb_ld32(base + g * SK + 8);
+        qf[kk][3] = wb_ld32(base + (g + 8) * SK + 8);
+    }
+
+    const float qscale = scale * WB_LOG2E;
+    const int first_pos = offset + q0;
+    const int last_pos = offset + min(q0 + BM, Tq) - 1;
+    const int j_end = causal ? min(Tk, last_pos + 1) : Tk;
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+    float m_run[2] = {WB_NEG_INF, WB_NEG_INF};
+    float l_run[2] = {0.0f, 0.0f};
+
+    for (int j0 = 0; j0 < j_end; j0 += BN) {
+        if (window > 0 && j0 >= sinks && j0 + BN - 1 <= first_pos - window) continue;
+        __syncthreads();   // everyone is done with the previous tile (or with the Q staging)
+        wb_load_tile16<BN, D, SK>(sK, kb, k_st, j0, Tk, vec);
+        wb_load_tile16<BN, D, SK>(sV, vb, v_st, j0, Tk, vec);
+        __syncthreads();
+
+        // S = Q K^T  (16 x BN per warp)
+        float s[BN / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; ++nt) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                const unsigned short* kp = sK + (nt * 8 + g) * SK + kk * 16 + c;
+                wb_mma(s[nt], qf[kk], wb_ld32(kp), wb_ld32(kp + 8), tag);
+            }
+        }
+        // scale (log2 domain) and mask; tiles that every row of the block sees in full skip the mask
+        const bool full_tile = j0 + BN <= Tk && (!causal || j0 + BN - 1 <= first_pos) &&
+                               (window <= 0 || last_pos - j0 < window);
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int j = j0 + nt * 8 + c + (e & 1);
+                const int pos = offset + ((e < 2) ? row_lo : row_hi);
+                const bool ok = full_tile || (j < Tk && wb_visible(pos, j, causal, window, sinks));
+                s[nt][e] = ok ? s[nt][e] * qscale : WB_NEG_INF;
+            }
+        }
+        // online softmax, one update per held row (hr = 0: row_lo, elements 0,1; hr = 1: row_hi, 2,3)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+            float mx = WB_NEG_INF;
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * hr], s[nt][2 * hr + 1]));
+            const float m_new = fmaxf(m_run[hr], wb_row_max(mx));
+            const float m_use = (m_new == WB_NEG_INF) ? 0.0f : m_new;
+            const float alpha = exp2f(m_run[hr] - m_use);
+            float sum = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; ++nt) {
+                s[nt][2 * hr] = wb_round16(exp2f(s[nt][2 * hr] - m_use), tag);
+                s[nt][2 * hr + 1] = wb_round16(exp2f(s[nt][2 * hr + 1] - m_use), tag);
+                sum += s[nt][2 * hr] + s[nt][2 * hr + 1];
+            }
+            l_run[hr] = l_run[hr] * alpha + wb_row_sum(sum);
+            m_run[hr] = m_new;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; ++dt) { o[dt][2 * hr] *= alpha; o[dt][2 * hr + 1] *= alpha; }
+        }
+        // O += P V: the score fragments of tiles 2kk and 2kk+1 form the A fragment of P.
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            unsigned int pa[4];
+            pa[0] = wb_pack2(s[2 * kk][0], s[2 * kk][1], tag);
+            pa[1] = wb_pack2(s[2 * kk][2], s[2 * kk][3], tag);
+            pa[2] = wb_pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], tag);
+            pa[3] = wb_pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], tag);
+#pragma unroll
+            for (int dt = 0; dt < D / 8; ++dt) {
+                unsigned int b0, b1;
+                wb_ldmatrix_trans_x2(sV + (kk * 16 + (lane % 16)) * SK + dt * 8, b0, b1);
+                wb_mma(o[dt], pa, b0, b1, tag);
+            }
+        }
+    }
+
+    // out = O / l
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+        const int row = hr ? row_hi : row_lo;
+        if (row >= Tq) continue;
+        const float inv_l = (l_run[hr] > 0.0f) ? 1.0f / l_run[hr] : 0.0f;
+        unsigned int* orow = reinterpret_cast<unsigned int*>(out + (((long long)b * H + h) * Tq + row) * D);
+#pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt)
+            orow[(dt * 8 + c) / 2] = wb_pack2(o[dt][2 * hr] * inv_l, o[dt][2 * hr + 1] * inv_l, tag);
+    }
+}
+
+#define WB_MMA_ENTRY(NAME, T, D)                                                             \
+    extern "C" __global__ void __launch_bounds__(128) NAME(                                  \
+        const unsigned short* q, const unsigned short* k, const unsigned short* v,           \
+        unsigned short* out, int H, int Tq, int Tk,                                          \
+        long long q_sb, long long q_sh, long long q_st,                                      \
+        long long k_sb, long long k_sh, long long k_st,                                      \
+        long long v_sb, long long v_sh, long long v_st,                                      \
+        float scale, int causal, int window, int sinks, int vec)                             \
+    {                                                                                        \
+        wb_attn_mma<T, D>(q, k, v, out, H, Tq, Tk, q_sb, q_sh, q_st, k_sb, k_sh, k_st,       \
+                          v_sb, v_sh, v_st, scale, causal, window, sinks, vec);              \
+    }
+
+WB_MMA_ENTRY(wb_attn_mma_f16_d16, wb_f16, 16)
+WB_MMA_ENTRY(wb_attn_mma_f16_d32, wb_f16, 32)
+WB_MMA_ENTRY(wb_attn_mma_f16_d64, wb_f16, 64)
+WB_MMA_ENTRY(wb_attn_mma_f16_d128, wb_f16, 128)
+WB_MMA_ENTRY(wb_attn_mma_bf16_d16, wb_bf16, 16)
+WB_MMA_ENTRY(wb_attn_mma_bf16_d32, wb_bf16, 32)
+WB_MMA_ENTRY(wb_attn_mma_bf16_d64, wb_bf16, 64)
+WB_MMA_ENTRY(wb_attn_mma_bf16_d128, wb_bf16, 128)

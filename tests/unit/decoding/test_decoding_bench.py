@@ -1,0 +1,38 @@
+"""Plumbing of ``python -m workbench.bench decoding`` on tiny models (the real run uses the shipped pair)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from decoding_helpers import tiny
+from workbench.bench import decoding as B
+from workbench.decoding import Pipeline, expected_speedup
+
+torch.set_num_threads(1)
+
+
+def test_speculative_rows_carry_formula_and_explanation():
+    target, draft = tiny(0, scale=0.25, block_size=128), tiny(1, scale=0.25, block_size=128)
+    target.tokenizer = draft.tokenizer = None
+    costs = B.call_costs(target, draft, [3], reps=5)
+    assert set(costs["target_ms"]) == {1, 3} and costs["c"] > 0
+    rows = B.speculative(target, draft, 10, [2], 1, costs, {"T=1": Pipeline.preset("hf", temperature=1.0)})
+    (r,) = rows
+    assert r["predicted_speedup"] == pytest.approx(expected_speedup(r["alpha"], 2, costs["c"]))
+    assert r["measured_over_predicted"] == pytest.approx(r["measured_speedup"] / r["predicted_speedup"])
+    assert 0 < r["plain_model_share"] <= 1 and 0 < r["spec_model_share"] <= 1
+    text = B._explain(dict(r, measured_over_predicted=0.5))
+    assert text.startswith("slower than predicted") and "outside model calls" in text
+    assert B._explain(dict(r, measured_over_predicted=1.1)) == "within 15%"
+
+
+def test_throughput_reports_both_sides():
+    pytest.importorskip("transformers")
+    target = tiny(0, vocab=40, block_size=128)
+    target.tokenizer = None
+    out = B.throughput(target, 6, 1)
+    for mode in ("greedy", "sample"):
+        row = out[mode]
+        assert row["workbench_tok_s"] > 0 and row["hf_generate_tok_s"] > 0
+        assert row["ratio"] == pytest.approx(row["workbench_tok_s"] / row["hf_generate_tok_s"])
+        assert row["workbench_loop_ms_per_token"] >= 0 and row["hf_model_ms_per_token"] > 0

@@ -1,0 +1,264 @@
+"""``python -m workbench.bench tokenizers``: BPETokenizer against HF ``tokenizers`` and a pure-Python floor.
+
+Measures, in one run and on the same corpus and configuration:
+
+* training time: ``BPETokenizer.train`` vs HF's ``BpeTrainer`` (the parity configuration: Split
+  regex, then ByteLevel, full byte alphabet), HF with its default thread pool and with
+  ``TOKENIZERS_PARALLELISM=false``;
+* single-thread encode throughput (MB/s of UTF-8): ``BPETokenizer.encode`` with a cold and a warm
+  pre-token cache vs HF's single-string ``Tokenizer.encode``;
+* the floor: a straightforward pure-Python BPE that recounts every pair before every merge and
+  re-scans every chunk (as minbpe does), on a slice small enough to finish, against
+  ``BPETokenizer`` on the same slice; its merges must equal ours (same tie-break), a cross-check.
+
+Ratios are printed next to the targets of issue 3 (training within 10x of HF; encoding at least as
+fast as HF's single-string encode). ``--json`` prints the numbers as one JSON object instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from typing import Optional, Sequence
+
+from workbench.tokenizers import BPETokenizer, PreTokenizer
+
+
+def _best(fn, repeat: int):
+    best, out = float("inf"), None
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+# -- the floor ------------------------------------------------------------------------------------
+
+
+def floor_train(text: str, n_merges: int, pattern: str = "gpt2", digits: str = "none") -> list[tuple[bytes, bytes]]:
+    """Pure-Python BPE that recounts all pairs over all chunks before each merge (no incremental
+    counts, no de-duplication of equal chunks). Same id layout and tie-break as BPETokenizer, so
+    its merges (as byte pairs) come out identical; it is only slower."""
+    from workbench.tokenizers.bpe import HF_BYTE_ORDER
+
+    byte_id = {b: i for i, b in enumerate(HF_BYTE_ORDER)}
+    vocab = [bytes([b]) for b in HF_BYTE_ORDER]
+    chunks = [[byte_id[b] for b in piece.encode("utf-8")] for piece in PreTokenizer(pattern, digits).split(text)]
+    merges = []
+    for _ in range(n_merges):
+        stats: dict[tuple[int, int], int] = {}
+        for ch in chunks:
+            for p in zip(ch, ch[1:]):
+                stats[p] = stats.get(p, 0) + 1
+        if not stats:
+            break
+        best = max(stats.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))[0]
+        new = len(vocab)
+        vocab.append(vocab[best[0]] + vocab[best[1]])
+        merges.append((vocab[best[0]], vocab[best[1]]))
+        out = []
+        for ch in chunks:
+            if len(ch) < 2:
+                out.append(ch)
+                continue
+            nc, i = [], 0
+            while i < len(ch):
+                if i + 1 < len(ch) and ch[i] == best[0] and ch[i + 1] == best[1]:
+                    nc.append(new)
+                    i += 2
+                else:
+                    nc.append(ch[i])
+                    i += 1
+            out.append(nc)
+        chunks = out
+    return merges
+
+
+def floor_encode(tok: BPETokenizer, text: str) -> list[int]:
+    """minbpe-style encoding: per chunk, repeatedly merge the lowest-rank adjacent pair; no cache."""
+    ranks = {(a, b): (r, n) for r, (a, b, n) in enumerate(tok.merges)}
+    out = []
+    for piece in tok.pretokenizer.split(text):
+        ids = [tok.byte_ids[b] for b in piece.encode("utf-8")]
+        while len(ids) >= 2:
+            pairs = [(ranks[p][0], p) for p in zip(ids, ids[1:]) if p in ranks]
+            if not pairs:
+                break
+            _, p = min(pairs)
+            new = ranks[p][1]
+            nc, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == p:
+                    nc.append(new)
+                    i += 2
+                else:
+                    nc.append(ids[i])
+                    i += 1
+            ids = nc
+        out.extend(ids)
+    return out
+
+
+# -- HF ---------------------------------------------------------------------------------------------
+
+
+def hf_train(text: str, vocab_size: int, pattern: str, digits: str):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    pre = PreTokenizer(pattern, digits)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(s), behavior="isolated") for s in pre.steps]
+        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator([text], trainer)
+    return tok
+
+
+def run(
+    corpus: str = "python-docs",
+    chars: Optional[int] = None,
+    vocab_size: int = 2048,
+    pattern: str = "gpt2",
+    digits: str = "none",
+    floor_chars: int = 50_000,
+    floor_merges: int = 100,
+    repeat: int = 3,
+) -> dict:
+    """Run every measurement and return the numbers (see the module docstring)."""
+    from workbench.data import load_corpus
+
+    text = load_corpus(corpus)
+    if chars:
+        text = text[:chars]
+    mb = len(text.encode("utf-8")) / 1e6
+    res: dict = {
+        "corpus": corpus, "chars": len(text), "mb": mb, "vocab_size": vocab_size, "pattern": pattern,
+        "digits": digits, "python": platform.python_version(), "cpus": os.cpu_count(),
+    }
+    try:
+        import tokenizers
+
+        res["hf_version"] = tokenizers.__version__
+    except ImportError:
+        tokenizers = None
+
+    # Training
+    res["train_ours_s"], tok = _best(
+        lambda: BPETokenizer.train(text, vocab_size, pattern=pattern, digits=digits, progress=False), repeat
+    )
+    if tokenizers is not None:
+        old = os.environ.get("TOKENIZERS_PARALLELISM")
+        try:
+            os.environ["TOKENIZERS_PARALLELISM"] = "true"
+            res["train_hf_s"], hf = _best(lambda: hf_train(text, vocab_size, pattern, digits), repeat)
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+            res["train_hf_1thread_s"], _ = _best(lambda: hf_train(text, vocab_size, pattern, digits), repeat)
+        finally:
+            if old is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = old
+        res["train_ratio_vs_hf"] = res["train_ours_s"] / res["train_hf_s"]
+        res["train_ratio_vs_hf_1thread"] = res["train_ours_s"] / res["train_hf_1thread_s"]
+        hf_merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" ", 1))
+                     for m in json.loads(hf.to_str())["model"]["merges"]]
+        ours = [tuple(m) for m in tok.to_hf_json()["model"]["merges"]]
+        res["merges_identical_to_hf"] = hf_merges == ours
+
+    # Encoding (single thread: one string at a time; HF's single-string encode)
+    def cold():
+        tok._cache.clear()
+        return tok.encode(text)
+
+    res["encode_ours_cold_s"], ids = _best(cold, repeat)
+    res["encode_ours_warm_s"], _ = _best(lambda: tok.encode(text), repeat)
+    res["encode_ours_cold_mb_s"] = mb / res["encode_ours_cold_s"]
+    res["encode_ours_warm_mb_s"] = mb / res["encode_ours_warm_s"]
+    if tokenizers is not None:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        res["encode_hf_s"], hf_ids = _best(lambda: hf.encode(text).ids, repeat)
+        res["encode_hf_mb_s"] = mb / res["encode_hf_s"]
+        res["encode_cold_ratio_vs_hf"] = res["encode_ours_cold_mb_s"] / res["encode_hf_mb_s"]
+        res["encode_warm_ratio_vs_hf"] = res["encode_ours_warm_mb_s"] / res["encode_hf_mb_s"]
+        res["ids_identical_to_hf"] = ids == hf_ids
+
+    # The floor, on a slice
+    ftext = text[:floor_chars]
+    fvocab = 256 + floor_merges
+    res.update({"floor_chars": len(ftext), "floor_merges": floor_merges})
+    res["floor_train_s"], fmerges = _best(lambda: floor_train(ftext, floor_merges, pattern, digits), 1)
+    res["floor_train_ours_s"], ftok = _best(
+        lambda: BPETokenizer.train(ftext, fvocab, pattern=pattern, digits=digits, progress=False), repeat
+    )
+    res["floor_train_speedup"] = res["floor_train_s"] / res["floor_train_ours_s"]
+    res["floor_merges_identical"] = fmerges == ftok.merge_list()
+    etext = text[:floor_chars]
+    emb = len(etext.encode("utf-8")) / 1e6
+    res["floor_encode_s"], fids = _best(lambda: floor_encode(tok, etext), 1)
+    res["floor_encode_mb_s"] = emb / res["floor_encode_s"]
+    res["floor_encode_identical"] = fids == tok.encode(etext)
+    res["encode_cold_speedup_vs_floor"] = res["encode_ours_cold_mb_s"] / res["floor_encode_mb_s"]
+    return res
+
+
+def report(r: dict) -> str:
+    """The numbers of :func:`run` as a small text table."""
+    L = [
+        f"tokenizers benchmark: corpus {r['corpus']} ({r['chars']:,} chars, {r['mb']:.2f} MB), vocab {r['vocab_size']}, "
+        f"pattern {r['pattern']}, digits {r['digits']}; Python {r['python']}, {r['cpus']} CPUs, "
+        f"HF tokenizers {r.get('hf_version', 'not installed')}",
+        "",
+        "training                              seconds    ours / this",
+    ]
+    L.append(f"  BPETokenizer.train                  {r['train_ours_s']:8.3f}")
+    if "train_hf_s" in r:
+        L.append(f"  HF BpeTrainer (default threads)     {r['train_hf_s']:8.3f}    {r['train_ratio_vs_hf']:.2f}x   (target <= 10x)")
+        L.append(f"  HF BpeTrainer (parallelism off)     {r['train_hf_1thread_s']:8.3f}    {r['train_ratio_vs_hf_1thread']:.2f}x")
+        L.append(f"  merges identical to HF: {r['merges_identical_to_hf']}")
+    L += ["", "encode, one string, one thread          MB/s    ours / HF"]
+    if "encode_hf_mb_s" in r:
+        L.append(f"  HF Tokenizer.encode                 {r['encode_hf_mb_s']:8.2f}")
+        L.append(f"  BPETokenizer.encode (cold cache)    {r['encode_ours_cold_mb_s']:8.2f}    {r['encode_cold_ratio_vs_hf']:.2f}x   (target >= 1x)")
+        L.append(f"  BPETokenizer.encode (warm cache)    {r['encode_ours_warm_mb_s']:8.2f}    {r['encode_warm_ratio_vs_hf']:.2f}x")
+        L.append(f"  ids identical to HF: {r['ids_identical_to_hf']}")
+    else:
+        L.append(f"  BPETokenizer.encode (cold cache)    {r['encode_ours_cold_mb_s']:8.2f}")
+        L.append(f"  BPETokenizer.encode (warm cache)    {r['encode_ours_warm_mb_s']:8.2f}")
+    L += [
+        "",
+        f"floor: pure-Python BPE recounting every pair before each merge ({r['floor_chars']:,} chars, {r['floor_merges']} merges)",
+        f"  floor train {r['floor_train_s']:.3f} s vs BPETokenizer {r['floor_train_ours_s']:.3f} s: "
+        f"ours {r['floor_train_speedup']:.0f}x faster (same merges: {r['floor_merges_identical']})",
+        f"  floor encode {r['floor_encode_mb_s']:.3f} MB/s: ours (cold) {r['encode_cold_speedup_vs_floor']:.0f}x faster "
+        f"(same ids: {r['floor_encode_identical']})",
+    ]
+    return "\n".join(L)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m workbench.bench tokenizers", description=__doc__.split("\n")[0])
+    p.add_argument("--corpus", default="python-docs", help="python-docs, python-code or a UTF-8 file")
+    p.add_argument("--chars", type=int, default=None, help="use only the first N characters")
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--pattern", default="gpt2")
+    p.add_argument("--digits", default="none")
+    p.add_argument("--floor-chars", type=int, default=50_000)
+    p.add_argument("--floor-merges", type=int, default=100)
+    p.add_argument("--repeat", type=int, default=3, help="best of N runs for each timing")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    a = p.parse_args(argv)
+    r = run(a.corpus, a.chars, a.vocab, a.pattern, a.digits, a.floor_chars, a.floor_merges, a.repeat)
+    print(json.dumps(r, indent=1) if a.json else report(r))
+    return r
+
+
+if __name__ == "__main__":
+    main()
