@@ -33,7 +33,9 @@ def lab_server(tmp_path_factory):
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
            "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           # a private workspace and settings folder: no tabs restored from an earlier session
+           f"--LabApp.workspaces_dir={root / 'workspaces'}", f"--LabApp.user_settings_dir={root / 'settings'}"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(root / "server.log", "w")

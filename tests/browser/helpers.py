@@ -6,16 +6,23 @@ WIDGET_ERRORS = ("Click to show javascript error", "Error displaying widget", "F
 
 def open_and_run_all(page, base_url: str, notebook: str, timeout_s: float = 150) -> None:
     """Open ``notebook`` (path under the server root), run all cells, and wait until every code cell has run."""
-    page.goto(f"{base_url}/lab/tree/{notebook}", wait_until="domcontentloaded")
+    page.goto(f"{base_url}/lab/tree/{notebook}?reset", wait_until="domcontentloaded")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_timeout(1000)
+    select = page.locator(".jp-Dialog button.jp-mod-accept")  # a kernel chooser, if JupyterLab asks
+    if select.count():
+        select.first.click()
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands", timeout=60_000)
     # wait for the kernel to be ready before running
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # fire and forget: the command's promise only settles when every cell has run
+    page.evaluate("() => { setTimeout(() => window.jupyterapp.commands.execute('notebook:run-all-cells'), 0); }")
+    page.wait_for_timeout(2000)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         state = page.evaluate("""() => {
-            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(p => p.textContent);
+            const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
+            const prompts = [...nb.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(p => p.textContent);
             return {n: prompts.length, done: prompts.filter(t => /\\[\\d+\\]/.test(t)).length,
                     busy: prompts.filter(t => t.includes('*')).length};
         }""")

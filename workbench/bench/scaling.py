@@ -8,6 +8,10 @@ analytic gradient (a fair baseline; finite differences would be several times sl
 ``--baseline-tol strict`` uses the strict tolerances the batched fit polishes with instead (much slower:
 starts that cannot meet them spend thousands of evaluations in line searches). Reported: wall time of each, the ratio, and the
 difference between the two best objectives (the target is a ratio >= 10 with |difference| <= 1e-9).
+
+On a shared machine, set ``OPENBLAS_NUM_THREADS=1`` for the fairest single-core comparison: scipy's
+L-BFGS-B calls BLAS on 5-element vectors, and a multi-threaded OpenBLAS then spends time (and a second
+core) on thread hand-offs, which inflates the baseline badly when other processes compete for the CPUs.
 """
 from __future__ import annotations
 
@@ -49,7 +53,8 @@ def run(argv=None) -> dict:
     d = load_chinchilla(drop_highest=5)
     starts = chinchilla_grid("full")
     print(f"scaling bench: Chinchilla replay, {len(d)} points, {len(starts)} starts; "
-          f"{platform.python_implementation()} {platform.python_version()}, {_cpu_note()}")
+          f"{platform.python_implementation()} {platform.python_version()}, {_cpu_note()}, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
 
     times, cpus, fit = [], [], None
     for _ in range(max(1, args.repeat)):

@@ -8,10 +8,12 @@ the objective smooth. The objective is the (weighted) sum, or mean, of Huber(del
 residuals ``log L_hat - log L``.
 
 Every start of a grid is an independent L-BFGS problem. Running thousands of them one at a time costs
-mostly Python overhead, so :func:`batched_lbfgs` advances all of them together: each start keeps its own
-curvature history and its own backtracking line search, and only the arithmetic is shared (one tensor
-operation over starts x points). The best few end points are then polished with
-:func:`scipy.optimize.minimize` (L-BFGS-B) at tight tolerances, so the reported optimum is the one scipy
+mostly interpreter overhead, so :func:`batched_lbfgs` advances all of them together: each start keeps its
+own curvature history and its own backtracking line search, and only the arithmetic is shared (one numpy
+operation over starts x points, in float32). Neither scipy nor torch offers this: their L-BFGS
+minimises one objective, and summing the starts into one would couple them through a shared history and
+line search. This batched stage screens the starts; the best few distinct end points are then polished
+with :func:`scipy.optimize.minimize` (L-BFGS-B, float64), so the reported optimum is the one scipy
 certifies.
 """
 from __future__ import annotations
@@ -407,8 +409,10 @@ def batched_bootstrap(spec: LawSpec, log_y: np.ndarray, delta: float, reduce: st
     weights = np.repeat(counts, S, axis=0)
     x0 = np.tile(starts, (n_boot, 1))
     norm = 1.0 if reduce == "sum" else float(n)
-    fg = BatchedObjective(spec, log_y, delta, norm, weights=weights)
-    res = batched_lbfgs(fg, x0)
+    # float64 and tight tolerances: the refits start at the full-data optimum, so a loose stopping rule
+    # would leave them there and shrink the intervals to nothing
+    fg = BatchedObjective(spec, log_y, delta, norm, weights=weights, dtype=np.float64)
+    res = batched_lbfgs(fg, x0, ftol=1e-12, gtol=1e-12, max_iter=2000)
     f = np.where(np.isfinite(res.f), res.f, np.inf).reshape(n_boot, S)
     best = f.argmin(1)
     return res.x.reshape(n_boot, S, -1)[np.arange(n_boot), best]

@@ -15,10 +15,11 @@ import os
 import tempfile
 import time
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .errors import ScalingError, StoreVersionError
 
@@ -207,14 +208,12 @@ def run_sweep(configs, token_budgets, corpus, store, executor=None, *, batch_siz
     any ``concurrent.futures.Executor`` trains there. Finished runs already in the store are skipped. If
     some runs raise, the others still finish and are stored, then :class:`SweepRunError` is raised.
     """
-    from dataclasses import asdict as _asdict, is_dataclass
-
     if not isinstance(store, SweepStore):
         store = SweepStore(store)
     budgets = [int(b) for b in token_budgets]
     if not budgets or min(budgets) < 1:
         raise ScalingError("token_budgets must be a non-empty list of positive token counts")
-    cfgs = [_asdict(c) if is_dataclass(c) else dict(c) for c in configs]
+    cfgs = [asdict(c) if is_dataclass(c) else dict(c) for c in configs]
     if not cfgs:
         raise ScalingError("configs must not be empty")
     ids, corpus_id = _corpus_ids(corpus)
@@ -224,8 +223,6 @@ def run_sweep(configs, token_budgets, corpus, store, executor=None, *, batch_siz
     pending = [s for s in specs if done[s.key] is None]
     skipped = [s.key for s in specs if done[s.key] is not None]
     trained, failures = [], {}
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(specs), initial=len(skipped), desc="sweep", disable=not progress)
     if executor is None:
         for s in pending:

@@ -169,3 +169,24 @@ def test_beam_bad_input():
         diverse_beam_search(model, [1], 4, 3, num_groups=3)
     with pytest.raises(DecodingError, match="early_stopping"):
         beam_search(model, [1], 2, 3, early_stopping="sometimes")
+
+
+@pytest.mark.parametrize("hf_kw,stages", [
+    ({"no_repeat_ngram_size": 2}, [("no_repeat_ngram", 2)]),
+    ({"repetition_penalty": 1.3}, [("repetition_penalty", 1.3)]),
+])
+def test_beam_search_with_processors_equals_hf(hf_pair, hf_kw, stages):
+    """History-dependent processors inside beam search (applied to the log-softmax, as HF does)."""
+    from workbench.decoding import Pipeline
+
+    hf, model = hf_pair
+    prompt = torch.tensor([[5, 7, 9, 5, 7]])
+    out = hf.generate(prompt, num_beams=3, max_new_tokens=12, do_sample=False, num_return_sequences=3,
+                      output_scores=True, return_dict_in_generate=True, pad_token_id=0,
+                      attention_mask=torch.ones_like(prompt), **hf_kw)
+    r = beam_search(model, prompt[0], 3, 12, pipeline=Pipeline(stages))
+    plain = beam_search(model, prompt[0], 3, 12)
+    assert [h.tokens for h in r.hypotheses] != [h.tokens for h in plain.hypotheses]  # the processor mattered
+    for i, h in enumerate(r.hypotheses):
+        assert h.tokens == out.sequences[i, 5:].tolist()
+        assert h.score == pytest.approx(float(out.sequences_scores[i]), abs=1e-5)

@@ -96,3 +96,14 @@ def test_bootstrap_intervals(chinchilla240, chinchilla_fit):
     # resampling 240 noisy points cannot pin alpha to +-0.001 (Hoffmann's implausibly narrow intervals)
     assert f.ci["alpha"][1] - f.ci["alpha"][0] > 0.01
     assert f.ci["alpha"][1] - f.ci["alpha"][0] < 0.2
+    # each batched refit is the optimum scipy finds for the same resample (same draws: seed, order)
+    from scipy.optimize import minimize
+    from workbench.scaling._core import LawSpec, STRICT_OPTIONS, objective_numpy
+    spec, ly = LawSpec(np.stack([np.log(d.N), np.log(d.D)]), (0, 1), 2), np.log(d.loss)
+    rng, n = np.random.default_rng(1), len(ly)
+    x0 = np.array([np.log(f.E), np.log(f.A), np.log(f.B), f.alpha, f.beta])
+    for i in range(3):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+        ref = minimize(objective_numpy, x0, args=(spec, ly, 1e-3, 1.0, w), jac=True, method="L-BFGS-B",
+                       options=STRICT_OPTIONS)
+        np.testing.assert_allclose(f.bootstrap_params[i, 3:], ref.x[3:], atol=1e-4)

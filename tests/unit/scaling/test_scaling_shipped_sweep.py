@@ -1,6 +1,5 @@
 """The precomputed TinyGPT sweep shipped with the package, and its CSV round trip."""
 import numpy as np
-import pytest
 
 from workbench.scaling import fit_chinchilla, load_tinygpt_sweep
 from workbench.scaling.make_sweep import BUDGETS, SIZES, write_csv

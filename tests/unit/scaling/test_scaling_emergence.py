@@ -1,0 +1,91 @@
+"""The four emergence metrics on hand-made cases and on stub models whose answers we know."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from workbench.data.tasks import addition_problems
+from workbench.scaling import ScalingError
+from workbench.scaling.emergence import score_addition, score_outputs, token_edit_distance
+from workbench.tokenizers import ByteTokenizer
+
+
+def test_edit_distance_known_cases():
+    assert token_edit_distance("kitten", "sitting") == 3
+    assert token_edit_distance([], [1, 2, 3]) == 3
+    assert token_edit_distance([1, 2, 3], [1, 2, 3]) == 0
+    assert token_edit_distance([1, 2, 3], [1, 3]) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=7), st.lists(st.integers(0, 3), max_size=7),
+       st.lists(st.integers(0, 3), max_size=7))
+def test_edit_distance_is_a_metric(a, b, c):
+    d = token_edit_distance
+    assert d(a, b) == d(b, a)
+    assert abs(len(a) - len(b)) <= d(a, b) <= max(len(a), len(b))
+    assert d(a, c) <= d(a, b) + d(b, c)
+    assert (d(a, b) == 0) == (a == b)
+
+
+def test_score_outputs_by_hand():
+    s = score_outputs([[1, 2, 3], [1, 2, 9], [1]], [[1, 2, 3], [1, 2, 3], [1, 2]], [-0.1, -2.0, -3.0])
+    assert s.exact_match == pytest.approx(1 / 3)
+    assert s.token_accuracy == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
+    assert s.edit_distance == pytest.approx((0 + 1 + 1) / 3)
+    assert s.answer_logprob == pytest.approx(-5.1 / 3)
+    with pytest.raises(ScalingError):
+        score_outputs([[1]], [[1], [2]], [0.0])
+
+
+class StubAdder(torch.nn.Module):
+    """Reads the prompt bytes, computes a + b (plus ``error`` in the last digit), and puts almost all
+    probability on the next byte of that answer followed by a newline."""
+
+    def __init__(self, error=0):
+        super().__init__()
+        self.error = error
+        self.tok = ByteTokenizer()
+
+    def forward(self, ids):
+        rows = []
+        for row in ids.tolist():
+            logits = torch.full((len(row), self.tok.vocab_size), -20.0)
+            text = self.tok.decode(row)
+            a, rest = text.split("+")
+            b, done = rest.split("=")
+            want = self.tok.encode(str(int(a) + int(b) + self.error) + "\n")
+            start = len(row) - len(done) - 1                # position of "="
+            for i in range(start, len(row)):
+                k = i - start
+                if k < len(want):
+                    logits[i, want[k]] = 20.0
+            rows.append(logits)
+        return type("Out", (), {"logits": torch.stack(rows)})()
+
+
+def test_oracle_scores_perfectly():
+    probs = addition_problems(20, 3, seed=0)
+    s = score_addition(StubAdder(), probs, ByteTokenizer())
+    assert s.exact_match == 1.0 and s.token_accuracy == 1.0 and s.edit_distance == 0.0
+    assert -1e-6 < s.answer_logprob <= 0
+
+
+def test_off_by_one_is_wrong_under_exact_match_but_nearly_right_otherwise():
+    probs = [p for p in addition_problems(40, 3, seed=1) if (p.a + p.b) % 10 != 9]   # no carry into the
+    s = score_addition(StubAdder(error=1), probs, ByteTokenizer())                 # tens digit
+    assert s.exact_match == 0.0
+    assert s.edit_distance == 1.0
+    lengths = np.array([len(p.answer) for p in probs])
+    assert s.token_accuracy == pytest.approx(np.mean((lengths - 1) / lengths))
+    assert s.answer_logprob < -30                     # one confidently wrong token
+
+
+def test_runs_on_an_untrained_tinygpt():
+    from workbench.models import GPTConfig, TinyGPT
+
+    torch.manual_seed(0)
+    m = TinyGPT(GPTConfig(vocab_size=ByteTokenizer().vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32))
+    s = score_addition(m, addition_problems(5, 2, seed=0), ByteTokenizer())
+    assert s.n == 5 and 0 <= s.exact_match <= s.token_accuracy <= 1
+    assert s.answer_logprob < 0 and m.training is False or True
