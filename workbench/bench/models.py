@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ..models import GPTConfig, TinyGPT
+from ..models.make_pretrained import RECIPES
 from .reference_gpt import ReferenceGPT
 
-SHAPE = dict(vocab_size=257, n_layer=4, n_head=4, n_embd=192, block_size=256, pos="rope")
+# The shipped docs-byte shape (without dropout, which the reference does not model).
+SHAPE = dict(vocab_size=257, **{k: v for k, v in RECIPES["docs-byte"]["config"].items() if k != "dropout"})
 
 
 def _peak_mb() -> float:

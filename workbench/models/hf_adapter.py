@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Sequence
-
 import torch
 
-from ..tokenizers.base import Tokenizer, TokenizerError, check_text
+from ..tokenizers.base import Tokenizer
+from ..tokenizers.hf_interop import HFTokenizer
 from .interface import LMOutput, ModelError, as_batch, check_ids
 
 
@@ -61,87 +60,6 @@ def _config_view(cfg) -> HFConfigView:
     )
 
 
-_BYTE_DECODER = None
-
-
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of the GPT-2 byte-to-printable-character table used by byte-level BPE vocabularies."""
-    global _BYTE_DECODER
-    if _BYTE_DECODER is None:
-        keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-        chars, extra = {}, 0
-        for b in range(256):
-            if b in keep:
-                chars[chr(b)] = b
-            else:
-                chars[chr(256 + extra)] = b
-                extra += 1
-        _BYTE_DECODER = chars
-    return _BYTE_DECODER
-
-
-class HFTokenizerView(Tokenizer):
-    """A ``transformers`` tokenizer (or a raw ``tokenizers.Tokenizer``) seen through the workbench interface.
-
-    ``encode`` adds no special tokens (BOS/EOS), so ids line up with the text; ``token_bytes`` recovers raw
-    bytes for byte-level BPE vocabularies (GPT-2 style) and falls back to decoding the single token otherwise.
-    """
-
-    def __init__(self, hf_tokenizer):
-        self.hf = hf_tokenizer
-        self._raw = hf_tokenizer if type(hf_tokenizer).__module__.startswith("tokenizers") else None
-        if self._raw is not None:
-            vocab = self._raw.get_vocab(with_added_tokens=True)
-            self._id_to_tok = {i: t for t, i in vocab.items()}
-            added = self._raw.get_added_tokens_decoder()
-            self.special_tokens = {t.content: i for i, t in added.items() if t.special}
-        else:
-            self._id_to_tok = None
-            self.special_tokens = {t: hf_tokenizer.convert_tokens_to_ids(t) for t in hf_tokenizer.all_special_tokens}
-        self._size = (self._raw.get_vocab_size(with_added_tokens=True) if self._raw is not None else len(hf_tokenizer))
-        self._bytes_cache: dict[int, bytes] = {}
-
-    @property
-    def vocab_size(self) -> int:
-        return self._size
-
-    def encode(self, text: str) -> list[int]:
-        check_text(text)
-        if self._raw is not None:
-            return list(self._raw.encode(text, add_special_tokens=False).ids)
-        return list(self.hf.encode(text, add_special_tokens=False))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        ids = self.check_ids(ids)
-        if self._raw is not None:
-            return self._raw.decode(ids, skip_special_tokens=False)
-        return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def _token_string(self, i: int) -> str | None:
-        if self._raw is not None:
-            return self._id_to_tok.get(i)
-        return self.hf.convert_ids_to_tokens(i)
-
-    def token_bytes(self, token_id: int) -> bytes:
-        (i,) = self.check_ids([token_id])
-        if i in self._bytes_cache:
-            return self._bytes_cache[i]
-        s = self._token_string(i)
-        table = _byte_decoder()
-        if s is not None and s not in self.special_tokens and s and all(c in table for c in s):
-            out = bytes(table[c] for c in s)
-        else:
-            out = self.decode([i]).encode("utf-8")
-        self._bytes_cache[i] = out
-        return out
-
-    def to_dict(self) -> dict:
-        raise TokenizerError("an HF tokenizer is saved with its own save_pretrained(), not in a workbench checkpoint")
-
-    def __repr__(self) -> str:
-        return f"HFTokenizerView({type(self.hf).__name__}, vocab_size={self.vocab_size})"
-
-
 class HFCache:
     """An HF ``DynamicCache`` behind the workbench cache interface (``length``, ``reorder``, ``crop``)."""
 
@@ -176,7 +94,7 @@ class HFModel:
         self.hf = hf_model.eval()
         self.config = _config_view(hf_model.config)
         if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
-            tokenizer = HFTokenizerView(tokenizer)
+            tokenizer = HFTokenizer(tokenizer)
         self.tokenizer = tokenizer
         self.name = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
 

@@ -88,6 +88,11 @@ class CausalSelfAttention(nn.Module):
             att = att.softmax(dim=-1)
             ctx.attentions.append(att)
             y = F.dropout(att, drop, self.training) @ v
+        elif _use_gpu_kernel(q, ctx):
+            # inference on a CUDA tensor with the CuPy back-end: the workbench's own fused attention kernel
+            from .. import kernels
+
+            y = kernels.attention(q, k, v, causal=True)
         elif ctx.simple_causal:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         elif ctx.no_mask:
@@ -95,6 +100,15 @@ class CausalSelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.bias(), dropout_p=drop)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+def _use_gpu_kernel(q: torch.Tensor, ctx) -> bool:
+    """The fused CuPy attention kernel serves dense causal inference on CUDA tensors (it has no backward)."""
+    if not q.is_cuda or torch.is_grad_enabled() or ctx._slopes is not None or not (ctx.simple_causal or ctx.no_mask):
+        return False
+    from .. import kernels
+
+    return kernels.backend() == "cupy" and q.dtype in kernels.SUPPORTED_DTYPES and q.size(-1) in kernels.SUPPORTED_HEAD_DIMS
 
 
 class MLP(nn.Module):
@@ -131,7 +145,7 @@ class _Ctx:
         self.cache, self.capture = cache, capture
         self.attentions: list[torch.Tensor] = []
         cfg = model.config
-        self.rope = rope_angles(q_pos, cfg.head_dim, cfg.rope_base) if cfg.pos == "rope" else None
+        self.rope = model.rope_table(q_pos) if cfg.pos == "rope" else None
         self._slopes = model.alibi_slopes if cfg.pos == "alibi" else None
         self._q_pos = q_pos
         self._bias = None
@@ -188,6 +202,17 @@ class TinyGPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+
+    def rope_table(self, q_pos: torch.Tensor):
+        """cos, sin ``(T, Dh)`` at ``q_pos``, read from a table that covers the context (computed beyond it)."""
+        end = int(q_pos[-1]) + 1
+        table = getattr(self, "_rope_cache", None)
+        if table is None or table[0].device != q_pos.device or table[0].size(0) < end:
+            n = max(end, self.config.block_size)
+            cos, sin = rope_angles(torch.arange(n, device=q_pos.device), self.config.head_dim, self.config.rope_base)
+            self._rope_cache = table = (cos, sin)
+        start = int(q_pos[0])
+        return table[0][start:end], table[1][start:end]
 
     @staticmethod
     def _init(m):

@@ -38,7 +38,7 @@ class EmergenceScores:
     edit_distance: float
     answer_logprob: float
     n: int
-    per_problem: dict = field(repr=False, default_factory=dict)
+    per_problem: dict = field(repr=False, compare=False, default_factory=dict)
 
 
 def score_outputs(outputs, targets, answer_logprobs) -> EmergenceScores:
@@ -104,3 +104,46 @@ def score_addition(model, problems, tokenizer=None, *, stop: str = "\n", max_ext
         if was_training and hasattr(model, "train"):
             model.train()
     return score_outputs(outputs, targets, lps)
+
+
+@dataclass(frozen=True)
+class EmergencePoint:
+    """One model of an emergence sweep: its config, non-embedding parameter count ``N`` and scores."""
+
+    config: dict
+    N: int
+    scores: EmergenceScores
+    final_train_loss: float
+
+
+def emergence_sweep(configs, *, digits: int = 3, steps: int = 600, n_train: int = 20000, n_test: int = 200,
+                    batch_size: int = 32, lr: float = 3e-3, seed: int = 0, progress: bool = True) -> list:
+    """Train each config on ``digits``-digit addition (byte tokens, one ``a+b=c`` per line) and score it
+    four ways on ``n_test`` held-out problems; returns :class:`EmergencePoint` s sorted by ``N``."""
+    from dataclasses import asdict, is_dataclass
+
+    import torch
+
+    from workbench.data.tasks import addition_problems, addition_text
+    from workbench.models import GPTConfig, TinyGPT, train
+    from workbench.tokenizers import ByteTokenizer
+
+    from .sweep import _count_params
+
+    tok = ByteTokenizer()
+    train_probs = addition_problems(n_train, digits, seed=seed)
+    test_probs = addition_problems(n_test, digits, seed=seed + 1)
+    seen = {(p.a, p.b) for p in train_probs}
+    test_probs = [p for p in test_probs if (p.a, p.b) not in seen] or test_probs
+    ids = torch.tensor(tok.encode(addition_text(train_probs)), dtype=torch.long)
+    out = []
+    for c in configs:
+        cfg = GPTConfig(**(asdict(c) if is_dataclass(c) else dict(c)))
+        torch.manual_seed(seed)
+        model = TinyGPT(cfg)
+        hist = train(model, ids, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                     desc=f"addition d={cfg.n_embd} L={cfg.n_layer}")
+        out.append(EmergencePoint(config=asdict(cfg), N=_count_params(model)[0],
+                                  scores=score_addition(model, test_probs, tok),
+                                  final_train_loss=float(hist.train_loss[-1])))
+    return sorted(out, key=lambda p: p.N)

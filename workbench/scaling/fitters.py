@@ -114,8 +114,8 @@ class ChinchillaFit:
     tol: str
     seconds: float
     ci: dict | None = None
-    bootstrap_params: np.ndarray | None = field(default=None, repr=False)
-    start_objectives: np.ndarray | None = field(default=None, repr=False)
+    bootstrap_params: np.ndarray | None = field(default=None, repr=False, compare=False)
+    start_objectives: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def params(self) -> dict[str, float]:
@@ -155,7 +155,7 @@ class PowerLawFit:
     n_starts: int
     seconds: float
     ci: dict | None = None
-    bootstrap_params: np.ndarray | None = field(default=None, repr=False)
+    bootstrap_params: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def params(self) -> dict[str, float]:

@@ -48,7 +48,7 @@ class OvertrainingFit:
     n_dropped: int
     n_starts: int
     seconds: float
-    start_objectives: np.ndarray | None = field(default=None, repr=False)
+    start_objectives: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def predict(self, C, M) -> np.ndarray:
         C, M = np.asarray(C, dtype=np.float64), np.asarray(M, dtype=np.float64)
