@@ -76,8 +76,9 @@ def check_ids(ids: torch.Tensor, vocab_size: int) -> None:
     """Raise a :class:`ModelError` naming the first id outside ``[0, vocab_size)``."""
     if ids.numel() == 0:
         raise ModelError("ids are empty: give at least one token")
-    bad = (ids < 0) | (ids >= vocab_size)
-    if bool(bad.any()):
+    lo, hi = torch.aminmax(ids)
+    if int(lo) < 0 or int(hi) >= vocab_size:
+        bad = (ids < 0) | (ids >= vocab_size)
         pos = bad.nonzero()[0].tolist()
         raise ModelError(
             f"token id {int(ids[tuple(pos)])} at position {tuple(pos)} is out of range [0, {vocab_size})"

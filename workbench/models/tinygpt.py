@@ -74,12 +74,13 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, layer, ctx):
         """x ``(B, T, D)`` -> ``(B, T, D)``; ``ctx`` carries positions, rope angles, cache and capture flag."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        # (B, T, 3, H, Dh) -> (3, B, H, T, Dh); RoPE rotates queries and keys in one pass
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         if ctx.rope is not None:
-            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+            q, k = apply_rope(qkv[:2], *ctx.rope).unbind(0)
+            v = qkv[2]
+        else:
+            q, k, v = qkv.unbind(0)
         if ctx.cache is not None:
             k, v = ctx.cache.write(layer, k, v)  # (B, H, S, Dh)
         drop = self.dropout if self.training else 0.0
@@ -128,10 +129,13 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = None if cfg.attn_only else nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = None if cfg.attn_only else MLP(cfg)
-        # No dropout module at all when p == 0, so the module list says what the model does.
-        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        # No dropout module at all when p == 0: one module call less per sub-layer in decoding.
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None
 
     def forward(self, x, layer, ctx):
+        if self.drop is None:
+            x = x + self.attn(self.ln1(x), layer, ctx)
+            return x if self.mlp is None else x + self.mlp(self.ln2(x))
         x = x + self.drop(self.attn(self.ln1(x), layer, ctx))
         if self.mlp is not None:
             x = x + self.drop(self.mlp(self.ln2(x)))
