@@ -36,9 +36,48 @@ def load_bokeh(force: bool = False) -> bool:
     return True
 
 
-def bokeh_pane(fig: LayoutDOM) -> BokehModel:
+class BokehPane(BokehModel):
+    """A ``jupyter_bokeh.BokehModel`` that never loses an update made before the browser shows it.
+
+    jupyter_bokeh's view renders from ``render_bundle`` (serialised when the widget is created) and applies
+    later document patches only when a view exists; a patch sent before the view renders (say a
+    ``source.data`` assignment in the same cell that builds the widget) is silently dropped, leaving an empty
+    chart. This pane asks the front-end to report its views (``_view_count``): while it has none, a change
+    marks the bundle stale instead of sending a patch, and the bundle is re-serialised when a view appears
+    (or when the pane is displayed directly).
+    """
+
+    def __init__(self, model: LayoutDOM, **kwargs):
+        self._stale = False
+        super().__init__(model, _view_count=0, **kwargs)
+        self.observe(self._on_views, names="_view_count")
+
+    def _document_patched(self, event) -> None:
+        if event.setter is self:
+            return
+        if self._view_count:
+            super()._document_patched(event)
+        else:
+            self._stale = True
+
+    def refresh(self) -> None:
+        """Re-serialise the figure into ``render_bundle`` if it changed while no view was showing it."""
+        if self._stale:
+            self._stale = False
+            self.render_bundle = self._model_to_traits(self._model)
+
+    def _on_views(self, change) -> None:
+        if change["new"]:
+            self.refresh()
+
+    def _repr_mimebundle_(self, **kwargs):
+        self.refresh()
+        return super()._repr_mimebundle_(**kwargs)
+
+
+def bokeh_pane(fig: LayoutDOM) -> BokehPane:
     """Wrap a bokeh figure/layout as an ipywidget; update it later through its ``ColumnDataSource.data``."""
-    return BokehModel(fig)
+    return BokehPane(fig)
 
 
 class Debouncer:
@@ -100,8 +139,21 @@ class WorkbenchWidget(W.VBox):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._summary})"
 
+    def _repr_mimebundle_(self, **kwargs):
+        for pane in _panes(self):  # send what changed before the first display with the first view
+            pane.refresh()
+        return super()._repr_mimebundle_(**kwargs)
+
     def _repr_keys(self):  # ipywidgets uses this for its default repr; keep it empty and stable
         return iter(())
+
+
+def _panes(widget):
+    """Every :class:`BokehPane` below ``widget`` in the children tree."""
+    if isinstance(widget, BokehPane):
+        yield widget
+    for child in getattr(widget, "children", ()) or ():
+        yield from _panes(child)
 
 
 def notice(text: str = "", kind: str = "info") -> W.HTML:

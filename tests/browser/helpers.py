@@ -1,5 +1,8 @@
 """Driving a notebook in JupyterLab from Playwright."""
+import io
 import time
+
+import numpy as np
 
 WIDGET_ERRORS = ("Click to show javascript error", "Error displaying widget", "Failed to load model class")
 
@@ -39,3 +42,11 @@ def assert_no_widget_errors(page) -> None:
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
     assert not tracebacks, f"a cell raised: {tracebacks[0][:500]}"
+
+
+def colourful_pixels(png: bytes) -> int:
+    """How many pixels of a screenshot are clearly coloured (not white, grey or black): drawn glyphs."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int(((rgb.max(-1) - rgb.min(-1)) > 60).sum())

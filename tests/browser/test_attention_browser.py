@@ -2,7 +2,7 @@
 import pytest
 
 from .conftest import ARTIFACTS
-from .helpers import assert_no_widget_errors, open_and_run_all
+from .helpers import assert_no_widget_errors, colourful_pixels, open_and_run_all
 
 pytestmark = pytest.mark.browser
 
@@ -18,6 +18,8 @@ def test_attention_lab_tile_click_updates_the_detail(page, lab_server):
     overview, detail = canvases.nth(0), canvases.nth(1)
     box = overview.bounding_box()
     before = detail.screenshot()
+    assert colourful_pixels(overview.screenshot()) > 1000, "the head tiles are not drawn"
+    assert colourful_pixels(before) > 1000, "the head detail image is not drawn"
     changed = False
     # Click a few spots of the tile grid until the selection moves to a different head.
     for fx, fy in ((0.25, 0.3), (0.75, 0.7), (0.3, 0.75), (0.7, 0.25)):

@@ -1,7 +1,7 @@
 """The tour in a real JupyterLab + headless Chromium: widgets render offline and the playground reacts to typing."""
 import pytest
 
-from .helpers import assert_no_widget_errors, open_and_run_all
+from .helpers import assert_no_widget_errors, colourful_pixels, open_and_run_all
 from .conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -16,6 +16,7 @@ def test_tour_runs_and_playground_reacts(page, lab_server):
     assert_no_widget_errors(page)
     chart.scroll_into_view_if_needed()
     before = chart.screenshot()
+    assert colourful_pixels(before) > 500, "the playground chart shows no bars"
     box = playground.locator(".widget-textarea textarea").first
     box.click()
     box.press("End")
@@ -24,5 +25,6 @@ def test_tour_runs_and_playground_reacts(page, lab_server):
     after = chart.screenshot()
     page.screenshot(path=str(ARTIFACTS / "00_tour.png"), full_page=False)
     assert before != after, "typing into the prompt did not change the chart"
+    assert colourful_pixels(after) > 500
     assert_no_widget_errors(page)
     assert not [e for e in page.js_errors if "bokeh" in e.lower() or "widget" in e.lower()], page.js_errors

@@ -76,6 +76,27 @@ def compression_sweep(
 
 
 # ---------------------------------------------------------------------------------------------
+# Comparing segmentations
+
+
+def disagreeing_spans(span_lists: Sequence[Sequence]) -> set:
+    """The ``(start, end)`` byte ranges that are a token in some but not all of ``span_lists`` (one
+    list of :class:`~workbench.tokenizers.TokenSpan` per tokenizer, over the same text).
+
+    A span all tokenizers share is a place where they agree on a token boundary on both sides; every
+    other span marks text the tokenizers cut differently (what the lab highlights).
+
+    >>> from workbench.tokenizers import TokenSpan as S
+    >>> sorted(disagreeing_spans([[S(1, 0, 2), S(2, 2, 3)], [S(7, 0, 1), S(8, 1, 2), S(9, 2, 3)]]))
+    [(0, 1), (0, 2), (1, 2)]
+    """
+    sets = [{(s.start, s.end) for s in spans} for spans in span_lists]
+    if len(sets) < 2:
+        return set()
+    return set.union(*sets) - set.intersection(*sets)
+
+
+# ---------------------------------------------------------------------------------------------
 # Digit handling
 
 
@@ -174,7 +195,7 @@ def addition_experiment(
     from ..models import GPTConfig, TinyGPT
     from ..models.training import train
 
-    cfg = dict(n_layer=2, n_head=4, n_embd=64, block_size=64, pos="rope", dropout=0.0)
+    cfg = dict(n_layer=2, n_head=4, n_embd=64, block_size=32, pos="rope", dropout=0.0)
     cfg.update(config or {})
     train_p = addition_problems(n_train, n_digits, seed=seed)
     seen = {(p.a, p.b) for p in train_p}
@@ -226,8 +247,8 @@ def interleaved_halves(text: str, chunk: int = 2000) -> tuple[str, str]:
 def mixture_experiment(
     corpora: Mapping[str, str],
     shares: Sequence[float] = (0.2, 0.5, 0.8),
-    train_chars: int = 150_000,
-    sample_chars: int = 100_000,
+    train_chars: int = 200_000,
+    sample_chars: int = 150_000,
     n_merges: int = 300,
     top_k: int = 10,
 ) -> list[MixtureTrial]:

@@ -1,0 +1,158 @@
+"""TokenizerLab driven from Python: set traits, then check the spans, HTML, data sources and notices."""
+import asyncio
+import re
+import time
+
+import pytest
+
+from workbench.tokenizers import BPETokenizer, ByteTokenizer, measure
+
+pytest.importorskip("ipywidgets")
+from widgets.tokenizer_lab import TokenizerLab  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bpe(docs_text):
+    return BPETokenizer.train(docs_text[:60_000], 512, progress=False)
+
+
+@pytest.fixture(scope="module")
+def bpe_r2l(docs_text):
+    return BPETokenizer.train(docs_text[:60_000], 512, pattern="gpt4", digits="r2l3", progress=False)
+
+
+def _titles(html):
+    return re.findall(r'title="([^"]*)"', html)
+
+
+def test_spans_cover_text_and_hover_shows_id_and_bytes(bpe):
+    text = "The for statement\n\tx = 12345 é"
+    w = TokenizerLab([ByteTokenizer(), bpe], text=text, debounce=0)
+    data = text.encode()
+    for name, tok in zip(w.names, [ByteTokenizer(), bpe]):
+        spans = w.span_data[name]
+        assert [i for i, *_ in spans] == tok.encode(text)
+        assert b"".join(data[a:b] for _, a, b, _ in spans) == data
+        titles = _titles(w.views[name].value)
+        assert len(titles) == len(spans)
+        first_id, a, b, _ = spans[0]
+        assert titles[0].startswith(f"id {first_id} ") and data[a:b].hex(" ") in titles[0]
+    # whitespace made visible, newline also breaks the line
+    html = w.views[w.names[1]].value
+    assert "·" in html and "⏎" in html and "⇥" in html and "<br>" in html
+
+
+def test_disagreements_are_highlighted(bpe):
+    w = TokenizerLab({"a": bpe, "b": ByteTokenizer()}, text="the the", debounce=0)
+    a = {(s, e): d for _, s, e, d in w.span_data["a"]}
+    b = {(s, e): d for _, s, e, d in w.span_data["b"]}
+    # multi-byte BPE tokens and the byte tokens inside them disagree; shared one-byte tokens agree
+    for span, d in a.items():
+        assert d == (span[1] - span[0] > 1)
+    assert b[(0, 1)] is (a.get((0, 1)) is None)
+    n_marked = w.views["a"].value.count('d"')
+    assert n_marked == sum(d for d in a.values()) and n_marked > 0
+    same = TokenizerLab({"x": bpe, "y": bpe}, text="the the", debounce=0)
+    assert not any(d for _, _, _, d in same.span_data["x"]) and ' d"' not in same.views["x"].value
+
+
+def test_typing_updates_view_and_metrics(bpe):
+    w = TokenizerLab([ByteTokenizer(), bpe], text="hello", debounce=0)
+    new = "def f(x):\n    return x * 2\n"
+    w.text.value = new
+    src = w.metrics_source.data
+    assert src["name"] == w.names
+    assert src["n_tokens"] == [len(new.encode()), len(bpe.encode(new))]
+    assert src["bytes_per_token"][1] == pytest.approx(measure(bpe, new).bytes_per_token)
+    assert src["fertility"][1] == pytest.approx(measure(bpe, new).fertility)
+    assert w.names[1] in w.table.value and f"{len(bpe.encode(new)):,}" in w.table.value
+    assert [i for i, *_ in w.span_data[w.names[1]]] == bpe.encode(new)
+
+
+def test_typing_is_debounced_inside_an_event_loop(bpe):
+    w = TokenizerLab([bpe], text="hello", debounce=5.0)
+
+    async def type_and_check():
+        w.text.value = "hello world, again and again"
+        before = list(w.metrics_source.data["n_tokens"])
+        w._debouncer.flush()
+        return before, list(w.metrics_source.data["n_tokens"])
+
+    before, after = asyncio.run(type_and_check())
+    assert before == [len(bpe.encode("hello"))]
+    assert after == [len(bpe.encode("hello world, again and again"))]
+
+
+def test_long_text_shows_a_window_but_measures_everything(bpe, docs_text):
+    big = (docs_text * 3)[:1_000_000]
+    w = TokenizerLab([bpe], text="short", debounce=0, max_view_chars=3000)
+    small_html = None
+    w.text.value = big[:20_000]
+    small_html = len(w.views[w.names[0]].value)
+    t0 = time.perf_counter()
+    w.text.value = big
+    elapsed = time.perf_counter() - t0
+    assert "showing the first 3,000 of 1,000,000 characters" in w.info.value
+    assert w.stats[w.names[0]].n_chars == 1_000_000
+    assert w.metrics_source.data["n_tokens"] == [len(bpe.encode(big))]
+    assert w.span_data[w.names[0]][-1][2] <= len(big[:3000].encode())
+    assert len(w.views[w.names[0]].value) == small_html  # the drawn part does not grow with the text
+    assert elapsed < 30
+
+
+def test_scrubber_replays_merges(bpe, docs_text):
+    sample = docs_text[:1500]
+    w = TokenizerLab([bpe], text="x", sample=sample, debounce=0)
+    n = len(bpe.merges)
+    assert w.merge_slider.max == n and w.merge_slider.value == n
+    assert w.scrub_ids == bpe.encode(sample)
+    w.merge_slider.value = 0
+    assert len(w.scrub_ids) == len(sample.encode())
+    assert "no merges applied" in w.merge_info.value
+    w.merge_slider.value = 5
+    assert w.scrub_ids == bpe.encode_at(sample, 5)
+    a, b, new = bpe.merges[4]
+    assert "merge 5:" in w.merge_info.value and f"{bpe.trace[4].count:,} times" in w.merge_info.value
+    counts = bpe.pair_counts_at(sample, 5, 10)
+    assert w.pairs_source.data["count"] == [c for *_, c in counts]
+    assert list(reversed(w.pairs_figure.y_range.factors)) == w.pairs_source.data["pair"]
+
+
+def test_scrubber_on_training_text_shows_the_next_merge_on_top():
+    text = "low lower lowest newest widest " * 30
+    tok = BPETokenizer.train(text, 270, progress=False)
+    w = TokenizerLab([tok], text="x", sample=text, debounce=0)
+    for k in (0, 3, 7):
+        w.merge_slider.value = k
+        a, b, _ = tok.merges[k]
+        left, right = (s.strip() for s in w.pairs_source.data["pair"][0].split(" + "))
+        assert (left, right) == (tok.token_str(a), tok.token_str(b))
+
+
+def test_scrubber_absent_without_bpe_and_bad_input():
+    w = TokenizerLab([ByteTokenizer()], text="abc", debounce=0)
+    assert w.merge_slider is None
+    with pytest.raises(ValueError, match="1 to 4"):
+        TokenizerLab([], debounce=0)
+    with pytest.raises(ValueError, match="1 to 4"):
+        TokenizerLab([ByteTokenizer()] * 5, debounce=0)
+    with pytest.raises(TypeError, match="not a workbench Tokenizer"):
+        TokenizerLab(["gpt2"], debounce=0)
+    w.text.value = "bad \ud800 text"
+    assert "lone surrogate" in w.info.value
+
+
+def test_repr_is_stable(bpe):
+    w = TokenizerLab([ByteTokenizer(), bpe, bpe], debounce=0)
+    assert repr(w) == "TokenizerLab(tokenizers=['byte', 'bpe-512 (gpt2)', 'bpe-512 (gpt2) #2'])"
+
+
+def test_five_kb_refresh_is_fast(bpe, docs_text):
+    """The issue's budget is 30 ms for 5 KB with a trained BPE; allow slack for a busy CI machine."""
+    w = TokenizerLab([bpe], text=docs_text[:5000], debounce=0)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        w.refresh()
+        times.append(time.perf_counter() - t0)
+    assert min(times) < 0.15

@@ -1,0 +1,262 @@
+"""TokenizerLab: type text, see 1-4 tokenizers cut it side by side, and scrub through a BPE's merges.
+
+The widget only draws. Segmentations come from each tokenizer's ``spans``, statistics from
+:func:`workbench.tokenizers.measure`, disagreements from
+:func:`workbench.tokenizers.experiments.disagreeing_spans`, and the scrubber from
+:meth:`BPETokenizer.encode_at` / :meth:`BPETokenizer.pair_counts_at`.
+
+Long text: only the first ``max_view_chars`` characters are drawn as spans (a notice says so), while
+the statistics are computed over the whole text, so a pasted megabyte never builds a megabyte of HTML.
+"""
+from __future__ import annotations
+
+import html
+from typing import Mapping, Optional, Sequence, Union
+
+import ipywidgets as W
+from bokeh.models import ColumnDataSource, FactorRange, HoverTool
+from bokeh.plotting import figure
+
+from workbench.tokenizers import BPETokenizer, Tokenizer, TokenizerError, TokenSpan, measure, printable
+from workbench.tokenizers.experiments import disagreeing_spans
+
+from .base import Debouncer, WorkbenchWidget, bokeh_pane, notice, set_notice
+
+# Alternating pastel backgrounds: neighbouring tokens always differ in colour.
+PALETTE = ("#cfe8ff", "#ffe3b8", "#d6f5d0", "#f5d0f0", "#fff5b0", "#d9d4ff")
+DISAGREE_STYLE = "outline:2px solid #d62728;outline-offset:-1px;"
+METRICS = ("n_tokens", "bytes_per_token", "fertility", "split_word_share", "vocab_used")
+DEFAULT_TEXT = (
+    "Tokenizers cut text into pieces.\n"
+    "    def add(a, b):\n        return a + b  # 1234567 + 89 = 1234656\n"
+    "Unicode too: café, naïve, 東京, 🙂\n"
+)
+
+
+def tokenizer_name(tok: Tokenizer) -> str:
+    """A short label: ``"byte"``, ``"bpe-1024 (gpt2)"`` or the wrapped HF tokenizer's name."""
+    if isinstance(tok, BPETokenizer):
+        digits = f", digits {tok.digits}" if tok.digits != "none" else ""
+        pattern = tok.pattern if len(tok.pattern) < 12 else "custom"
+        return f"bpe-{tok.vocab_size} ({pattern}{digits})"
+    return getattr(tok, "name", None) or getattr(tok, "kind", None) or type(tok).__name__
+
+
+def _piece_label(raw: bytes) -> str:
+    """Visible text of one token's bytes: whitespace shown (``·``, ``⏎``, ``⇥``), a partial UTF-8
+    character as ``<0xNN>`` bytes."""
+    try:
+        return printable(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "".join(f"<0x{b:02X}>" for b in raw)
+
+
+_CSS = ("<style>.wbtok span{border-radius:2px;padding:0 1px;margin-right:1px}"
+        + "".join(f".wbtok .c{k}{{background:{c}}}" for k, c in enumerate(PALETTE))
+        + f".wbtok .d{{{DISAGREE_STYLE}}}</style>")
+
+
+def spans_html(data: bytes, spans, disagree: frozenset | set = frozenset(), tok: Optional[Tokenizer] = None) -> str:
+    """HTML for one segmentation: a coloured ``<span>`` per token with a hover title (id, token and
+    bytes), whitespace made visible, a line break after each newline, and class ``d`` (a red outline)
+    on spans in ``disagree``. Styles live in one ``<style>`` block so each span stays short."""
+    out = [_CSS, '<div class="wbtok" style="font-family:monospace;font-size:12px;line-height:1.9;'
+           'white-space:pre-wrap;word-break:break-all">']
+    esc = html.escape
+    for k, s in enumerate(spans):
+        raw = data[s.start:s.end]
+        name = ""
+        if tok is not None:
+            try:
+                name = " " + tok.token_str(s.id)
+            except (TokenizerError, ValueError, IndexError):
+                name = ""
+        title = f"id {s.id}{name} | bytes {raw.hex(' ')}"
+        cls = f"c{k % len(PALETTE)} d" if (s.start, s.end) in disagree else f"c{k % len(PALETTE)}"
+        out.append(f'<span class="{cls}" title="{esc(title)}">{esc(_piece_label(raw))}</span>')
+        if raw.endswith(b"\n"):
+            out.append("<br>")
+    out.append("</div>")
+    return "".join(out)
+
+
+class TokenizerLab(WorkbenchWidget):
+    """Side-by-side tokenizer view with metrics and a merge scrubber.
+
+    ``tokenizers``: one to four tokenizers, as a list or a ``{name: tokenizer}`` dict. ``scrub``: the
+    BPE whose merges the scrubber walks (default: the first BPE given, if any). ``debounce``: seconds
+    after the last keystroke before re-tokenising (0 = at once). ``max_view_chars``: how much of a long
+    text is drawn as spans.
+    """
+
+    def __init__(self, tokenizers: Union[Sequence[Tokenizer], Mapping[str, Tokenizer]], text: str = DEFAULT_TEXT,
+                 sample: Optional[str] = None, scrub: Optional[BPETokenizer] = None, debounce: float = 0.25,
+                 max_view_chars: int = 4000, top_pairs: int = 10):
+        if isinstance(tokenizers, Mapping):
+            named = dict(tokenizers)
+        else:
+            named = {}
+            for t in tokenizers:
+                base = name = tokenizer_name(t)
+                k = 2
+                while name in named:
+                    name, k = f"{base} #{k}", k + 1
+                named[name] = t
+        if not 1 <= len(named) <= 4:
+            raise ValueError(f"TokenizerLab shows 1 to 4 tokenizers, got {len(named)}")
+        for n, t in named.items():
+            if not isinstance(t, Tokenizer):
+                raise TypeError(f"{n!r} is not a workbench Tokenizer (got {type(t).__name__}); wrap HF tokenizers "
+                                "with workbench.tokenizers.HFTokenizer")
+        if max_view_chars < 1:
+            raise ValueError(f"max_view_chars must be >= 1, got {max_view_chars}")
+        self.tokenizers = named
+        self.names = list(named)
+        self.max_view_chars = max_view_chars
+        self.top_pairs = top_pairs
+        self._summary = f"tokenizers={self.names!r}"
+
+        # -- live view
+        self.text = W.Textarea(value=text, placeholder="Type or paste text…", continuous_update=True,
+                               layout=W.Layout(width="100%", height="110px"))
+        self.info = notice()
+        self.views = {n: W.HTML(layout=W.Layout(width=f"{100 // len(named) - 1}%")) for n in self.names}
+        columns = [W.VBox([W.HTML(f"<b>{html.escape(n)}</b>"), self.views[n]],
+                          layout=W.Layout(width=f"{100 // len(named) - 1}%")) for n in self.names]
+        self.table = W.HTML()
+        self.metrics_source = ColumnDataSource({"name": [], **{m: [] for m in METRICS}})
+        fig = figure(height=220, width=420, x_range=FactorRange(*self.names), toolbar_location=None,
+                     title="UTF-8 bytes per token (higher = better compression)")
+        fig.vbar(x="name", top="bytes_per_token", width=0.7, source=self.metrics_source, color="#4C72B0")
+        fig.add_tools(HoverTool(tooltips=[("tokenizer", "@name"), ("tokens", "@n_tokens"),
+                                          ("bytes/token", "@bytes_per_token{0.00}"),
+                                          ("tokens/word", "@fertility{0.00}")]))
+        fig.y_range.start = 0
+        self.metrics_figure = fig
+        self.span_data: dict = {}
+        self.stats: dict = {}
+        self._debouncer = Debouncer(self.refresh, debounce)
+        self.text.observe(lambda ch: self._debouncer.trigger(), names="value")
+        children = [self.text, self.info, W.HBox(columns, layout=W.Layout(width="100%")),
+                    W.HBox([self.table, bokeh_pane(fig)])]
+
+        # -- merge scrubber
+        self.scrub_tokenizer = scrub if scrub is not None else next(
+            (t for t in named.values() if isinstance(t, BPETokenizer)), None)
+        self.merge_slider = None
+        if self.scrub_tokenizer is not None:
+            if not isinstance(self.scrub_tokenizer, BPETokenizer):
+                raise TypeError("scrub must be a BPETokenizer")
+            n = len(self.scrub_tokenizer.merges)
+            self.sample = W.Textarea(value=sample if sample is not None else text[:400], continuous_update=True,
+                                     layout=W.Layout(width="100%", height="60px"))
+            self.merge_slider = W.IntSlider(value=n, min=0, max=n, description="merges", continuous_update=True,
+                                            layout=W.Layout(width="100%"))
+            self.merge_info = W.HTML()
+            self.scrub_view = W.HTML()
+            self.pairs_source = ColumnDataSource(dict(pair=[], count=[]))
+            pf = figure(height=260, width=460, y_range=FactorRange(), toolbar_location=None,
+                        title="Most frequent adjacent pairs in the sample at this step")
+            pf.hbar(y="pair", right="count", height=0.8, source=self.pairs_source, color="#DD8452")
+            pf.add_tools(HoverTool(tooltips=[("pair", "@pair"), ("count", "@count")]))
+            pf.x_range.start = 0
+            self.pairs_figure = pf
+            self._scrub_debouncer = Debouncer(self.refresh_scrubber, debounce)
+            self.merge_slider.observe(lambda ch: self._scrub_debouncer.trigger(), names="value")
+            self.sample.observe(lambda ch: self._scrub_debouncer.trigger(), names="value")
+            children += [W.HTML("<b>Merge scrubber</b> (BPE training replayed merge by merge on a sample)"),
+                         self.sample, self.merge_slider, self.merge_info,
+                         W.HBox([self.scrub_view, bokeh_pane(pf)])]
+        super().__init__(children=children)
+        self.refresh()
+        if self.merge_slider is not None:
+            self.refresh_scrubber()
+
+    # -- live view -------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-tokenise the text: spans for the visible window, statistics for the whole text."""
+        text = self.text.value
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            set_notice(self.info, "The text is not valid Unicode (it has a lone surrogate).", "error")
+            return
+        window = text[: self.max_view_chars]
+        data = window.encode("utf-8")
+        spans = {}
+        for n, tok in self.tokenizers.items():
+            try:
+                spans[n] = tok.spans(window)
+            except TokenizerError as e:
+                set_notice(self.info, f"{n}: {e}", "error")
+                return
+        diff = disagreeing_spans(list(spans.values()))
+        self.span_data = {n: [(s.id, s.start, s.end, (s.start, s.end) in diff) for s in sp] for n, sp in spans.items()}
+        for n, tok in self.tokenizers.items():
+            self.views[n].value = spans_html(data, spans[n], diff, tok)
+        self.stats = {n: measure(tok, text) for n, tok in self.tokenizers.items()}
+        self._draw_metrics()
+        msg = f"{len(text):,} characters, {len(text.encode('utf-8')):,} bytes."
+        if len(self.tokenizers) > 1:
+            n_diff = sum(1 for s in next(iter(spans.values())) if (s.start, s.end) in diff)
+            msg += f" Red outlines: tokens the tokenizers cut differently ({n_diff} in {self.names[0]})."
+        if len(text) > len(window):
+            set_notice(self.info, f"{msg} Long text: showing the first {len(window):,} of {len(text):,} characters; "
+                                  "the statistics cover the whole text.", "warning")
+        else:
+            set_notice(self.info, msg)
+
+    def _draw_metrics(self) -> None:
+        rows = [self.stats[n] for n in self.names]
+        self.metrics_source.data = {"name": list(self.names), **{m: [getattr(s, m) for s in rows] for m in METRICS}}
+        first = rows[0].n_tokens
+        head = ("<tr><th>tokenizer</th><th>tokens</th><th>vs first</th><th>bytes/token</th>"
+                "<th>tokens/word</th><th>words split</th><th>vocab used</th></tr>")
+        body = []
+        for n, s in zip(self.names, rows):
+            rel = f"{s.n_tokens / first:.2f}x" if first else "-"
+            body.append(f"<tr><td>{html.escape(n)}</td><td>{s.n_tokens:,}</td><td>{rel}</td>"
+                        f"<td>{s.bytes_per_token:.2f}</td><td>{s.fertility:.2f}</td>"
+                        f"<td>{s.split_word_share:.0%}</td><td>{s.vocab_used:,} ({s.vocab_utilisation:.0%})</td></tr>")
+        self.table.value = ('<table style="font-size:12px;border-collapse:collapse" cellpadding="3">'
+                            + head + "".join(body) + "</table>")
+
+    # -- merge scrubber ---------------------------------------------------------------------------
+
+    def refresh_scrubber(self) -> None:
+        """Re-segment the sample with the first ``merge_slider.value`` merges and redraw the pair counts."""
+        tok, k = self.scrub_tokenizer, self.merge_slider.value
+        sample = self.sample.value[: self.max_view_chars]
+        try:
+            ids = tok.encode_at(sample, k)
+        except TokenizerError as e:
+            self.merge_info.value = f'<span style="color:#b00020">{html.escape(str(e))}</span>'
+            return
+        spans, pos = [], 0
+        for i, n in zip(ids, tok.token_lengths(ids)):
+            spans.append(TokenSpan(i, pos, pos + n))
+            pos += n
+        self.scrub_ids = ids
+        self.scrub_view.value = spans_html(sample.encode("utf-8"), spans, tok=tok)
+        pairs = tok.pair_counts_at(sample, k, self.top_pairs)
+        labels = [f"{_piece_label(a)} + {_piece_label(b)}" for a, b, _ in pairs]
+        # Several byte pairs can print alike (e.g. two partial characters): keep factors unique.
+        seen: dict = {}
+        for j, lab in enumerate(labels):
+            if lab in seen:
+                labels[j] = f"{lab} ({j})"
+            seen[lab] = j
+        self.pairs_figure.y_range.factors = list(reversed(labels))
+        self.pairs_source.data = dict(pair=labels, count=[c for _, _, c in pairs])
+        if k == 0:
+            last = "no merges applied: every token is one byte"
+        else:
+            m = tok.trace[k - 1] if len(tok.trace) >= k else None
+            a, b, new = tok.merges[k - 1]
+            what = (f"{_piece_label(tok.vocab[a])} + {_piece_label(tok.vocab[b])} -> "
+                    f"{_piece_label(tok.vocab[new])}")
+            last = f"merge {k}: {what}" + (f", seen {m.count:,} times in training" if m is not None else "")
+        self.merge_info.value = (f"{html.escape(last)}. Sample: {len(ids):,} tokens for "
+                                 f"{len(sample.encode('utf-8')):,} bytes.")
+
