@@ -56,6 +56,10 @@ notebooks: setup-dev
 browser: setup-dev
 	$(BIN)/python -m pytest -q tests/browser
 
+# Tests run torch in several processes at once (pytest, notebook kernels, the browser's kernel): passive
+# OpenMP waiting keeps idle threads from spinning on the 2 cores the others need.
+unit notebooks browser test: export OMP_WAIT_POLICY = PASSIVE
+
 # Unit tests, every notebook under nbval (lax: cells marked NBVAL_CHECK_OUTPUT are compared) plus its
 # time/memory budget, and the real-browser test.
 test: setup-dev

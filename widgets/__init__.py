@@ -10,7 +10,6 @@ _LABS = {
     "AttentionLab": "widgets.attention_lab",
     "DecodingLab": "widgets.decoding_lab",
     "ScalingLab": "widgets.scaling_lab",
-    "KernelLab": "widgets.kernel_lab",
 }
 
 __all__ = ["Debouncer", "WorkbenchWidget", "bokeh_pane", "load_bokeh", *_LABS]

@@ -1,8 +1,9 @@
 """AttentionLab: an L x H overview of per-head metrics, one head in detail, comparison, ablation, export.
 
-All numbers come from :mod:`workbench.attention`; this module only draws them. The detail view is ONE bokeh
-``image`` glyph fed a downsampled ``(n, n)`` float32 array (``workbench.attention.head_view``), so a head click
-sends at most ``max_side**2 * 4`` bytes whatever ``T`` is.
+All numbers come from :mod:`workbench.attention`; this module only draws them. Every head view (the detail and
+the three comparison panels) is ONE bokeh ``image`` glyph fed a downsampled ``(n, n)`` float32 array
+(``workbench.attention.head_view``), so a head click sends at most ``max_side**2 * 4`` bytes for the detail plus
+``3 * compare_side**2 * 4`` when comparing, whatever ``T`` is.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from bokeh.plotting import figure
 from workbench.attention import (
     AttentionError,
     AttentionProbe,
+    IndexOutOfRangeError,
     METRICS,
     ablate_heads,
     head_metrics,
@@ -45,6 +47,70 @@ MODES = ("raw", "value-weighted", "rollout", "difference")
 ROLLOUT_MAX_T = 1024
 
 
+class ImagePanel:
+    """One head view: a figure with ONE ``image`` glyph, its data source, label sources for the hover and a
+    colour mapper. ``show`` draws a :class:`~workbench.attention.HeadView`."""
+
+    LABEL_JS = "const i = Math.floor({v} / meta.data.f[0]); return src.data.{col}[i] ?? '';"
+
+    def __init__(self, title: str = "", width: int = 460, height: int = 440, tools: str = "pan,wheel_zoom,reset",
+                 toolbar_location: str | None = "above"):
+        self.source = ColumnDataSource(dict(image=[np.zeros((1, 1), np.float32)], x=[0], y=[0], dw=[1], dh=[1]))
+        self.qlab = ColumnDataSource(dict(q=[""]))
+        self.klab = ColumnDataSource(dict(k=[""]))
+        self.meta = ColumnDataSource(dict(q0=[0], f=[1]))
+        self.mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
+        fig = figure(width=width, height=height, title=title, toolbar_location=toolbar_location, tools=tools,
+                     x_axis_label="key position", y_axis_label="query position",
+                     x_range=Range1d(0, 1), y_range=Range1d(1, 0))
+        self.glyph = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source,
+                               color_mapper=self.mapper)
+        js = self.LABEL_JS
+        fig.add_tools(HoverTool(renderers=[self.glyph],
+                                tooltips=[("query", "$y{q}"), ("key", "$x{k}"), ("weight", "@image{0.0000}")],
+                                formatters={
+                                    "$y": CustomJSHover(args=dict(src=self.qlab, meta=self.meta),
+                                                        code=js.format(v="(value - meta.data.q0[0])", col="q")),
+                                    "$x": CustomJSHover(args=dict(src=self.klab, meta=self.meta),
+                                                        code=js.format(v="value", col="k")),
+                                }))
+        fig.add_layout(ColorBar(color_mapper=self.mapper, width=8), "right")
+        self.figure = fig
+        self.view = None
+
+    def show(self, v, title: str, diverging: bool = False, high: float | None = None) -> None:
+        """Draw ``v``; ``diverging``: red/blue around 0 (differences); ``high``: top of the colour scale."""
+        self.view = v
+        nq, nk = int(v.q_edges[-1] - v.q_edges[0]), int(v.k_edges[-1])
+        if diverging:
+            m = float(max(np.abs(v.image).max(), 1e-9)) if high is None else high
+            self.mapper.update(palette=RdBu11[::-1], low=-m, high=m)
+        else:
+            m = float(max(v.image.max(), 1e-9)) if high is None else high
+            self.mapper.update(palette=Viridis256, low=0.0, high=m)
+        if self.qlab.data["q"] != v.q_labels:  # labels change with the text, not with the head
+            self.qlab.data = dict(q=v.q_labels)
+        if self.klab.data["k"] != v.k_labels:
+            self.klab.data = dict(k=v.k_labels)
+        meta = dict(q0=[int(v.q_edges[0])], f=[v.factor])
+        if self.meta.data != meta:
+            self.meta.data = meta
+        self.source.data = dict(image=[v.image], x=[0], y=[int(v.q_edges[0])], dw=[nk], dh=[nq])
+        self.figure.x_range.update(start=0, end=nk)
+        self.figure.y_range.update(start=int(v.q_edges[0]) + nq, end=int(v.q_edges[0]))
+        f = f", {v.factor}x{v.factor} blocks" if v.factor > 1 else ""
+        self.figure.title.text = title + f
+
+
+def _rgb(image: np.ndarray, diverging: bool, high: float | None = None) -> np.ndarray:
+    """Viridis for patterns, white-centred red (+) / blue (-) for differences; ``(h, w, 3)`` uint8."""
+    if not diverging:
+        return to_rgb(image, 0.0, high)
+    m = max(float(np.abs(image).max()), 1e-9) if high is None else high
+    rgb = np.stack([np.clip(255 * (image / m), 0, 255), np.zeros_like(image), np.clip(-255 * (image / m), 0, 255)], -1)
+    return (255 - rgb.max(-1, keepdims=True) + rgb).astype(np.uint8)
+
+
 class AttentionLab(WorkbenchWidget):
     """Explore a model's attention on a text.
 
@@ -52,6 +118,9 @@ class AttentionLab(WorkbenchWidget):
     * detail: the selected head as one image, hover shows query token, key token and weight; ``mode`` switches
       raw / value-weighted / rollout / difference: ``compare_text`` (a second prompt, same model) or
       ``compare_model`` (a second model or checkpoint of the same shape, same text) gives ``b - a``;
+    * comparison: with a second prompt or model, a row shows the selected head for A and for B side by side
+      (same colour scale, the current mode; raw in difference mode) and ``B - A`` on their common tokens, each
+      one image of at most ``compare_side`` pixels a side; :meth:`compare_with` switches B;
     * line view: the top keys of the query chosen with the ``query`` slider or by tapping a row of the image;
     * ablation: "ablate head" toggles the selected head off and redraws the next-token distribution;
     * export: the current image as PNG and the data as .npz into ``export_dir``.
@@ -59,9 +128,10 @@ class AttentionLab(WorkbenchWidget):
 
     def __init__(self, model, text: str = "The attention lab shows where each token looks.", compare_text: str = "",
                  metric: str = "sink_mass", policy=None, max_side: int = 512, debounce: float = 0.3,
-                 export_dir: str | Path = ".", top_k: int = 10, compare_model=None):
+                 export_dir: str | Path = ".", top_k: int = 10, compare_model=None, compare_label: str | None = None,
+                 compare_side: int = 256):
         self.model, self.policy, self.max_side, self.top_k = model, policy, max_side, top_k
-        self.compare_model = compare_model
+        self.compare_model, self.compare_label, self.compare_side = compare_model, compare_label, compare_side
         self.export_dir = Path(export_dir)
         cfg = model.config
         self.L, self.H = cfg.n_layer, cfg.n_head
@@ -70,10 +140,12 @@ class AttentionLab(WorkbenchWidget):
         self.timings: dict[str, float] = {}
         self.ablated: set[tuple[int, int]] = set()
         self._quiet = False
+        self._quiet_text = False
         self.probe = self.probe_b = None
         self.metrics = self.metrics_b = None
-        self._rollout = None
+        self._rollouts: dict = {}
         self.view = None
+        self.compare_views = None  # {"a", "b", "diff"}: HeadViews of the comparison row, or None
 
         # --- controls ---
         self.text = W.Textarea(value=text, layout=W.Layout(width="100%", height="60px"), description="text")
@@ -106,25 +178,10 @@ class AttentionLab(WorkbenchWidget):
         ov.add_layout(ColorBar(color_mapper=self.tile_mapper, width=8), "right")
         self.overview_figure = ov
 
-        self.image_source = ColumnDataSource(dict(image=[np.zeros((1, 1), np.float32)], x=[0], y=[0], dw=[1], dh=[1]))
-        self.qlab_source = ColumnDataSource(dict(q=[""]))
-        self.klab_source = ColumnDataSource(dict(k=[""]))
-        self.meta_source = ColumnDataSource(dict(q0=[0], f=[1]))
-        self.image_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
-        det = figure(width=460, height=440, title="", toolbar_location="above", tools="pan,wheel_zoom,reset",
-                     x_axis_label="key position", y_axis_label="query position",
-                     x_range=Range1d(0, 1), y_range=Range1d(1, 0))
-        img = det.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image_source,
-                        color_mapper=self.image_mapper)
-        label_js = "const i = Math.floor({v} / meta.data.f[0]); return src.data.{col}[i] ?? '';"
-        det.add_tools(HoverTool(renderers=[img], tooltips=[("query", "$y{q}"), ("key", "$x{k}"), ("weight", "@image{0.0000}")],
-                                formatters={
-                                    "$y": CustomJSHover(args=dict(src=self.qlab_source, meta=self.meta_source),
-                                                        code=label_js.format(v="(value - meta.data.q0[0])", col="q")),
-                                    "$x": CustomJSHover(args=dict(src=self.klab_source, meta=self.meta_source),
-                                                        code=label_js.format(v="value", col="k")),
-                                }))
-        det.add_layout(ColorBar(color_mapper=self.image_mapper, width=8), "right")
+        self.detail = ImagePanel()
+        self.image_source, self.qlab_source, self.klab_source = self.detail.source, self.detail.qlab, self.detail.klab
+        self.meta_source, self.image_mapper = self.detail.meta, self.detail.mapper
+        det = self.detail.figure
         det.add_tools(TapTool())
         det.on_event(Tap, self._on_image_tap)
         self.detail_figure = det
@@ -149,23 +206,31 @@ class AttentionLab(WorkbenchWidget):
         dist.add_tools(HoverTool(tooltips=[("token", "@label"), ("clean", "@base{0.000}"), ("ablated", "@ablated{0.000}")]))
         self.dist_figure = dist
 
+        # comparison row: A | B | B - A, one image glyph each
+        self.compare_panels = {k: ImagePanel(width=330, height=320, toolbar_location=None, tools="")
+                               for k in ("a", "b", "diff")}
+        self.compare_sources = {k: p.source for k, p in self.compare_panels.items()}
+
         self.panes = [bokeh_pane(f) for f in (ov, det, lv, dist)]
-        for p in self.panes:
+        self.compare_panes = [bokeh_pane(self.compare_panels[k].figure) for k in ("a", "b", "diff")]
+        self.compare_box = W.HBox(self.compare_panes, layout=W.Layout(display="none"))
+        for p in self.panes + self.compare_panes:
             self._count_bytes(p)
-        self.initial_bytes = sum(len(json.dumps(p.render_bundle)) for p in self.panes)
+        self.initial_bytes = sum(len(json.dumps(p.render_bundle)) for p in self.panes + self.compare_panes)
 
         # --- events ---
         self.tile_source.selected.on_change("indices", self._on_tap)
         self._debouncer = Debouncer(self.run, debounce)
         self.text.observe(lambda ch: self._debouncer.trigger(), names="value")
-        self.compare_text.observe(lambda ch: self._debouncer.trigger(), names="value")
+        self.compare_text.observe(lambda ch: None if self._quiet_text else self._debouncer.trigger(), names="value")
         self.metric.observe(lambda ch: self._draw_tiles(), names="value")
         self.mode.observe(lambda ch: (self._draw_tiles(), self._draw_detail()), names="value")
         self.layer.observe(lambda ch: self._select(), names="value")
         self.head.observe(lambda ch: self._select(), names="value")
         self.query.observe(lambda ch: self._draw_lines(), names="value")
         self.ablate_button.observe(self._on_ablate, names="value")
-        self.png_button.on_click(lambda _: self.export_png())
+        self.png_button.on_click(lambda _: (self.export_png(),
+                                            self.export_png(view="compare") if self.compare_views else None))
         self.npz_button.on_click(lambda _: self.export_npz())
 
         super().__init__(children=[
@@ -175,6 +240,7 @@ class AttentionLab(WorkbenchWidget):
             W.HBox([self.panes[0], self.panes[1], self.panes[2]]),
             self.panes[3],
             self.query,
+            self.compare_box,
         ])
         self.run()
 
@@ -187,6 +253,15 @@ class AttentionLab(WorkbenchWidget):
             return send(content, buffers)
 
         pane.send = counting
+
+    def first_display_bytes(self) -> int:
+        """Bytes the first display sends now: every pane's figure serialised with its current data (BokehPane
+        re-serialises a figure changed before the browser shows it; see :mod:`widgets.base`)."""
+        return sum(len(json.dumps(p._model_to_traits(p._model))) for p in self.panes + self.compare_panes)
+
+    @property
+    def comparing(self) -> bool:
+        return self.probe_b is not None
 
     @property
     def selected(self) -> tuple[int, int]:
@@ -202,7 +277,9 @@ class AttentionLab(WorkbenchWidget):
             cmp = self.compare_text.value
             other = self.compare_model
             if other is not None and (other.config.n_layer, other.config.n_head) != (self.L, self.H):
-                raise AttentionError("compare_model must have the same number of layers and heads")
+                raise AttentionError(
+                    f"compare_model must have the same layers x heads as the model ({self.L}x{self.H}), got "
+                    f"{other.config.n_layer}x{other.config.n_head}")
             if cmp or other is not None:
                 self.probe_b = AttentionProbe(other or self.model, cmp or self.text.value, policy=self.policy)
                 self.metrics_b = head_metrics(self.probe_b)
@@ -211,7 +288,7 @@ class AttentionLab(WorkbenchWidget):
         except AttentionError as e:
             set_notice(self.info, str(e), "error")
             return
-        self._rollout = None
+        self._rollouts = {}
         self.timings["run"] = time.perf_counter() - t0
         T = self.probe.T
         self.query.max = T - 1
@@ -251,30 +328,98 @@ class AttentionLab(WorkbenchWidget):
         )
         self.overview_figure.title.text = f"{self.metric.value} (click a tile)"
 
+    def _mode_pattern(self, probe, mode: str, layer: int, head: int) -> np.ndarray:
+        """One probe's ``(T, T)`` pattern of (layer, head) under ``mode`` (raw, value-weighted or rollout)."""
+        if mode == "rollout":
+            if probe.T > ROLLOUT_MAX_T:
+                raise AttentionError(f"rollout is limited to {ROLLOUT_MAX_T} tokens (T^3 per layer)")
+            if id(probe) not in self._rollouts:
+                self._rollouts[id(probe)] = rollout(probe)
+            return self._rollouts[id(probe)][layer]
+        a = probe.probs(layer, [head])[0].numpy()
+        if mode == "value-weighted":
+            vn = probe.value_norms(layer, [head])
+            if vn is None:
+                raise AttentionError(f"value-weighted view unavailable: {probe.value_norm_error}")
+            w = a * vn[0].numpy()[None, :]
+            return w / np.maximum(w.sum(-1, keepdims=True), 1e-30)
+        return a
+
     def pattern(self) -> tuple[np.ndarray, int]:
         """The selected head's ``(Tq, Tk)`` array for the current mode, and its first query position."""
         layer, head = self.selected
         mode = self.mode.value
-        if mode == "rollout":
-            if self.probe.T > ROLLOUT_MAX_T:
-                raise AttentionError(f"rollout is limited to {ROLLOUT_MAX_T} tokens (T^3 per layer)")
-            if self._rollout is None:
-                self._rollout = rollout(self.probe)
-            return self._rollout[layer], 0
-        a = self.probe.probs(layer, [head])[0].numpy()
-        if mode == "value-weighted":
-            vn = self.probe.value_norms(layer, [head])
-            if vn is None:
-                raise AttentionError("value-weighted view needs a TinyGPT (value norms)")
-            w = a * vn[0].numpy()[None, :]
-            return w / np.maximum(w.sum(-1, keepdims=True), 1e-30), 0
         if mode == "difference":
             if self.probe_b is None:
                 raise AttentionError("difference needs a second prompt in 'compare' (or a compare_model)")
-            b = self.probe_b.probs(layer, [head])[0].numpy()
+            a = self._mode_pattern(self.probe, "raw", layer, head)
+            b = self._mode_pattern(self.probe_b, "raw", layer, head)
             T = min(a.shape[0], b.shape[0])
             return b[:T, :T] - a[:T, :T], 0
-        return a, 0
+        return self._mode_pattern(self.probe, mode, layer, head), 0
+
+    def compare_patterns(self) -> dict[str, np.ndarray]:
+        """A's and B's patterns of the selected head (current mode; raw in difference mode) and ``B - A`` on the
+        first ``min(T_a, T_b)`` tokens."""
+        if self.probe_b is None:
+            raise AttentionError("comparison needs a second prompt in 'compare' (or a compare_model)")
+        layer, head = self.selected
+        mode = "raw" if self.mode.value == "difference" else self.mode.value
+        a = self._mode_pattern(self.probe, mode, layer, head)
+        b = self._mode_pattern(self.probe_b, mode, layer, head)
+        T = min(a.shape[0], b.shape[0])
+        return {"a": a, "b": b, "diff": b[:T, :T] - a[:T, :T]}
+
+    def _probe_labels(self, probe) -> list[str]:
+        from workbench.attention.capture import token_labels
+
+        if getattr(probe, "_labels", None) is None:
+            probe._labels = token_labels(probe.model, probe.ids.tolist())
+        return probe._labels
+
+    def _draw_compare(self) -> None:
+        if self.probe_b is None:
+            self.compare_views = None
+            self.compare_box.layout.display = "none"
+            return
+        try:
+            pats = self.compare_patterns()
+        except AttentionError as e:
+            set_notice(self.info, str(e), "warning")
+            return
+        la, lb = self._probe_labels(self.probe), self._probe_labels(self.probe_b)
+        T = pats["diff"].shape[0]
+        ld = [x if x == y else f"{x}|{y}" for x, y in zip(la[:T], lb[:T])]
+        views = {k: head_view(pats[k], 0, lab, self.compare_side) for k, lab in (("a", la), ("b", lb), ("diff", ld))}
+        layer, head = self.selected
+        mode = "raw" if self.mode.value == "difference" else self.mode.value
+        high = float(max(views["a"].image.max(), views["b"].image.max(), 1e-9))  # one scale for A and B
+        self.compare_panels["a"].show(views["a"], f"A: {self._label_a()} L{layer}H{head} {mode}", high=high)
+        self.compare_panels["b"].show(views["b"], f"B: {self._label_b()} L{layer}H{head} {mode}", high=high)
+        self.compare_panels["diff"].show(views["diff"], f"B - A ({T} common tokens)", diverging=True)
+        self.compare_views = views
+        self.compare_box.layout.display = "flex"
+
+    def _label_a(self) -> str:
+        return "text" if self.compare_model is None else getattr(self.model, "name", "model")
+
+    def _label_b(self) -> str:
+        if self.compare_label:
+            return self.compare_label
+        if self.compare_model is not None:
+            return getattr(self.compare_model, "name", "model B")
+        return "compare text"
+
+    def compare_with(self, model=None, text: str | None = None, label: str | None = None) -> None:
+        """Compare with another model or checkpoint (same layers x heads) and/or another prompt, then redraw.
+        ``compare_with()`` with no arguments ends the comparison."""
+        self.compare_model, self.compare_label = model, label
+        self._quiet_text = True
+        try:
+            self.compare_text.value = text or ""
+        finally:
+            self._quiet_text = False
+        self.run()
 
     def _draw_detail(self) -> None:
         if self.probe is None:
@@ -287,34 +432,14 @@ class AttentionLab(WorkbenchWidget):
             return
         v = head_view(a, q0, self.probe_tokens(), self.max_side)
         self.view = v
-        nq, nk = int(v.q_edges[-1] - v.q_edges[0]), int(v.k_edges[-1])
-        if self.mode.value == "difference":
-            m = float(max(np.abs(v.image).max(), 1e-9))
-            self.image_mapper.update(palette=RdBu11[::-1], low=-m, high=m)
-        else:
-            self.image_mapper.update(palette=Viridis256, low=0.0, high=float(max(v.image.max(), 1e-9)))
-        if self.qlab_source.data["q"] != v.q_labels:  # labels change with the text, not with the head
-            self.qlab_source.data = dict(q=v.q_labels)
-        if self.klab_source.data["k"] != v.k_labels:
-            self.klab_source.data = dict(k=v.k_labels)
-        meta = dict(q0=[int(v.q_edges[0])], f=[v.factor])
-        if self.meta_source.data != meta:
-            self.meta_source.data = meta
-        self.image_source.data = dict(image=[v.image], x=[0], y=[int(v.q_edges[0])], dw=[nk], dh=[nq])
-        self.detail_figure.x_range.update(start=0, end=nk)
-        self.detail_figure.y_range.update(start=int(v.q_edges[0]) + nq, end=int(v.q_edges[0]))
         layer, head = self.selected
-        f = f", {v.factor}x{v.factor} blocks" if v.factor > 1 else ""
-        self.detail_figure.title.text = f"L{layer} H{head} {self.mode.value}{f}"
+        self.detail.show(v, f"L{layer} H{head} {self.mode.value}", diverging=self.mode.value == "difference")
         self.timings["detail"] = time.perf_counter() - t0
         self._draw_lines()
+        self._draw_compare()
 
     def probe_tokens(self) -> list[str]:
-        from workbench.attention.capture import token_labels
-
-        if getattr(self.probe, "_labels", None) is None:
-            self.probe._labels = token_labels(self.model, self.probe.ids.tolist())
-        return self.probe._labels
+        return self._probe_labels(self.probe)
 
     def _draw_lines(self) -> None:
         if self.probe is None:
@@ -379,7 +504,8 @@ class AttentionLab(WorkbenchWidget):
     def select(self, layer: int, head: int) -> None:
         """Select a head (what a tile click does)."""
         if not (0 <= layer < self.L and 0 <= head < self.H):
-            raise AttentionError(f"no head L{layer} H{head} in a {self.L}x{self.H} model")
+            raise IndexOutOfRangeError(f"no head L{layer} H{head} in a {self.L}x{self.H} model "
+                                       f"(layers 0..{self.L - 1}, heads 0..{self.H - 1})")
         self._quiet = True
         try:
             self.layer.value, self.head.value = layer, head
@@ -406,20 +532,36 @@ class AttentionLab(WorkbenchWidget):
         self._draw_dist()
 
     # --- export -----------------------------------------------------------------------------------------------
-    def export_png(self, path: str | Path | None = None) -> Path:
-        """Write the current detail image as a PNG (Viridis, or red/blue for differences)."""
-        if self.view is None:
-            raise AttentionError("nothing to export yet")
+    def png_rgb(self, view: str = "detail") -> tuple[np.ndarray, int]:
+        """The ``(h, w, 3)`` uint8 picture :meth:`export_png` writes (before pixel repetition) and its scale.
+
+        ``detail``: the detail image (Viridis scaled to its max, or red/blue for differences). ``compare``: A, B
+        and B - A side by side, each padded to the tallest with white and separated by 2 white columns; A and B
+        share one scale."""
+        if view == "detail":
+            if self.view is None:
+                raise AttentionError("nothing to export yet")
+            img = self.view.image
+            return _rgb(img, self.mode.value == "difference"), max(1, 256 // max(img.shape))
+        if view != "compare":
+            raise AttentionError(f"view must be 'detail' or 'compare', got {view!r}")
+        if self.compare_views is None:
+            raise AttentionError("no comparison to export: give a second prompt or compare_model")
+        imgs = [self.compare_views[k].image for k in ("a", "b", "diff")]
+        high = float(max(imgs[0].max(), imgs[1].max(), 1e-9))
+        parts = [_rgb(imgs[0], False, high), _rgb(imgs[1], False, high), _rgb(imgs[2], True)]
+        h = max(p.shape[0] for p in parts)
+        gap = np.full((h, 2, 3), 255, np.uint8)
+        padded = [np.concatenate([p, np.full((h - p.shape[0], p.shape[1], 3), 255, np.uint8)]) for p in parts]
+        return np.concatenate([padded[0], gap, padded[1], gap, padded[2]], axis=1), max(1, 256 // h)
+
+    def export_png(self, path: str | Path | None = None, view: str = "detail") -> Path:
+        """Write the current detail image (``view="detail"``) or the comparison row (``"compare"``) as a PNG."""
+        rgb, scale = self.png_rgb(view)
         layer, head = self.selected
-        path = Path(path) if path else self.export_dir / f"attention_L{layer}H{head}_{self.mode.value}.png"
-        img = self.view.image
-        if self.mode.value == "difference":
-            m = max(float(np.abs(img).max()), 1e-9)
-            rgb = np.stack([np.clip(255 * (img / m), 0, 255), np.zeros_like(img), np.clip(-255 * (img / m), 0, 255)], -1)
-            rgb = (255 - rgb.max(-1, keepdims=True) + rgb).astype(np.uint8)
-        else:
-            rgb = to_rgb(img)
-        save_png(path, rgb, scale=max(1, 256 // max(img.shape)))
+        name = self.mode.value if view == "detail" else "compare"
+        path = Path(path) if path else self.export_dir / f"attention_L{layer}H{head}_{name}.png"
+        save_png(path, rgb, scale=scale)
         set_notice(self.info, f"saved {path}")
         return path
 
@@ -430,9 +572,18 @@ class AttentionLab(WorkbenchWidget):
         layer, head = self.selected
         path = Path(path) if path else self.export_dir / f"attention_L{layer}H{head}.npz"
         metrics = {f"metric_{m}": self.metrics.get(m) for m in METRICS if getattr(self.metrics, m) is not None}
+        extra = {}
+        if self.compare_views is not None:
+            for k, v in self.compare_views.items():
+                extra[f"compare_{k}"] = v.image
+            extra["compare_ids"] = self.probe_b.ids.numpy()
+            extra["compare_tokens"] = np.array(self._probe_labels(self.probe_b))
+            if self.metrics_b is not None:
+                extra.update({f"compare_metric_{m}": self.metrics_b.get(m) for m in METRICS
+                              if getattr(self.metrics_b, m) is not None})
         np.savez(path, image=self.view.image, q_edges=self.view.q_edges, k_edges=self.view.k_edges,
-                 ids=self.probe.ids.numpy(), tokens=np.array(self.probe_tokens()), layer=layer, head=head,
-                 mode=self.mode.value, **metrics)
+                 ids=self.probe.ids.cpu().numpy(), tokens=np.array(self.probe_tokens()), layer=layer, head=head,
+                 mode=self.mode.value, **metrics, **extra)
         set_notice(self.info, f"saved {path}")
         return path
 

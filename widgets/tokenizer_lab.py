@@ -120,7 +120,7 @@ class TokenizerLab(WorkbenchWidget):
         self.text = W.Textarea(value=text, placeholder="Type or paste text…", continuous_update=True,
                                layout=W.Layout(width="100%", height="110px"))
         self.info = notice()
-        self.views = {n: W.HTML(layout=W.Layout(width=f"{100 // len(named) - 1}%")) for n in self.names}
+        self.views = {n: W.HTML(layout=W.Layout(width="100%")) for n in self.names}
         columns = [W.VBox([W.HTML(f"<b>{html.escape(n)}</b>"), self.views[n]],
                           layout=W.Layout(width=f"{100 // len(named) - 1}%")) for n in self.names]
         self.table = W.HTML()
@@ -132,6 +132,7 @@ class TokenizerLab(WorkbenchWidget):
                                           ("bytes/token", "@bytes_per_token{0.00}"),
                                           ("tokens/word", "@fertility{0.00}")]))
         fig.y_range.start = 0
+        fig.xaxis.major_label_orientation = 0.4
         self.metrics_figure = fig
         self.span_data: dict = {}
         self.stats: dict = {}

@@ -27,11 +27,13 @@ from .metrics import (
     mean_distance,
     previous_token_score,
     repeated_random_ids,
+    repeated_sequence_induction,
     rollout,
     sink_mass,
     value_sink_mass,
     value_weighted,
 )
+from .hf_values import SUPPORTED as VALUE_VECTOR_FAMILIES
 from .view import HeadView, bertviz_json_bytes, head_view, save_png, to_rgb
 from .variants import (
     PerplexityResult,
@@ -50,9 +52,9 @@ __all__ = [
     "ContextLengthError", "EmptyInputError", "IndexOutOfRangeError", "capture_attention", "capture_bytes",
     "InductionRun", "train_induction", "AblationResult", "CaptureDiff", "ablate_heads", "ablated", "ablation_scan", "diff_captures",
     "METRICS", "HeadMetrics", "attention_by_offset", "duplicate_token_score", "entropy", "head_metrics", "induction_score",
-    "mean_distance", "previous_token_score", "repeated_random_ids", "rollout", "sink_mass", "value_sink_mass",
+    "mean_distance", "previous_token_score", "repeated_random_ids", "repeated_sequence_induction", "rollout", "sink_mass", "value_sink_mass",
     "value_weighted",
     "PerplexityResult", "Policy", "PolicyError", "SinkCache", "dense", "lambda_mask", "perplexity_vs_length",
     "sliding_window", "streaming", "use_policy",
-    "HeadView", "bertviz_json_bytes", "head_view", "save_png", "to_rgb",
+    "VALUE_VECTOR_FAMILIES", "HeadView", "bertviz_json_bytes", "head_view", "save_png", "to_rgb",
 ]

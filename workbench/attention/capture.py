@@ -50,7 +50,8 @@ class AttentionCapture:
     ``(L', H', Tq, Tk)`` float32 for the model layers ``layers`` and heads ``heads``: row ``r`` is the query at
     position ``q_start + r``, column ``j`` the key at position ``j``, and ``Tk = q_start + Tq`` (keys start at 0).
     ``value_norms`` ``(L', H', Tk)`` is ``||v_j W_O^h||``, the norm of what key ``j`` would write into the residual
-    stream through head ``h`` (None when the model does not expose it). ``policy`` is the attention variant used.
+    stream through head ``h`` (TinyGPT, HF GPT-2 and Llama-style models; None otherwise, with the reason in
+    ``meta["value_norms"]``). ``policy`` is the attention variant used.
     """
 
     ids: np.ndarray
@@ -222,6 +223,9 @@ class AttentionProbe:
         self.tiny = _is_tinygpt(model)
         self.budget_mb = budget_mb
         self._full = None
+        self._hf_values = None  # a ValueRecorder holding an HF model's per-head values
+        #: why value norms are unavailable (None when they are available)
+        self.value_norm_error: str | None = None
         self._bias_cache: dict = {}
         if self.tiny:
             self._run_tiny()
@@ -319,10 +323,23 @@ class AttentionProbe:
             )
         dev = getattr(m, "device", None)
         ids = self.ids[None].to(dev) if isinstance(dev, torch.device) else self.ids[None]
+        from .hf_values import ValueRecorder, value_layout
+
         try:
-            out = m.forward(ids, capture=True)
+            recorder = ValueRecorder(value_layout(m))
+        except CaptureNotSupportedError as e:
+            recorder, self.value_norm_error = None, str(e)
+        try:
+            if recorder is not None:
+                with recorder:
+                    out = m.forward(ids, capture=True)
+                if any(v is None for v in recorder.values):
+                    recorder, self.value_norm_error = None, "the value projections were not called in the forward pass"
+            else:
+                out = m.forward(ids, capture=True)
         except ModelError as e:
             raise ContextLengthError(str(e)) from None
+        self._hf_values = recorder
         if out.attentions is None:
             raise CaptureNotSupportedError(f"{type(m).__name__}.forward(capture=True) returned no attentions")
         self._full = out.attentions[:, 0].float()  # (L, H, T, T)
@@ -338,12 +355,37 @@ class AttentionProbe:
             return self._full[layer, list(hs), start:end, :end]
         return self._tiny_probs(layer, hs, start, end)
 
-    def value_norms(self, layer: int, heads=None, end: int | None = None) -> torch.Tensor | None:
-        """``||v_j W_O^h||`` ``(H', Tk)`` (TinyGPT only; None otherwise)."""
-        if not self.tiny:
-            return None
+    @property
+    def has_value_norms(self) -> bool:
+        return self.tiny or self._hf_values is not None
+
+    def value_vectors(self, layer: int, head: int, end: int | None = None) -> torch.Tensor:
+        """What each key ``j < end`` writes into the residual stream through one head, ``f_j = v_j W_O^h``
+        ``(Tk, D)``: the attention block's output at query ``i`` is ``sum_h sum_j a_ij f_j`` plus the bias of
+        ``W_O``. TinyGPT, HF GPT-2 and Llama-style models; :class:`CaptureNotSupportedError` otherwise."""
         (layer,) = _select("layer", layer, self.n_layer)
-        return self._tiny_value_norms(layer, _select("head", heads, self.n_head), end or self.T)
+        (head,) = _select("head", head, self.n_head)
+        end = end or self.T
+        if self.tiny:
+            W = self.model.blocks[layer].attn.proj.weight  # (D, D): out = y @ W^T
+            Dh = self.model.config.head_dim
+            with torch.no_grad():
+                return (self._v[layer][head, :end] @ W[:, head * Dh : (head + 1) * Dh].T).float()
+        if self._hf_values is None:
+            raise CaptureNotSupportedError(self.value_norm_error or "this model exposes no value vectors")
+        with torch.no_grad():
+            return self._hf_values.vectors(layer, head, end)
+
+    def value_norms(self, layer: int, heads=None, end: int | None = None) -> torch.Tensor | None:
+        """``||v_j W_O^h||`` ``(H', Tk)`` (TinyGPT, HF GPT-2 and Llama-style; None otherwise, reason in
+        ``value_norm_error``)."""
+        (layer,) = _select("layer", layer, self.n_layer)
+        hs = _select("head", heads, self.n_head)
+        if self.tiny:
+            return self._tiny_value_norms(layer, hs, end or self.T)
+        if self._hf_values is None:
+            return None
+        return torch.stack([self.value_vectors(layer, h, end).norm(dim=-1) for h in hs])
 
     def capture(self, layers=None, heads=None, window=None, value_norms: bool = True) -> AttentionCapture:
         """Materialise an :class:`AttentionCapture` for a selection, after checking the budget."""
@@ -363,7 +405,7 @@ class AttentionProbe:
                 "(start, end), or raise budget_mb"
             )
         probs = np.empty((len(ls), len(hs), end - start, end), dtype=np.float32)
-        vn = np.empty((len(ls), len(hs), end), dtype=np.float32) if (value_norms and self.tiny) else None
+        vn = np.empty((len(ls), len(hs), end), dtype=np.float32) if (value_norms and self.has_value_norms) else None
         for a, layer in enumerate(ls):
             probs[a] = self.probs(layer, hs, (start, end)).cpu().numpy()
             if vn is not None:
@@ -382,6 +424,8 @@ class AttentionProbe:
             n_layer=self.n_layer,
             n_head=self.n_head,
             seconds=time.perf_counter() - t0,
+            meta={} if vn is not None else {
+                "value_norms": "not requested (value_norms=False)" if not value_norms else self.value_norm_error},
         )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .capture import AttentionCapture, AttentionProbe
+from .capture import AttentionCapture, AttentionProbe, capture_attention
 from .errors import AttentionError, IndexOutOfRangeError
 
 METRICS = ("entropy", "sink_mass", "previous_token", "induction", "duplicate_token", "distance", "value_sink_mass")
@@ -183,8 +183,11 @@ def value_weighted(att: AttentionCapture, normalise: bool = True) -> np.ndarray:
 
     A sink token that receives much attention but whose value vector is small contributes little here.
     """
-    if not isinstance(att, AttentionCapture) or att.value_norms is None:
-        raise AttentionError("value-weighted attention needs a capture with value_norms (TinyGPT captures have them)")
+    if not isinstance(att, AttentionCapture):
+        raise AttentionError(f"value-weighted attention needs an AttentionCapture, got {type(att).__name__}")
+    if att.value_norms is None:
+        why = att.meta.get("value_norms") or "the capture has no value_norms"
+        raise AttentionError(f"value-weighted attention needs a capture with value_norms: {why}")
     w = att.probs * att.value_norms[:, :, None, :]
     if normalise:
         w = w / np.maximum(w.sum(-1, keepdims=True), 1e-30)
@@ -308,7 +311,7 @@ def _probe_metrics(probe: AttentionProbe, sink_k: int, window=None) -> HeadMetri
     prev_rows = qp >= 1
     r_prev = torch.nonzero(prev_rows).squeeze(-1)
     out = {m: np.full((L, H), np.nan) for m in METRICS}
-    has_vn = probe.tiny
+    has_vn = probe.has_value_norms
 
     def rowmean(x, rows):
         return float(x[rows].double().mean()) if bool(rows.any()) else float("nan")
@@ -345,6 +348,21 @@ def repeated_random_ids(n: int, reps: int = 2, vocab: int = 256, seed: int = 0, 
     else:
         base = rng.integers(low, vocab, n)
     return np.tile(base, reps).astype(np.int64)
+
+
+def repeated_sequence_induction(model, n: int = 32, reps: int = 2, seed: int = 0, shift: int = 0, low: int = 0,
+                                policy=None) -> np.ndarray:
+    """Induction score ``(L, H)`` of ``model`` on a repeated random sequence (the standard probe, Olsson et al.).
+
+    The sequence is :func:`repeated_random_ids` ``(n, reps, vocab=model.config.vocab_size, seed, low)``: ``n``
+    distinct random tokens repeated ``reps`` times, so every query in a repeat has exactly one induction target.
+    Unlike the induction column of :func:`head_metrics` on a text, this does not depend on what the text repeats.
+    """
+    if n < 1 or reps < 2:
+        raise AttentionError(f"need n >= 1 tokens repeated reps >= 2 times, got n={n}, reps={reps}")
+    ids = repeated_random_ids(n, reps, vocab=model.config.vocab_size, seed=seed, low=low)
+    cap = capture_attention(model, ids, value_norms=False, policy=policy)
+    return induction_score(cap, shift=shift)
 
 
 def check_layer_head(n_layer: int, n_head: int, layer: int, head: int) -> None:

@@ -9,9 +9,9 @@ analytic gradient (a fair baseline; finite differences would be several times sl
 starts that cannot meet them spend thousands of evaluations in line searches). Reported: wall time of each, the ratio, and the
 difference between the two best objectives (the target is a ratio >= 10 with |difference| <= 1e-9).
 
-On a shared machine, set ``OPENBLAS_NUM_THREADS=1`` for the fairest single-core comparison: scipy's
-L-BFGS-B calls BLAS on 5-element vectors, and a multi-threaded OpenBLAS then spends time (and a second
-core) on thread hand-offs, which inflates the baseline badly when other processes compete for the CPUs.
+Both run with one BLAS thread (see :func:`main`): scipy's L-BFGS-B calls BLAS on 5-element vectors, and
+a multi-threaded OpenBLAS spends time (and a second core) on thread hand-offs there, which inflates the
+baseline badly (10x and more) when other processes compete for the CPUs.
 """
 from __future__ import annotations
 
@@ -31,9 +31,25 @@ def _cpu_note() -> str:
         return f"{os.cpu_count()} CPU(s)"
 
 
+_BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def main(argv=None) -> int:
-    """Entry point for ``python -m workbench.bench scaling``: run :func:`run`, exit status 0."""
-    run(argv)
+    """Entry point for ``python -m workbench.bench scaling``.
+
+    BLAS thread counts are fixed when numpy loads, so unless they are set already (or ``--threads-as-is``
+    is given) the benchmark re-runs itself in a child process with one BLAS thread: both contenders then
+    run single-threaded, which is the comparison that means something on a shared machine.
+    """
+    import subprocess
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--threads-as-is" not in argv and not all(v in os.environ for v in _BLAS_VARS):
+        env = dict(os.environ, **{v: os.environ.get(v, "1") for v in _BLAS_VARS})
+        return subprocess.call([sys.executable, "-m", "workbench.bench.scaling", *argv, "--threads-as-is"],
+                               env=env)
+    run([a for a in argv if a != "--threads-as-is"])
     return 0
 
 
@@ -97,4 +113,4 @@ def run(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -154,10 +154,13 @@ def answer_accuracy(model, tok, problems) -> float:
         # A leading newline puts each problem where training put it: right after the previous line.
         prompt = tok.encode("\n" + p.prompt)
         full = tok.encode("\n" + p.prompt + p.answer + "\n")
-        if full[: len(prompt)] != prompt:  # the prompt's tokens change when the answer follows
-            prompt = full[: len(prompt) - 1]
+        # Scoring starts where the two encodings part (normally the whole prompt: the pre-tokenizer
+        # cuts at "=", so the answer cannot merge into the prompt's last token).
+        start = 0
+        while start < min(len(prompt), len(full)) and prompt[start] == full[start]:
+            start += 1
         rows.append(full)
-        starts.append(len(prompt))
+        starts.append(max(1, start))
     width = max(len(r) for r in rows)
     x = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):

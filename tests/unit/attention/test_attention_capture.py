@@ -213,3 +213,22 @@ def test_probe_metrics_equal_capture_metrics(policy):
         assert np.isfinite(a.induction).all()
         # the induction targets lie 20 tokens back: visible densely, masked out by a window of 6
         assert (a.induction.max() > 0) == (policy is None)
+
+
+def test_induction_on_a_repeated_random_sequence():
+    from workbench.attention import (AttentionError, induction_score, repeated_random_ids,
+                                     repeated_sequence_induction, train_induction)
+
+    run = train_induction(steps=10, every=10, length=8, min_length=4, n_embd=32, batch_size=8, seed=3)
+    # the run scores its checkpoints on repeated_random_ids(length, vocab=vocab, seed=seed + 2): same probe
+    np.testing.assert_allclose(repeated_sequence_induction(run.model, n=8, seed=5), run.induction[-1], atol=1e-6)
+    m = tiny("rope", n_head=4)
+    ids = repeated_random_ids(20, 3, vocab=m.config.vocab_size, seed=1)
+    got = repeated_sequence_induction(m, n=20, reps=3, seed=1, shift=1)
+    np.testing.assert_allclose(got, induction_score(capture_attention(m, ids), shift=1), atol=1e-7)
+    assert got.shape == (2, 4) and np.isfinite(got).all()
+    with pytest.raises(ContextLengthError, match="context of 64"):
+        repeated_sequence_induction(m, n=40)  # 80 tokens, no long-context policy
+    assert repeated_sequence_induction(m, n=40, policy=dense()).shape == (2, 4)
+    with pytest.raises(AttentionError, match="reps >= 2"):
+        repeated_sequence_induction(m, n=8, reps=1)

@@ -102,3 +102,40 @@ def test_bad_policies_and_inputs():
         perplexity_vs_length(m, "")
     with pytest.raises(PolicyError, match="policy must be"):
         perplexity_vs_length(m, "abc", policy="sliding")
+
+
+@pytest.mark.parametrize("pos", ["rope", "alibi"])
+@pytest.mark.parametrize("policy", [dense(), sliding_window(12), lambda_mask(3, 9)], ids=str)
+def test_mask_policies_beyond_4x_context_equal_an_explicit_forward(pos, policy):
+    """At 5x the training context, each mask policy's per-position loss equals a forward pass written out by
+    hand with that policy's mask and absolute positions 0..T-1."""
+    from attn_helpers import explicit_logits
+
+    m = tiny(pos, n_head=4, block_size=16)
+    ids = np.random.default_rng(3).integers(0, 256, 80)  # 5 x 16
+    r = perplexity_vs_length(m, ids, policy)
+    allowed = policy.allowed(torch.arange(80), torch.arange(80))
+    ref = F.cross_entropy(explicit_logits(m, ids, allowed)[:-1], torch.tensor(ids[1:]), reduction="none").numpy()
+    assert r.loss.shape == (79,) and r.context == 16 and r.positions[-1] == 79
+    np.testing.assert_allclose(r.loss, ref, atol=2e-4)
+    # beyond the context the policies really differ from dense (the comparison could fail)
+    if policy.kind != "dense":
+        causal = torch.ones(80, 80).tril().bool()
+        dense_ref = F.cross_entropy(explicit_logits(m, ids, causal)[:-1], torch.tensor(ids[1:]),
+                                    reduction="none").numpy()
+        assert np.abs(dense_ref[16:] - ref[16:]).max() > 1e-2
+
+
+def test_streaming_beyond_4x_context_equals_rerun_on_kept_tokens():
+    """One RoPE layer at 6x its context: the StreamingLLM cache equals a fresh run on the sink tokens plus the
+    recent window (positions re-indexed), at every position."""
+    m = tiny("rope", n_layer=1, n_head=4, block_size=16)
+    ids = np.random.default_rng(4).integers(0, 256, 96)
+    s, w = 4, 12
+    r = perplexity_vs_length(m, ids, streaming(s, w))
+    for i in range(s + w, 95, 7):
+        kept = list(range(s)) + list(range(i - w + 1, i + 1))
+        logits = m.forward(torch.tensor([ids[kept].tolist()])).logits[0, -1]
+        ref = F.cross_entropy(logits[None], torch.tensor([ids[i + 1]])).item()
+        assert r.loss[i] == pytest.approx(ref, abs=1e-4), i
+    assert r.extra["evicted"] == 96 - (s + w) + 1

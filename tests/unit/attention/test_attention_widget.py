@@ -101,19 +101,50 @@ def test_export(lab, tmp_path):
     assert npz["metric_sink_mass"].shape == (3, 4)
 
 
+def shown(lab):
+    """Pretend the browser shows every pane, so that later changes go out as patches (and are counted)."""
+    for p in lab.panes + lab.compare_panes:
+        p.refresh()
+        p._view_count = 1
+    return lab
+
+
 def test_1024_tokens_sends_under_10_mb():
     m = tiny("rope", n_layer=4, n_head=4, n_embd=64, block_size=256)
     text = "".join(chr(c) for c in np.random.default_rng(0).integers(97, 123, 1024))
     lab = AttentionLab(m, text, policy=dense(), debounce=0, max_side=512)
     assert lab.probe.T == 1024
-    first = lab.initial_bytes + lab.bytes_sent
+    first = lab.first_display_bytes()
+    assert first > 512 * 512 * 4 * 0.5  # the 512 x 512 float32 head image is in it (base64 or binary)
+    assert first < 10 * 2**20
+    shown(lab)
     before = lab.bytes_sent
     lab.select(3, 2)
     click = lab.bytes_sent - before
     assert lab.image_source.data["image"][0].shape == (512, 512)
+    assert 512 * 512 * 4 <= click < 1.2 * 2**20  # one float32 image plus a little framing
     assert first + click < 10 * 2**20
-    assert click < 1.2 * 2**20
-    assert lab.timings["select"] < 0.5  # generous on a shared CPU; typically ~50 ms
+    times = []
+    for layer, head in [(0, 1), (1, 2), (2, 3), (3, 0), (1, 1)]:
+        lab.select(layer, head)
+        times.append(lab.timings["select"])
+    assert np.median(times) < 0.2  # the issue's target: a head click under 200 ms of kernel time (~60 ms here)
+
+
+def test_1024_tokens_comparison_stays_under_10_mb():
+    m = tiny("rope", n_layer=4, n_head=4, n_embd=64, block_size=256)
+    rng = np.random.default_rng(0)
+    text = "".join(chr(c) for c in rng.integers(97, 123, 1024))
+    lab = AttentionLab(m, text, compare_text=text[:700] + "X" + text[701:], policy=dense(), debounce=0)
+    assert [v.image.shape for v in lab.compare_views.values()] == [(256, 256)] * 3
+    first = lab.first_display_bytes()
+    shown(lab)
+    before = lab.bytes_sent
+    lab.select(2, 1)
+    click = lab.bytes_sent - before
+    assert (512 * 512 + 3 * 256 * 256) * 4 <= click < 2.2 * 2**20
+    assert first + click < 10 * 2**20
+    assert lab.timings["select"] < 0.5
 
 
 def test_head_view_downsampling_known_answer():
@@ -180,3 +211,176 @@ def test_compare_model_and_image_tap(model):
     lab._on_image_tap(Tap(lab.detail_figure, x=3.0, y=17.6))
     assert lab.query.value == 17
     assert lab.line_labels.data["text"][0].startswith("17:")
+
+
+def test_comparison_shows_both_prompts_side_by_side_and_their_difference(model):
+    b_text = TEXT.replace("question", "answerxx")
+    lab = AttentionLab(model, TEXT, compare_text=b_text, debounce=0)
+    assert lab.comparing and lab.compare_box.layout.display == "flex"
+    lab.select(1, 3)
+    pa = AttentionProbe(model, TEXT).probs(1, [3])[0].numpy()
+    pb = AttentionProbe(model, b_text).probs(1, [3])[0].numpy()
+    src = lab.compare_sources
+    for k in ("a", "b", "diff"):
+        assert len(src[k].data["image"]) == 1  # one raster glyph per view
+    np.testing.assert_allclose(src["a"].data["image"][0], pa, atol=1e-6)
+    np.testing.assert_allclose(src["b"].data["image"][0], pb, atol=1e-6)
+    np.testing.assert_allclose(src["diff"].data["image"][0], pb - pa, atol=1e-6)
+    cut = TEXT.index("question")
+    assert np.abs(pb - pa)[cut:].max() > 1e-3
+    # A and B share one colour scale; the difference is centred on 0
+    pa_m, pb_m, d_m = (lab.compare_panels[k].mapper for k in ("a", "b", "diff"))
+    assert pa_m.high == pb_m.high == pytest.approx(max(pa.max(), pb.max()), abs=1e-6) and pa_m.low == 0
+    assert d_m.low == -d_m.high == pytest.approx(-np.abs(pb - pa).max(), abs=1e-6)
+    # hover labels: B's own tokens; the difference names both where they differ
+    assert lab.compare_panels["b"].klab.data["k"][cut] == "a"
+    assert lab.compare_panels["diff"].klab.data["k"][cut] == "q|a"
+    assert lab.compare_panels["diff"].klab.data["k"][0] == "t"
+    assert "B: compare text L1H3 raw" == lab.compare_panels["b"].figure.title.text
+    # the comparison follows the mode (value-weighted), and shows raw patterns in difference mode
+    lab.mode.value = "value-weighted"
+    wa = pa * AttentionProbe(model, TEXT).value_norms(1, [3])[0].numpy()
+    np.testing.assert_allclose(src["a"].data["image"][0], wa / wa.sum(-1, keepdims=True), atol=1e-6)
+    lab.mode.value = "difference"
+    np.testing.assert_allclose(src["a"].data["image"][0], pa, atol=1e-6)
+    np.testing.assert_allclose(lab.image_source.data["image"][0], pb - pa, atol=1e-6)
+
+
+def test_comparison_of_different_lengths_diffs_the_common_prefix(model):
+    lab = AttentionLab(model, TEXT, compare_text=TEXT[:30] + "!?", debounce=0)
+    lab.select(0, 2)
+    a, b, d = (lab.compare_sources[k].data["image"][0] for k in ("a", "b", "diff"))
+    assert a.shape == (len(TEXT), len(TEXT)) and b.shape == (32, 32) and d.shape == (32, 32)
+    np.testing.assert_allclose(d[:30], 0.0, atol=1e-6)  # causal: rows before the edit are equal
+    np.testing.assert_allclose(d, b - a[:32, :32], atol=1e-6)
+    assert lab.compare_panels["diff"].figure.title.text == "B - A (32 common tokens)"
+
+
+def test_comparison_of_two_checkpoints_and_switching_it_off(model):
+    other = tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5)
+    lab = AttentionLab(model, TEXT, debounce=0)
+    assert not lab.comparing and lab.compare_box.layout.display == "none" and lab.compare_views is None
+    lab.compare_with(model=other, label="step 500")
+    lab.select(2, 1)
+    pa = AttentionProbe(model, TEXT).probs(2, [1])[0].numpy()
+    pb = AttentionProbe(other, TEXT).probs(2, [1])[0].numpy()
+    np.testing.assert_allclose(lab.compare_sources["a"].data["image"][0], pa, atol=1e-6)
+    np.testing.assert_allclose(lab.compare_sources["b"].data["image"][0], pb, atol=1e-6)
+    np.testing.assert_allclose(lab.compare_sources["diff"].data["image"][0], pb - pa, atol=1e-6)
+    assert lab.compare_panels["b"].figure.title.text == "B: step 500 L2H1 raw"
+    assert lab.compare_box.layout.display == "flex"
+    lab.compare_with()
+    assert not lab.comparing and lab.compare_views is None and lab.compare_box.layout.display == "none"
+    with pytest.raises(Exception, match="no comparison"):
+        lab.export_png(view="compare")
+
+
+def read_png(path):
+    """Decode an 8-bit RGB PNG written with filter 0 on every row -> (h, w, 3) uint8."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, w, h = 8, b"", 0, 0
+    while pos < len(data):
+        n, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if tag == b"IHDR":
+            w, h, depth, colour = struct.unpack(">IIBB", body[:10])
+            assert (depth, colour) == (8, 2)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
+    assert (raw[:, 0] == 0).all()
+    return raw[:, 1:].reshape(h, w, 3)
+
+
+def test_png_and_npz_exports_hold_exactly_the_views(model, tmp_path):
+    from workbench.attention import to_rgb
+
+    b_text = TEXT[:-3] + "xyz"
+    lab = AttentionLab(model, TEXT, compare_text=b_text, debounce=0, export_dir=tmp_path)
+    lab.select(1, 0)
+    img = lab.image_source.data["image"][0]
+    scale = 256 // img.shape[0]
+    px = read_png(lab.export_png())
+    np.testing.assert_array_equal(px, to_rgb(img).repeat(scale, 0).repeat(scale, 1))
+    # the comparison strip: A | 2 white columns | B | 2 white | B - A, A and B on one scale
+    strip = read_png(lab.export_png(view="compare"))
+    a, b, d = (lab.compare_views[k].image for k in ("a", "b", "diff"))
+    high = max(a.max(), b.max())
+    T = a.shape[0]
+    s = 256 // T
+    np.testing.assert_array_equal(strip[::s, ::s][:, :T], to_rgb(a, 0.0, high))
+    np.testing.assert_array_equal(strip[::s, ::s][:, T + 2:2 * T + 2], to_rgb(b, 0.0, high))
+    assert (strip[::s, ::s][:, T:T + 2] == 255).all()
+    dd = strip[::s, ::s][:, 2 * T + 4:]
+    assert (dd[d == 0] == 255).all()  # unchanged cells are white
+    i, j = np.unravel_index(np.argmax(d), d.shape)
+    assert d[i, j] > 0 and tuple(dd[i, j]) == (255, 0, 0)  # the largest increase is pure red
+    assert strip.shape == (T * s, (3 * T + 4) * s, 3)
+    npz = np.load(lab.export_npz())
+    for k in ("a", "b", "diff"):
+        np.testing.assert_array_equal(npz[f"compare_{k}"], lab.compare_sources[k].data["image"][0])
+    assert npz["compare_ids"].tolist() == list(b_text.encode())
+    np.testing.assert_allclose(npz["compare_metric_sink_mass"], head_metrics(AttentionProbe(model, b_text)).sink_mass)
+    assert str(npz["mode"]) == "raw" and int(npz["layer"]) == 1 and int(npz["head"]) == 0
+    with pytest.raises(Exception, match="view must be"):
+        lab.export_png(view="everything")
+
+
+def test_value_weighted_view_for_an_hf_model():
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from workbench.models.hf_adapter import from_hf
+    from workbench.tokenizers import ByteTokenizer
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    hf = from_hf(transformers.LlamaForCausalLM(cfg).eval(), ByteTokenizer())
+    lab = AttentionLab(hf, TEXT, debounce=0)
+    lab.select(1, 3)
+    lab.mode.value = "value-weighted"
+    probe = AttentionProbe(hf, TEXT)
+    w = probe.probs(1, [3])[0].numpy() * probe.value_norms(1, [3])[0].numpy()[None]
+    np.testing.assert_allclose(lab.image_source.data["image"][0], w / w.sum(-1, keepdims=True), atol=1e-6)
+    assert np.isfinite(np.array(lab.tile_source.data["value"])).all()
+    lab.metric.value = "value_sink_mass"
+    np.testing.assert_allclose(np.array(lab.tile_source.data["value"]).reshape(2, 4),
+                               head_metrics(probe).value_sink_mass, atol=1e-6)
+
+
+def test_value_weighted_view_names_supported_families_when_missing():
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from workbench.models.hf_adapter import from_hf
+    from workbench.tokenizers import ByteTokenizer
+
+    torch.manual_seed(0)
+    cfg = transformers.GPTNeoXConfig(vocab_size=257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, max_position_embeddings=128, attn_implementation="eager")
+    lab = AttentionLab(from_hf(transformers.GPTNeoXForCausalLM(cfg).eval(), ByteTokenizer()), TEXT, debounce=0)
+    lab.mode.value = "value-weighted"
+    assert "GPT-2" in lab.info.value and "Llama-style" in lab.info.value
+
+
+def test_widget_bad_inputs_are_specific_messages(model):
+    from workbench.attention import IndexOutOfRangeError
+
+    lab = AttentionLab(model, TEXT, debounce=0)
+    with pytest.raises(IndexOutOfRangeError, match="no head L3 H0 in a 3x4 model"):
+        lab.select(3, 0)
+    with pytest.raises(IndexOutOfRangeError, match="heads 0..3"):
+        lab.select(0, 4)
+    lab.text.value = "x" * 129  # context of 128, no long-context policy
+    assert "exceed the model&#x27;s context of 128" in lab.info.value and "policy" in lab.info.value
+    lab.text.value = TEXT
+    lab.compare_with(model=tiny("rope", n_layer=2, n_head=4, n_embd=64, block_size=128))
+    assert "same layers x heads as the model (3x4), got 2x4" in lab.info.value
+    lab.compare_with(text="")  # an empty compare box means no comparison, not an error
+    assert not lab.comparing and "tokens" in lab.info.value
