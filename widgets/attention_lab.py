@@ -271,23 +271,23 @@ class AttentionLab(WorkbenchWidget):
     def run(self) -> None:
         """Recompute everything for the current text(s): one forward pass each, metrics one head at a time."""
         t0 = time.perf_counter()
-        try:
-            self.probe = AttentionProbe(self.model, self.text.value, policy=self.policy)
-            self.metrics = head_metrics(self.probe)
+        try:  # all or nothing: on a bad input the previous state stays drawn, with the error above it
+            probe = AttentionProbe(self.model, self.text.value, policy=self.policy)
+            metrics = head_metrics(probe)
             cmp = self.compare_text.value
             other = self.compare_model
             if other is not None and (other.config.n_layer, other.config.n_head) != (self.L, self.H):
                 raise AttentionError(
                     f"compare_model must have the same layers x heads as the model ({self.L}x{self.H}), got "
                     f"{other.config.n_layer}x{other.config.n_head}")
+            probe_b = metrics_b = None
             if cmp or other is not None:
-                self.probe_b = AttentionProbe(other or self.model, cmp or self.text.value, policy=self.policy)
-                self.metrics_b = head_metrics(self.probe_b)
-            else:
-                self.probe_b = self.metrics_b = None
+                probe_b = AttentionProbe(other or self.model, cmp or self.text.value, policy=self.policy)
+                metrics_b = head_metrics(probe_b)
         except AttentionError as e:
             set_notice(self.info, str(e), "error")
             return
+        self.probe, self.metrics, self.probe_b, self.metrics_b = probe, metrics, probe_b, metrics_b
         self._rollouts = {}
         self.timings["run"] = time.perf_counter() - t0
         T = self.probe.T

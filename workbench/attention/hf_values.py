@@ -25,7 +25,8 @@ import torch
 
 from .errors import CaptureNotSupportedError
 
-SUPPORTED = "GPT-2 (h.N.attn.c_attn + c_proj); Llama-style models (layers.N.self_attn.v_proj + o_proj: Llama, Mistral, Qwen2, ...)"
+SUPPORTED = ("GPT-2 (h.N.attn.c_attn + c_proj); "
+             "Llama-style models (layers.N.self_attn.v_proj + o_proj: Llama, Mistral, Qwen2, ...)")
 
 _FAMILIES = (
     ("gpt2", re.compile(r"(^|\.)h\.(\d+)\.attn\.c_attn$"), re.compile(r"(^|\.)h\.(\d+)\.attn\.c_proj$")),
@@ -48,7 +49,8 @@ def _in_out(mod: torch.nn.Module) -> torch.Tensor:
         return mod.weight.T
     if type(mod).__name__ == "Conv1D":
         return mod.weight
-    raise CaptureNotSupportedError(f"unexpected projection type {type(mod).__name__}: value vectors support {SUPPORTED}")
+    raise CaptureNotSupportedError(
+        f"unexpected projection type {type(mod).__name__}: value vectors support {SUPPORTED}")
 
 
 @dataclass

@@ -255,7 +255,8 @@ class HeadMetrics:
             raise AttentionError(f"unknown metric {name!r}; choose one of {METRICS}")
         v = getattr(self, name)
         if v is None:
-            raise AttentionError(f"metric {name!r} is not available for this model")
+            why = self.extra.get("value_norms")
+            raise AttentionError(f"metric {name!r} is not available for this model" + (f": {why}" if why else ""))
         return v
 
 
@@ -277,7 +278,10 @@ def head_metrics(source, sink_k: int = 1, window=None) -> HeadMetrics:
     With a probe nothing bigger than one head's ``(Tq, Tk)`` pattern is held, so T = 4,096 is fine.
     """
     if isinstance(source, AttentionCapture):
-        return HeadMetrics(**_metrics_of(source, sink_k), sink_k=sink_k, T=source.T)
+        extra = {}
+        if source.value_norms is None and "value_norms" in source.meta:
+            extra["value_norms"] = source.meta["value_norms"]
+        return HeadMetrics(**_metrics_of(source, sink_k), sink_k=sink_k, T=source.T, extra=extra)
     if not isinstance(source, AttentionProbe):
         raise AttentionError(f"head_metrics takes an AttentionCapture or an AttentionProbe, got {type(source).__name__}")
     return _probe_metrics(source, sink_k, window)
@@ -332,9 +336,11 @@ def _probe_metrics(probe: AttentionProbe, sink_k: int, window=None) -> HeadMetri
                 w = p * vn[h][None, :]
                 w = w / w.sum(-1, keepdim=True).clamp(min=1e-30)
                 out["value_sink_mass"][layer, h] = rowmean(w[:, :sink_k].sum(-1), sink_rows)
+    extra = {}
     if not has_vn:
         out["value_sink_mass"] = None
-    return HeadMetrics(**out, sink_k=sink_k, T=T)
+        extra["value_norms"] = probe.value_norm_error
+    return HeadMetrics(**out, sink_k=sink_k, T=T, extra=extra)
 
 
 def repeated_random_ids(n: int, reps: int = 2, vocab: int = 256, seed: int = 0, low: int = 0) -> np.ndarray:

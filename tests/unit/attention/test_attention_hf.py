@@ -200,6 +200,10 @@ def test_unsupported_family_captures_but_names_what_value_weighting_supports():
     with pytest.raises(CaptureNotSupportedError, match="Llama-style"):
         probe.value_vectors(0, 0)
     assert head_metrics(probe).value_sink_mass is None
+    with pytest.raises(AttentionError, match="value_sink_mass.* not available for this model: .*GPT-2"):
+        head_metrics(probe).get("value_sink_mass")
+    with pytest.raises(AttentionError, match="not available for this model: .*Llama-style"):
+        head_metrics(cap).get("value_sink_mass")
     with pytest.raises(AttentionError, match="GPT-2/Llama-style"):
         ablate_heads(model, IDS, (0, 0))
 

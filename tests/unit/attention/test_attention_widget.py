@@ -380,7 +380,10 @@ def test_widget_bad_inputs_are_specific_messages(model):
     lab.text.value = "x" * 129  # context of 128, no long-context policy
     assert "exceed the model&#x27;s context of 128" in lab.info.value and "policy" in lab.info.value
     lab.text.value = TEXT
+    lab.compare_with(text=TEXT[::-1])
+    assert lab.comparing
     lab.compare_with(model=tiny("rope", n_layer=2, n_head=4, n_embd=64, block_size=128))
     assert "same layers x heads as the model (3x4), got 2x4" in lab.info.value
+    assert lab.probe_b.T == len(TEXT) and lab.probe_b.ids.tolist() == list(TEXT[::-1].encode())  # kept as it was
     lab.compare_with(text="")  # an empty compare box means no comparison, not an error
     assert not lab.comparing and "tokens" in lab.info.value
