@@ -120,7 +120,8 @@ class AttentionLab(WorkbenchWidget):
       ``compare_model`` (a second model or checkpoint of the same shape, same text) gives ``b - a``;
     * comparison: with a second prompt or model, a row shows the selected head for A and for B side by side
       (same colour scale, the current mode; raw in difference mode) and ``B - A`` on their common tokens, each
-      one image of at most ``compare_side`` pixels a side; :meth:`compare_with` switches B;
+      one image of at most ``compare_side`` pixels a side; ``checkpoints={label: model}`` adds a "compare with"
+      menu (two checkpoints of one run); :meth:`compare_with` switches B from Python;
     * line view: the top keys of the query chosen with the ``query`` slider or by tapping a row of the image;
     * ablation: "ablate head" toggles the selected head off and redraws the next-token distribution;
     * export: the current image as PNG and the data as .npz into ``export_dir``.
@@ -129,8 +130,9 @@ class AttentionLab(WorkbenchWidget):
     def __init__(self, model, text: str = "The attention lab shows where each token looks.", compare_text: str = "",
                  metric: str = "sink_mass", policy=None, max_side: int = 512, debounce: float = 0.3,
                  export_dir: str | Path = ".", top_k: int = 10, compare_model=None, compare_label: str | None = None,
-                 compare_side: int = 256):
+                 compare_side: int = 256, checkpoints: dict | None = None):
         self.model, self.policy, self.max_side, self.top_k = model, policy, max_side, top_k
+        self.checkpoints = dict(checkpoints or {})
         self.compare_model, self.compare_label, self.compare_side = compare_model, compare_label, compare_side
         self.export_dir = Path(export_dir)
         cfg = model.config
@@ -152,6 +154,9 @@ class AttentionLab(WorkbenchWidget):
         self.compare_text = W.Textarea(value=compare_text, layout=W.Layout(width="100%", height="40px"),
                                        description="compare", placeholder="optional second prompt")
         self.metric = W.Dropdown(options=list(METRICS), value=metric, description="metric")
+        #: B for a comparison of two checkpoints: "(none)" or a key of ``checkpoints``
+        self.checkpoint = W.Dropdown(options=["(none)", *self.checkpoints], value="(none)", description="compare with",
+                                     layout=W.Layout(display=None if self.checkpoints else "none"))
         self.mode = W.ToggleButtons(options=list(MODES), value="raw")
         self.layer = W.BoundedIntText(value=0, min=0, max=self.L - 1, description="layer",
                                       layout=W.Layout(width="150px"))
@@ -171,7 +176,8 @@ class AttentionLab(WorkbenchWidget):
         self.tile_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
         self._tiles = ov.rect(x="head", y="layer", width=0.95, height=0.95, source=self.tile_source,
                               fill_color={"field": "value", "transform": self.tile_mapper},
-                              line_color="ablated", line_width=3)
+                              line_color="ablated", line_width=3,
+                              nonselection_fill_alpha=1.0, nonselection_line_alpha=1.0)  # tiles stay readable
         ov.add_tools(TapTool(renderers=[self._tiles]),
                      HoverTool(renderers=[self._tiles], tooltips=[("head", "L@layer H@head"), ("value", "@text")]))
         ov.xaxis.ticker = BasicTicker(desired_num_ticks=self.H)
@@ -223,6 +229,7 @@ class AttentionLab(WorkbenchWidget):
         self._debouncer = Debouncer(self.run, debounce)
         self.text.observe(lambda ch: self._debouncer.trigger(), names="value")
         self.compare_text.observe(lambda ch: None if self._quiet_text else self._debouncer.trigger(), names="value")
+        self.checkpoint.observe(self._on_checkpoint, names="value")
         self.metric.observe(lambda ch: self._draw_tiles(), names="value")
         self.mode.observe(lambda ch: (self._draw_tiles(), self._draw_detail()), names="value")
         self.layer.observe(lambda ch: self._select(), names="value")
@@ -234,7 +241,7 @@ class AttentionLab(WorkbenchWidget):
         self.npz_button.on_click(lambda _: self.export_npz())
 
         super().__init__(children=[
-            self.text, self.compare_text,
+            self.text, W.HBox([self.compare_text, self.checkpoint], layout=W.Layout(width="100%")),
             W.HBox([self.metric, self.layer, self.head, self.ablate_button, self.png_button, self.npz_button]),
             self.mode, self.info,
             W.HBox([self.panes[0], self.panes[1], self.panes[2]]),
@@ -409,6 +416,14 @@ class AttentionLab(WorkbenchWidget):
         if self.compare_model is not None:
             return getattr(self.compare_model, "name", "model B")
         return "compare text"
+
+    def _on_checkpoint(self, change) -> None:
+        name = change["new"]
+        if name == "(none)":
+            self.compare_model = self.compare_label = None
+        else:
+            self.compare_model, self.compare_label = self.checkpoints[name], str(name)
+        self.run()
 
     def compare_with(self, model=None, text: str | None = None, label: str | None = None) -> None:
         """Compare with another model or checkpoint (same layers x heads) and/or another prompt, then redraw.

@@ -58,7 +58,7 @@ _CSS = ("<style>.wbtok span{border-radius:2px;padding:0 1px;margin-right:1px}"
 
 def spans_html(data: bytes, spans, disagree: frozenset | set = frozenset(), tok: Optional[Tokenizer] = None) -> str:
     """HTML for one segmentation: a coloured ``<span>`` per token with a hover title (id, token and
-    bytes), whitespace made visible, a line break after each newline, and class ``d`` (a red outline)
+    bytes), whitespace made visible, a line break after each token holding a newline, and class ``d`` (a red outline)
     on spans in ``disagree``. Styles live in one ``<style>`` block so each span stays short."""
     out = [_CSS, '<div class="wbtok" style="font-family:monospace;font-size:12px;line-height:1.9;'
            'white-space:pre-wrap;word-break:break-all">']
@@ -74,7 +74,7 @@ def spans_html(data: bytes, spans, disagree: frozenset | set = frozenset(), tok:
         title = f"id {s.id}{name} | bytes {raw.hex(' ')}"
         cls = f"c{k % len(PALETTE)} d" if (s.start, s.end) in disagree else f"c{k % len(PALETTE)}"
         out.append(f'<span class="{cls}" title="{esc(title)}">{esc(_piece_label(raw))}</span>')
-        if raw.endswith(b"\n"):
+        if b"\n" in raw:  # keep the text's line structure (a token may be a newline plus indentation)
             out.append("<br>")
     out.append("</div>")
     return "".join(out)

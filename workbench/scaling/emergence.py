@@ -106,6 +106,29 @@ def score_addition(model, problems, tokenizer=None, *, stop: str = "\n", max_ext
     return score_outputs(outputs, targets, lps)
 
 
+def held_out_problems(n: int, digits: int, seen, seed: int = 1) -> list:
+    """``n`` distinct addition problems whose ``(a, b)`` pair is not in ``seen`` (the training pairs).
+
+    Scoring on problems the model was trained on measures memory, not addition; with few digits a large
+    training set covers most pairs, so candidates are drawn in seeded rounds until ``n`` unseen ones are found.
+    """
+    from workbench.data.tasks import addition_problems
+
+    seen = set(seen)
+    if (10 ** digits) ** 2 - len(seen) < n:
+        raise ScalingError(f"only {(10 ** digits) ** 2 - len(seen)} unseen {digits}-digit pairs left, need {n}")
+    out, keys = [], set()
+    for r in range(1000):
+        for p in addition_problems(4 * n, digits, seed=seed + 7919 * r):
+            k = (p.a, p.b)
+            if k not in seen and k not in keys:
+                keys.add(k)
+                out.append(p)
+                if len(out) == n:
+                    return out
+    raise ScalingError(f"found only {len(out)} unseen problems after 1000 rounds")  # pragma: no cover
+
+
 @dataclass(frozen=True)
 class EmergencePoint:
     """One model of an emergence sweep: its config, non-embedding parameter count ``N`` and scores."""
@@ -132,9 +155,7 @@ def emergence_sweep(configs, *, digits: int = 3, steps: int = 600, n_train: int 
 
     tok = ByteTokenizer()
     train_probs = addition_problems(n_train, digits, seed=seed)
-    test_probs = addition_problems(n_test, digits, seed=seed + 1)
-    seen = {(p.a, p.b) for p in train_probs}
-    test_probs = [p for p in test_probs if (p.a, p.b) not in seen] or test_probs
+    test_probs = held_out_problems(n_test, digits, {(p.a, p.b) for p in train_probs}, seed=seed + 1)
     ids = torch.tensor(tok.encode(addition_text(train_probs)), dtype=torch.long)
     out = []
     for c in configs:

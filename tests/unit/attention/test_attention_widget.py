@@ -387,3 +387,27 @@ def test_widget_bad_inputs_are_specific_messages(model):
     assert lab.probe_b.T == len(TEXT) and lab.probe_b.ids.tolist() == list(TEXT[::-1].encode())  # kept as it was
     lab.compare_with(text="")  # an empty compare box means no comparison, not an error
     assert not lab.comparing and "tokens" in lab.info.value
+
+
+def test_checkpoint_menu_compares_two_checkpoints(model):
+    ck = {"seed 5": tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5),
+          "seed 6": tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=6)}
+    lab = AttentionLab(model, TEXT, debounce=0, checkpoints=ck)
+    assert list(lab.checkpoint.options) == ["(none)", "seed 5", "seed 6"] and not lab.comparing
+    lab.select(0, 3)
+    lab.checkpoint.value = "seed 6"
+    pb = AttentionProbe(ck["seed 6"], TEXT).probs(0, [3])[0].numpy()
+    pa = AttentionProbe(model, TEXT).probs(0, [3])[0].numpy()
+    np.testing.assert_allclose(lab.compare_sources["b"].data["image"][0], pb, atol=1e-6)
+    np.testing.assert_allclose(lab.compare_sources["diff"].data["image"][0], pb - pa, atol=1e-6)
+    assert lab.compare_panels["b"].figure.title.text == "B: seed 6 L0H3 raw"
+    lab.checkpoint.value = "(none)"
+    assert not lab.comparing and lab.compare_box.layout.display == "none"
+    assert AttentionLab(model, TEXT, debounce=0).checkpoint.layout.display == "none"  # no menu without checkpoints
+
+
+def test_tiles_keep_their_colour_after_a_click(lab):
+    lab.tile_source.selected.indices = [5]
+    assert lab.selected == (1, 1)
+    g, ng = lab._tiles.glyph, lab._tiles.nonselection_glyph
+    assert ng.fill_alpha == g.fill_alpha == 1.0 and ng.line_alpha == 1.0  # unselected tiles are not faded

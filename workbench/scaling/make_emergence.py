@@ -1,0 +1,75 @@
+"""Remake the shipped emergence sweep in ``replays/emergence_addition.json``.
+
+``python -m workbench.scaling.make_emergence [--out JSON]``: trains TinyGPTs of several sizes on 2-digit
+addition (byte tokens, one ``a+b=c`` per line, 20,000 seeded training problems) for the same number of
+steps, then scores each one four ways (exact match, per-token accuracy, token edit distance,
+log-probability of the answer; :func:`~workbench.scaling.emergence.score_addition`) on the same 300
+held-out problems (pairs never seen in training). One thread; a few minutes on 2 cores. The JSON is
+rewritten after every model, so an interrupted run keeps what it finished.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+#: (n_layer, n_head, n_embd) of the shipped emergence sweep, smallest first.
+SIZES = ((1, 1, 8), (1, 2, 16), (2, 2, 32), (2, 4, 64), (3, 4, 96))
+DIGITS = 2
+STEPS = 3000
+BATCH_SIZE = 32
+BLOCK_SIZE = 32
+LR = 3e-3
+N_TRAIN = 20000
+N_TEST = 300
+SEED = 0
+OUT = Path(__file__).parent / "replays" / "emergence_addition.json"
+
+
+def _sem(x) -> float:
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from workbench.models import GPTConfig
+
+    from .emergence import emergence_sweep
+
+    ap = argparse.ArgumentParser(prog="python -m workbench.scaling.make_emergence",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--steps", type=int, default=STEPS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    settings = dict(digits=DIGITS, steps=args.steps, n_train=N_TRAIN, n_test=N_TEST, batch_size=BATCH_SIZE,
+                    lr=LR, seed=SEED)
+    doc = {"format": "workbench.scaling.emergence", "version": 1,
+           "command": "python -m workbench.scaling.make_emergence", "settings": {**settings, "block_size": BLOCK_SIZE},
+           "models": []}
+    for l, h, d in SIZES:
+        cfg = GPTConfig(vocab_size=257, n_layer=l, n_head=h, n_embd=d, block_size=BLOCK_SIZE)
+        t0 = time.perf_counter()
+        p = emergence_sweep([cfg], progress=False, **settings)[0]
+        s, pp = p.scores, p.scores.per_problem
+        doc["models"].append({
+            "n_layer": l, "n_head": h, "n_embd": d, "N": p.N, "final_train_loss": p.final_train_loss,
+            "exact_match": s.exact_match, "token_accuracy": s.token_accuracy, "edit_distance": s.edit_distance,
+            "answer_logprob": s.answer_logprob, "n_test": s.n,
+            "sem": {"exact_match": _sem(pp["exact"]), "token_accuracy": _sem(pp["token_accuracy"]),
+                    "edit_distance": _sem(pp["edit_distance"]), "answer_logprob": _sem(pp["logprob"])},
+            "wall_s": time.perf_counter() - t0})
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+        m = doc["models"][-1]
+        print(f"N={p.N:>7} exact={m['exact_match']:.3f} tok_acc={m['token_accuracy']:.3f} "
+              f"edit={m['edit_distance']:.3f} logp={m['answer_logprob']:.3f} ({m['wall_s']:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
