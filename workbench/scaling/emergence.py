@@ -129,6 +129,52 @@ def held_out_problems(n: int, digits: int, seen, seed: int = 1) -> list:
     raise ScalingError(f"found only {len(out)} unseen problems after 1000 rounds")  # pragma: no cover
 
 
+def train_on_answers(model, problems, tokenizer, *, steps: int, batch_size: int = 64, lr: float = 3e-3,
+                     seed: int = 0, weight_decay: float = 0.0, stop: str = "\n") -> list:
+    """Train ``model`` on whole problems, one per row, with the loss on the answer tokens and ``stop`` only.
+
+    The operands of a random problem cannot be predicted, so next-token training on running text spends
+    most of its signal on noise; supervising the answer alone (as in instruction tuning) lets tiny models
+    learn the task within a notebook-sized budget. AdamW with warm-up and cosine decay; returns the loss of
+    every step. Deterministic for a given ``seed`` and thread count.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from workbench.models.training import lr_at
+
+    if steps < 1 or batch_size < 1:
+        raise ScalingError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
+    stop_ids = tokenizer.encode(stop)
+    rows = [(tokenizer.encode(p.prompt), tokenizer.encode(p.answer) + stop_ids) for p in problems]
+    width = max(len(a) + len(b) for a, b in rows) - 1
+    if width > model.config.block_size:
+        raise ScalingError(f"problems need {width} positions, the model has block_size {model.config.block_size}")
+    X = torch.full((len(rows), width), stop_ids[0], dtype=torch.long)
+    Y = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (pr, ans) in enumerate(rows):
+        full = pr + ans
+        X[i, :len(full) - 1] = torch.tensor(full[:-1])
+        Y[i, len(pr) - 1:len(full) - 1] = torch.tensor(ans)      # position t predicts token t + 1
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    warmup = max(1, steps // 20)
+    losses = []
+    model.train()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, warmup)
+        idx = torch.randint(0, len(rows), (batch_size,), generator=gen)
+        logits = model(X[idx]).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), Y[idx].reshape(-1), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 @dataclass(frozen=True)
 class EmergencePoint:
     """One model of an emergence sweep: its config, non-embedding parameter count ``N`` and scores."""
@@ -140,9 +186,16 @@ class EmergencePoint:
 
 
 def emergence_sweep(configs, *, digits: int = 3, steps: int = 600, n_train: int = 20000, n_test: int = 200,
-                    batch_size: int = 32, lr: float = 3e-3, seed: int = 0, progress: bool = True) -> list:
-    """Train each config on ``digits``-digit addition (byte tokens, one ``a+b=c`` per line) and score it
-    four ways on ``n_test`` held-out problems; returns :class:`EmergencePoint` s sorted by ``N``."""
+                    batch_size: int = 32, lr: float = 3e-3, seed: int = 0, progress: bool = True,
+                    objective: str = "text") -> list:
+    """Train each config on ``digits``-digit addition (byte tokens) and score it four ways on ``n_test``
+    held-out problems; returns :class:`EmergencePoint` s sorted by ``N``.
+
+    objective "text": next-token prediction on running text, one ``a+b=c`` per line (the foundation's
+    ``train``). objective "answer": one problem per row, loss on the answer only (:func:`train_on_answers`).
+    """
+    if objective not in ("text", "answer"):
+        raise ScalingError(f"objective must be 'text' or 'answer', got {objective!r}")
     from dataclasses import asdict, is_dataclass
 
     import torch
@@ -162,9 +215,13 @@ def emergence_sweep(configs, *, digits: int = 3, steps: int = 600, n_train: int 
         cfg = GPTConfig(**(asdict(c) if is_dataclass(c) else dict(c)))
         torch.manual_seed(seed)
         model = TinyGPT(cfg)
-        hist = train(model, ids, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
-                     desc=f"addition d={cfg.n_embd} L={cfg.n_layer}")
+        if objective == "text":
+            hist = train(model, ids, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                         desc=f"addition d={cfg.n_embd} L={cfg.n_layer}")
+            final = float(hist.train_loss[-1])
+        else:
+            losses = train_on_answers(model, train_probs, tok, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+            final = float(np.mean(losses[-max(1, steps // 20):]))
         out.append(EmergencePoint(config=asdict(cfg), N=_count_params(model)[0],
-                                  scores=score_addition(model, test_probs, tok),
-                                  final_train_loss=float(hist.train_loss[-1])))
+                                  scores=score_addition(model, test_probs, tok), final_train_loss=final))
     return sorted(out, key=lambda p: p.N)

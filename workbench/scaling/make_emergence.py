@@ -1,10 +1,11 @@
 """Remake the shipped emergence sweep in ``replays/emergence_addition.json``.
 
-``python -m workbench.scaling.make_emergence [--out JSON]``: trains TinyGPTs of several sizes on 2-digit
-addition (byte tokens, one ``a+b=c`` per line, 20,000 seeded training problems) for the same number of
-steps, then scores each one four ways (exact match, per-token accuracy, token edit distance,
-log-probability of the answer; :func:`~workbench.scaling.emergence.score_addition`) on the same 300
-held-out problems (pairs never seen in training). One thread; a few minutes on 2 cores. The JSON is
+``python -m workbench.scaling.make_emergence [--out JSON]``: trains TinyGPTs of seven sizes (about 900 to
+340,000 non-embedding parameters) on 2-digit addition (byte tokens, 20,000 seeded training problems, one
+per row, loss on the answer only: :func:`~workbench.scaling.emergence.train_on_answers`) for the same
+1,000 steps of 64 problems, then scores each one four ways (exact match, per-token accuracy, token edit
+distance, log-probability of the answer; :func:`~workbench.scaling.emergence.score_addition`) on the
+same 500 held-out problems (operand pairs never seen in training). One thread; a few minutes on 2 cores. The JSON is
 rewritten after every model, so an interrupted run keeps what it finished.
 """
 from __future__ import annotations
@@ -15,14 +16,15 @@ import time
 from pathlib import Path
 
 #: (n_layer, n_head, n_embd) of the shipped emergence sweep, smallest first.
-SIZES = ((1, 1, 8), (1, 2, 16), (2, 2, 32), (2, 4, 64), (3, 4, 96))
+SIZES = ((1, 1, 8), (1, 2, 16), (1, 2, 24), (2, 2, 32), (2, 4, 48), (2, 4, 64), (3, 4, 96))
 DIGITS = 2
-STEPS = 3000
-BATCH_SIZE = 32
-BLOCK_SIZE = 32
+STEPS = 1000
+BATCH_SIZE = 64
+BLOCK_SIZE = 16
 LR = 3e-3
 N_TRAIN = 20000
-N_TEST = 300
+N_TEST = 500
+OBJECTIVE = "answer"
 SEED = 0
 OUT = Path(__file__).parent / "replays" / "emergence_addition.json"
 
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     settings = dict(digits=DIGITS, steps=args.steps, n_train=N_TRAIN, n_test=N_TEST, batch_size=BATCH_SIZE,
-                    lr=LR, seed=SEED)
+                    lr=LR, seed=SEED, objective=OBJECTIVE)
     doc = {"format": "workbench.scaling.emergence", "version": 1,
            "command": "python -m workbench.scaling.make_emergence", "settings": {**settings, "block_size": BLOCK_SIZE},
            "models": []}
