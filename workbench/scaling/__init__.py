@@ -4,12 +4,13 @@ Fitting (Approach 3): :func:`fit_chinchilla`, :func:`fit_power_law`. Approach 2:
 Allocation: :func:`compute_optimal`, :func:`tokens_per_parameter`. Over-training (Gadre et al. 2024):
 :func:`fit_overtraining`. Extrapolation: :func:`extrapolation_check`. Replays: :func:`load_chinchilla`,
 :func:`load_gadre`, :func:`load_tinygpt_sweep`. Sweeps: :func:`run_sweep` with a :class:`SweepStore`.
-Emergence (Schaeffer et al. 2023): :func:`score_addition`, :func:`emergence_sweep`.
+Emergence (Schaeffer et al. 2023): :func:`score_addition`, :func:`emergence_sweep`, :func:`train_on_answers`,
+:func:`load_emergence` (the shipped sweep). The lab's helpers live in :mod:`workbench.scaling.lab`.
 Bad input raises a subclass of :class:`ScalingError` (a ``ValueError``).
 """
 from .allocation import Allocation, compute_optimal, tokens_per_parameter
-from .emergence import (EmergencePoint, EmergenceScores, emergence_sweep, score_addition, score_outputs,
-                        token_edit_distance)
+from .emergence import (EmergencePoint, EmergenceScores, emergence_sweep, held_out_problems, load_emergence,
+                        score_addition, score_outputs, token_edit_distance, train_on_answers)
 from .errors import (LengthMismatchError, NonFiniteError, NonPositiveError, ScalingError, ScalingWarning,
                      StoreVersionError, TooFewPointsError)
 from .extrapolation import ExtrapolationCheck, extrapolation_check
@@ -33,6 +34,6 @@ __all__ = [
     "BESIROGLU_2024", "BESIROGLU_2024_PLAIN_HUBER", "HOFFMANN_2022", "ChinchillaReplay", "GadreReplay",
     "load_chinchilla", "load_gadre", "load_tinygpt_sweep",
     "EmergencePoint", "EmergenceScores", "emergence_sweep", "score_addition", "score_outputs",
-    "token_edit_distance",
+    "token_edit_distance", "held_out_problems", "load_emergence", "train_on_answers",
     "RunRecord", "RunSpec", "SweepResult", "SweepRunError", "SweepStore", "run_sweep", "train_one",
 ]

@@ -225,3 +225,24 @@ def emergence_sweep(configs, *, digits: int = 3, steps: int = 600, n_train: int 
         out.append(EmergencePoint(config=asdict(cfg), N=_count_params(model)[0],
                                   scores=score_addition(model, test_probs, tok), final_train_loss=final))
     return sorted(out, key=lambda p: p.N)
+
+
+#: The shipped emergence sweep (remade by ``python -m workbench.scaling.make_emergence``).
+EMERGENCE_JSON = "emergence_addition.json"
+METRICS = ("exact_match", "token_accuracy", "edit_distance", "answer_logprob")
+
+
+def load_emergence(path=None) -> dict:
+    """The shipped emergence sweep: ``{"settings": ..., "models": [...]}`` with one entry per model size
+    (config, ``N``, the four mean scores, their standard errors under ``"sem"``), smallest first."""
+    import json
+    from pathlib import Path
+
+    p = Path(path) if path is not None else Path(__file__).parent / "replays" / EMERGENCE_JSON
+    if not p.exists():
+        raise ScalingError(f"no emergence sweep at {p}; make it with python -m workbench.scaling.make_emergence")
+    doc = json.loads(p.read_text())
+    if doc.get("format") != "workbench.scaling.emergence" or doc.get("version") != 1:
+        raise ScalingError(f"{p} is not a version-1 emergence sweep")
+    doc["models"] = sorted(doc["models"], key=lambda m: m["N"])
+    return doc

@@ -103,3 +103,57 @@ def test_emergence_sweep_small():
     again = emergence_sweep(cfgs[:1], digits=2, steps=20, n_train=300, n_test=10, progress=False)
     assert again[0].scores == rows[0].scores          # seeded: the same model, the same scores
     np.testing.assert_array_equal(again[0].scores.per_problem["logprob"], rows[0].scores.per_problem["logprob"])
+
+
+def test_held_out_problems_are_unseen_and_distinct():
+    from workbench.scaling import held_out_problems
+
+    train = addition_problems(9000, 2, seed=0)          # covers most of the 10,000 two-digit pairs
+    seen = {(p.a, p.b) for p in train}
+    test = held_out_problems(300, 2, seen, seed=1)
+    keys = [(p.a, p.b) for p in test]
+    assert len(test) == 300 and len(set(keys)) == 300 and not set(keys) & seen
+    assert keys == [(p.a, p.b) for p in held_out_problems(300, 2, seen, seed=1)]     # seeded
+    with pytest.raises(ScalingError):
+        held_out_problems(10, 1, {(a, b) for a in range(10) for b in range(10)})
+
+
+def test_train_on_answers_learns():
+    from workbench.models import GPTConfig, TinyGPT
+    from workbench.scaling import train_on_answers
+
+    tok = ByteTokenizer()
+    torch.manual_seed(0)
+    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=16))
+    probs = addition_problems(500, 1, seed=0)
+    losses = train_on_answers(m, probs, tok, steps=150, batch_size=32, lr=1e-2, seed=0)
+    assert len(losses) == 150 and np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    # it has learnt the task (1-digit: the 100 pairs are all in training, so this checks fitting, not generalising)
+    s = score_addition(m, addition_problems(50, 1, seed=5), tok)
+    assert s.token_accuracy > 0.5
+    with pytest.raises(ScalingError):
+        train_on_answers(m, addition_problems(5, 9, seed=0), tok, steps=1)      # too long for block_size 16
+
+
+def test_emergence_sweep_rejects_unknown_objective():
+    from workbench.scaling.emergence import emergence_sweep
+
+    with pytest.raises(ScalingError):
+        emergence_sweep([], objective="vibes")
+
+
+def test_shipped_emergence_sweep():
+    from workbench.scaling import load_emergence
+
+    em = load_emergence()
+    models = em["models"]
+    assert em["settings"]["n_test"] >= 200 and em["settings"]["objective"] == "answer"
+    assert len(models) >= 5 and [m["N"] for m in models] == sorted(m["N"] for m in models)
+    assert models[-1]["N"] / models[0]["N"] > 100                      # over two decades of size
+    for m in models:
+        assert 0 <= m["exact_match"] <= m["token_accuracy"] <= 1
+        assert m["answer_logprob"] < 0 and m["edit_distance"] >= 0 and m["n_test"] == em["settings"]["n_test"]
+    # the largest model is far better than the smallest under every metric
+    lo, hi = models[0], models[-1]
+    assert hi["exact_match"] > lo["exact_match"] + 0.3 and hi["answer_logprob"] > lo["answer_logprob"] + 1
+    assert hi["edit_distance"] < lo["edit_distance"]

@@ -156,3 +156,17 @@ def test_five_kb_refresh_is_fast(bpe, docs_text):
         w.refresh()
         times.append(time.perf_counter() - t0)
     assert min(times) < 0.15
+
+
+def test_hf_wrapped_tokenizer_sits_beside_its_source(bpe):
+    """A production tokenizer enters through HFTokenizer; converted from ``bpe`` it must agree everywhere."""
+    pytest.importorskip("tokenizers")
+    from workbench.tokenizers import HFTokenizer, to_hf
+
+    hf = HFTokenizer(to_hf(bpe), name="hf-copy")
+    text = "The for statement\n\titerates 12345 times, café 🙂"
+    w = TokenizerLab([bpe, hf], text=text, debounce=0)
+    assert w.names[1] == "hf-copy"
+    assert [i for i, *_ in w.span_data["hf-copy"]] == bpe.encode(text)
+    assert not any(d for *_, d in w.span_data["hf-copy"])
+    assert w.metrics_source.data["n_tokens"][0] == w.metrics_source.data["n_tokens"][1]
