@@ -43,7 +43,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate ``x`` ``(B, H, T, Dh)`` by position (half-split convention)."""
     half = x.size(-1) // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + rotated * sin
 
 
 def causal_allowed(q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
