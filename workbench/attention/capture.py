@@ -1,14 +1,20 @@
 """Capture attention probabilities ``(L, H, Tq, Tk)`` from any workbench model, within a memory budget.
 
-Two routes:
+Three routes:
 
 * TinyGPT: one ordinary forward pass with hooks on each layer's ``qkv`` projection records queries, keys and
   values; the probabilities ``softmax(Q K^T / sqrt(d) + mask)`` (RoPE, ALiBi and the model's ``mask_fn``
   included) are then recomputed only for the requested layers, heads and query window. Nothing outside the
   request is ever materialised, so T = 4,096 fits in memory one head at a time.
-* any other model with ``supports_capture`` (the HF adapter, which itself recomputes softmax from hooked queries
-  and keys for SDPA models): its own ``forward(capture=True)`` is called and sliced. That route materialises every
-  layer and head, so the budget is checked on the full ``(L, H, T, T)`` tensor.
+* HF models of a supported family (GPT-2, Llama / Mistral / Qwen2, see :mod:`workbench.attention.hf_recompute`):
+  the same idea with hooks on the attention modules during an ordinary forward pass, whatever the attention
+  back-end (SDPA, flash, eager; the model is never switched): queries and keys (RoPE applied with HF's own
+  function, grouped-query heads mapped as ``repeat_kv`` does) are kept and the probabilities recomputed on demand,
+  so the budget applies to the request only. ``meta["mechanism"] == "recompute"``.
+* any other model with ``supports_capture``: its own ``forward(capture=True)`` is called and sliced (for
+  ``from_hf`` models that switches to eager attention for the call, ``meta["mechanism"] == "eager_switch"``, with
+  the reason in ``meta["fallback_reason"]``). That route materialises every layer and head, so the budget is
+  checked on the full ``(L, H, T, T)`` tensor.
 
 >>> from workbench.models import TinyGPT, GPTConfig
 >>> from workbench.tokenizers import ByteTokenizer
@@ -19,6 +25,7 @@ Two routes:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -183,6 +190,13 @@ def capture_bytes(n_layers: int, n_heads: int, n_queries: int, n_keys: int) -> i
     return n_layers * n_heads * n_queries * n_keys * BYTES_PER_PROB
 
 
+def _torch_module_of(model):
+    from .hf_values import _torch_module
+
+    m = getattr(model, "hf", None)
+    return _torch_module(model) if m is not None else None
+
+
 def _is_tinygpt(model) -> bool:
     from workbench.models.tinygpt import TinyGPT
 
@@ -193,11 +207,12 @@ class AttentionProbe:
     """One forward pass over a sequence; attention probabilities computed on demand per layer and head.
 
     For TinyGPT it keeps the post-RoPE queries and keys and the values of every layer, ``(H, T, Dh)`` each, and
-    :meth:`probs` computes ``(H', Tq, Tk)`` for one layer in O(H' Tq Tk) memory. Other models are captured whole
-    once (their own capture) and sliced.
+    :meth:`probs` computes ``(H', Tq, Tk)`` for one layer in O(H' Tq Tk) memory; so it does for HF models of a
+    family :mod:`workbench.attention.hf_recompute` supports (queries and keys hooked in the model's own attention
+    back-end). Other models are captured whole once (their own capture) and sliced. ``meta`` says which.
     """
 
-    def __init__(self, model, text_or_ids, policy=None, budget_mb: float | None = 512):
+    def __init__(self, model, text_or_ids, policy=None, budget_mb: float | None = 512, recompute: bool = True):
         if not getattr(model, "supports_capture", False):
             raise CaptureNotSupportedError(
                 f"{getattr(model, 'name', type(model).__name__)} does not support attention capture "
@@ -222,7 +237,12 @@ class AttentionProbe:
             )
         self.tiny = _is_tinygpt(model)
         self.budget_mb = budget_mb
+        self.recompute = recompute
+        #: how the probabilities were obtained ("mechanism": "recompute", "eager_switch" or "model_capture"),
+        #: the HF model's attention back-end ("attn_implementation") and, for a fallback, why ("fallback_reason")
+        self.meta: dict = {"mechanism": "recompute"} if self.tiny else {}
         self._full = None
+        self._qk = None  # a QKRecorder holding an HF model's queries and keys (recompute route)
         self._hf_values = None  # a ValueRecorder holding an HF model's per-head values
         #: why value norms are unavailable (None when they are available)
         self.value_norm_error: str | None = None
@@ -313,6 +333,42 @@ class AttentionProbe:
         m, T = self.model, self.T
         if self.policy is not None and self.policy.kind != "dense":
             raise PolicyError(f"attention variants need a TinyGPT (mask_fn hook); {type(m).__name__} has none")
+        dev = getattr(m, "device", None)
+        ids = self.ids[None].to(dev) if isinstance(dev, torch.device) else self.ids[None]
+        from .hf_recompute import QKRecorder, attn_implementation, qk_layout
+        from .hf_values import ValueRecorder, value_layout
+
+        self.meta["attn_implementation"] = attn_implementation(m)
+        qk = None
+        if self.recompute:
+            try:
+                qk = QKRecorder(qk_layout(m))
+            except CaptureNotSupportedError as e:
+                self.meta["fallback_reason"] = str(e)
+        else:
+            self.meta["fallback_reason"] = "recompute=False"
+        try:
+            recorder = ValueRecorder(value_layout(m))
+        except CaptureNotSupportedError as e:
+            recorder, self.value_norm_error = None, str(e)
+        if qk is not None:  # one ordinary forward pass, whatever the back-end; probabilities computed on demand
+            try:
+                with contextlib.ExitStack() as stack:
+                    stack.enter_context(qk)
+                    if recorder is not None:
+                        stack.enter_context(recorder)
+                    out = m.forward(ids)
+            except ModelError as e:
+                raise ContextLengthError(str(e)) from None
+            if qk.complete:
+                self._qk = qk
+                self.meta["mechanism"] = "recompute"
+                self._set_values(recorder)
+                self.logits_last = out.logits[0, -1].float()
+                return
+            self.meta["fallback_reason"] = "the hooked attention modules did not yield queries and keys"
+        # fallback: the model's own capture (for from_hf models, a forward pass switched to eager attention)
+        self.meta["mechanism"] = "eager_switch" if _torch_module_of(m) is not None else "model_capture"
         need = capture_bytes(self.n_layer, self.n_head, T, T)
         if self.budget_mb is not None and need > self.budget_mb * 2**20:
             raise BudgetExceededError(
@@ -321,29 +377,26 @@ class AttentionProbe:
                 f"(at most {int(math.sqrt(self.budget_mb * 2**20 / (BYTES_PER_PROB * self.n_layer * self.n_head)))} "
                 "tokens) or raise budget_mb"
             )
-        dev = getattr(m, "device", None)
-        ids = self.ids[None].to(dev) if isinstance(dev, torch.device) else self.ids[None]
-        from .hf_values import ValueRecorder, value_layout
-
-        try:
-            recorder = ValueRecorder(value_layout(m))
-        except CaptureNotSupportedError as e:
-            recorder, self.value_norm_error = None, str(e)
+        if recorder is not None:
+            recorder.values = [None] * len(recorder.values)
         try:
             if recorder is not None:
                 with recorder:
                     out = m.forward(ids, capture=True)
-                if any(v is None for v in recorder.values):
-                    recorder, self.value_norm_error = None, "the value projections were not called in the forward pass"
             else:
                 out = m.forward(ids, capture=True)
         except ModelError as e:
             raise ContextLengthError(str(e)) from None
-        self._hf_values = recorder
+        self._set_values(recorder)
         if out.attentions is None:
             raise CaptureNotSupportedError(f"{type(m).__name__}.forward(capture=True) returned no attentions")
         self._full = out.attentions[:, 0].float()  # (L, H, T, T)
         self.logits_last = out.logits[0, -1].float()
+
+    def _set_values(self, recorder):
+        if recorder is not None and any(v is None for v in recorder.values):
+            recorder, self.value_norm_error = None, "the value projections were not called in the forward pass"
+        self._hf_values = recorder
 
     # -- public -------------------------------------------------------------------------------------------------
     def probs(self, layer: int, heads=None, window=None) -> torch.Tensor:
@@ -353,6 +406,8 @@ class AttentionProbe:
         start, end = _window(window, self.T)
         if self._full is not None:
             return self._full[layer, list(hs), start:end, :end]
+        if self._qk is not None:
+            return self._qk.probs(layer, hs, start, end)
         return self._tiny_probs(layer, hs, start, end)
 
     @property
@@ -424,21 +479,23 @@ class AttentionProbe:
             n_layer=self.n_layer,
             n_head=self.n_head,
             seconds=time.perf_counter() - t0,
-            meta={} if vn is not None else {
-                "value_norms": "not requested (value_norms=False)" if not value_norms else self.value_norm_error},
+            meta={**self.meta, **({} if vn is not None else {
+                "value_norms": "not requested (value_norms=False)" if not value_norms else self.value_norm_error})},
         )
 
 
 def capture_attention(
     model, text_or_ids, layers=None, heads=None, window=None, budget_mb: float | None = 512, policy=None,
-    value_norms: bool = True,
+    value_norms: bool = True, recompute: bool = True,
 ) -> AttentionCapture:
     """Attention probabilities ``(L', H', Tq, Tk)`` of ``model`` on one text or id sequence.
 
     layers, heads: an index or a list (default all). window: None (every query), an int ``n`` (the last ``n``
     queries) or ``(start, end)`` (queries ``start..end-1``; keys are always ``0..end-1``). budget_mb: the capture
     must fit (float32), else :class:`BudgetExceededError` says how to narrow it. policy: an attention variant
-    (:mod:`workbench.attention.variants`); needed when the text is longer than the model's context.
+    (:mod:`workbench.attention.variants`); needed when the text is longer than the model's context. recompute:
+    for HF models, recompute from hooked queries and keys when the family is supported (default); False forces
+    the model's own capture. ``meta["mechanism"]`` says which route was taken.
 
     Errors: :class:`EmptyInputError`, :class:`IndexOutOfRangeError`, :class:`ContextLengthError`,
     :class:`CaptureNotSupportedError`, :class:`BudgetExceededError`.
@@ -466,7 +523,7 @@ def capture_attention(
             f"(one head is {per_head / 2**20:.1f} MB) or window=n (the last n queries) / (start, end), "
             "or raise budget_mb"
         )
-    probe = AttentionProbe(model, ids, policy=policy, budget_mb=budget_mb)
+    probe = AttentionProbe(model, ids, policy=policy, budget_mb=budget_mb, recompute=recompute)
     cap = probe.capture(ls, hs, (start, end), value_norms=value_norms)
     cap.seconds = time.perf_counter() - t0
     return cap

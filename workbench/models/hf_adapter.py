@@ -1,9 +1,11 @@
 """Wrap a Hugging Face ``transformers`` causal LM (and its tokenizer) into the workbench model interface.
 
 Nothing is downloaded unless the caller asks for a hub name: a local folder or an in-memory model works offline.
-Attention capture works whatever attention back-end the model runs (SDPA, flash): for a capturing call the
-model is switched to the eager implementation, which returns ``softmax(QK^T / sqrt(d) + mask)`` per head,
-and switched back afterwards.
+``forward(ids, capture=True)`` works whatever attention back-end the model runs (SDPA, flash): for that call
+the model is switched to the eager implementation, which returns ``softmax(QK^T / sqrt(d) + mask)`` per head,
+and switched back afterwards. The attention lab's ``capture_attention`` instead recomputes the probabilities
+from queries and keys hooked during an ordinary forward pass for GPT-2 and Llama-style models
+(``workbench.attention.hf_recompute``), and uses this eager switch only for other families.
 """
 from __future__ import annotations
 

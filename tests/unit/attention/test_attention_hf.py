@@ -82,8 +82,14 @@ def test_hf_errors():
         capture_attention(model, np.zeros(40, dtype=int))
     with pytest.raises(PolicyError, match="TinyGPT"):
         capture_attention(model, IDS, policy=sliding_window(4))
+    # the recompute route materialises only the request: one head fits, all of them do not
+    one = capture_attention(model, IDS, budget_mb=0.01, layers=[0], heads=[0])
+    assert one.probs.shape == (1, 1, 24, 24) and one.meta["mechanism"] == "recompute"
+    with pytest.raises(BudgetExceededError, match="narrow the request"):
+        capture_attention(model, IDS, budget_mb=0.01)
+    # the model's own capture holds every layer and head: the budget is checked on all of it
     with pytest.raises(BudgetExceededError, match="shorter text"):
-        capture_attention(model, IDS, budget_mb=0.01, layers=[0], heads=[0])
+        capture_attention(model, IDS, budget_mb=0.01, layers=[0], heads=[0], recompute=False)
 
 
 def test_hf_gpt2_zero_ablation_equals_weight_surgery():
