@@ -19,7 +19,7 @@ import time
 
 import ipywidgets as W
 import numpy as np
-from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Span
+from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Range1d, Span
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
 
@@ -96,7 +96,8 @@ class ScalingLab(WorkbenchWidget):
         self.law_source = ColumnDataSource(dict(xs=[], ys=[], color=[], label=[]))
         self.frontier_source = ColumnDataSource(dict(C=[], loss=[], lo=[], hi=[]))
         self.budget_source = ColumnDataSource(dict(C=[], loss=[]))
-        lf = figure(width=640, height=360, x_axis_type="log", y_axis_type="log", title="loss vs compute",
+        lf = figure(width=820, height=380, x_axis_type="log", y_axis_type="log", title="loss vs compute",
+                    y_range=Range1d(1.0, 10.0),
                     x_axis_label="compute C = 6ND (FLOP)", y_axis_label="final loss", tools="pan,wheel_zoom,reset",
                     toolbar_location="above")
         band = lf.varea(x="C", y1="lo", y2="hi", source=self.frontier_source, color="#ff7f0e", alpha=0.25)
@@ -111,7 +112,7 @@ class ScalingLab(WorkbenchWidget):
         lf.add_layout(Legend(items=[LegendItem(label="runs (colour: N)", renderers=[pts]),
                                     LegendItem(label="law at fixed N", renderers=[laws]),
                                     LegendItem(label="compute-optimal frontier", renderers=[fr]),
-                                    LegendItem(label="bootstrap band", renderers=[band])], location="bottom_left"))
+                                    LegendItem(label="bootstrap band", renderers=[band])]), "right")
         self.loss_figure = lf
 
         self.iso_points = ColumnDataSource(dict(N=[], loss=[], color=[], C=[]))
@@ -220,7 +221,7 @@ class ScalingLab(WorkbenchWidget):
             return
         grid, stopping = self.grid.value, self.stopping.value
         what = "4,500 starts" if grid == "full" else "243 starts"
-        slow = " (a plain scipy loop over every start: this takes a while)" if stopping == "scipy defaults" else ""
+        slow = " (a plain scipy loop, one start at a time)" if stopping == "scipy defaults" else ""
         set_notice(self.info, f"fitting {len(self.data)} runs from {what}{slow}; bootstrap "
                               f"{self.bootstrap.value} refits ...", "warning")
         t0 = time.perf_counter()
@@ -290,7 +291,7 @@ class ScalingLab(WorkbenchWidget):
         d, f = self.data, self.fit
         self.points_source.data = dict(C=d.C.tolist(), loss=d.loss.tolist(), N=d.N.tolist(), D=d.D.tolist(),
                                        color=_colors(d.N))
-        lo, hi = np.log10(d.C.min()) - 0.5, float(self.budget.max)
+        lo, hi = np.log10(d.C.min()), float(self.budget.max)
         Cg = np.logspace(lo, hi, 120)
         sizes = representative_sizes(d.N, 5)
         curves = size_curves(f, sizes, Cg)
@@ -305,6 +306,8 @@ class ScalingLab(WorkbenchWidget):
             self.front = None
             self.frontier_source.data = dict(C=[], loss=[], lo=[], hi=[])
         self.loss_figure.title.text = f"loss vs compute: {d.label}"
+        floor = min(d.loss.min(), self.front.loss_lo.min()) if self.front is not None else d.loss.min()
+        self.loss_figure.y_range.start, self.loss_figure.y_range.end = 0.9 * floor, 1.15 * d.loss.max()
         self._render_iso()
         self._render_params()
         self.update_budget()

@@ -9,7 +9,7 @@ Emergence (Schaeffer et al. 2023): :func:`score_addition`, :func:`emergence_swee
 Bad input raises a subclass of :class:`ScalingError` (a ``ValueError``).
 """
 from .allocation import Allocation, compute_optimal, tokens_per_parameter
-from .emergence import (EmergencePoint, EmergenceScores, emergence_sweep, held_out_problems, load_emergence,
+from .emergence import (EmergencePoint, EmergenceScores, answer_batch, emergence_sweep, held_out_problems, load_emergence,
                         score_addition, score_outputs, token_edit_distance, train_on_answers)
 from .errors import (LengthMismatchError, NonFiniteError, NonPositiveError, ScalingError, ScalingWarning,
                      StoreVersionError, TooFewPointsError)
@@ -34,6 +34,6 @@ __all__ = [
     "BESIROGLU_2024", "BESIROGLU_2024_PLAIN_HUBER", "HOFFMANN_2022", "ChinchillaReplay", "GadreReplay",
     "load_chinchilla", "load_gadre", "load_tinygpt_sweep",
     "EmergencePoint", "EmergenceScores", "emergence_sweep", "score_addition", "score_outputs",
-    "token_edit_distance", "held_out_problems", "load_emergence", "train_on_answers",
+    "token_edit_distance", "answer_batch", "held_out_problems", "load_emergence", "train_on_answers",
     "RunRecord", "RunSpec", "SweepResult", "SweepRunError", "SweepStore", "run_sweep", "train_one",
 ]

@@ -129,6 +129,29 @@ def held_out_problems(n: int, digits: int, seen, seed: int = 1) -> list:
     raise ScalingError(f"found only {len(out)} unseen problems after 1000 rounds")  # pragma: no cover
 
 
+def answer_batch(problems, tokenizer, *, stop: str = "\n"):
+    """Inputs ``X`` and targets ``Y`` (both ``(n, width)`` long tensors), one problem per row.
+
+    ``X`` holds ``prompt + answer + stop`` minus its last token, padded with the stop token; ``Y[i, t]`` is
+    the token after position ``t`` where that token belongs to the answer or the stop, else -100 (ignored by
+    the loss): the operands are never targets.
+    """
+    import torch
+
+    stop_ids = tokenizer.encode(stop)
+    rows = [(tokenizer.encode(p.prompt), tokenizer.encode(p.answer) + stop_ids) for p in problems]
+    if not rows:
+        raise ScalingError("no problems to train on")
+    width = max(len(a) + len(b) for a, b in rows) - 1
+    X = torch.full((len(rows), width), stop_ids[0], dtype=torch.long)
+    Y = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (pr, ans) in enumerate(rows):
+        full = pr + ans
+        X[i, :len(full) - 1] = torch.tensor(full[:-1])
+        Y[i, len(pr) - 1:len(full) - 1] = torch.tensor(ans)      # position t predicts token t + 1
+    return X, Y
+
+
 def train_on_answers(model, problems, tokenizer, *, steps: int, batch_size: int = 64, lr: float = 3e-3,
                      seed: int = 0, weight_decay: float = 0.0, stop: str = "\n") -> list:
     """Train ``model`` on whole problems, one per row, with the loss on the answer tokens and ``stop`` only.
@@ -145,17 +168,9 @@ def train_on_answers(model, problems, tokenizer, *, steps: int, batch_size: int 
 
     if steps < 1 or batch_size < 1:
         raise ScalingError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
-    stop_ids = tokenizer.encode(stop)
-    rows = [(tokenizer.encode(p.prompt), tokenizer.encode(p.answer) + stop_ids) for p in problems]
-    width = max(len(a) + len(b) for a, b in rows) - 1
-    if width > model.config.block_size:
-        raise ScalingError(f"problems need {width} positions, the model has block_size {model.config.block_size}")
-    X = torch.full((len(rows), width), stop_ids[0], dtype=torch.long)
-    Y = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (pr, ans) in enumerate(rows):
-        full = pr + ans
-        X[i, :len(full) - 1] = torch.tensor(full[:-1])
-        Y[i, len(pr) - 1:len(full) - 1] = torch.tensor(ans)      # position t predicts token t + 1
+    X, Y = answer_batch(problems, tokenizer, stop=stop)
+    if X.shape[1] > model.config.block_size:
+        raise ScalingError(f"problems need {X.shape[1]} positions, the model has block_size {model.config.block_size}")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
     warmup = max(1, steps // 20)
@@ -164,7 +179,7 @@ def train_on_answers(model, problems, tokenizer, *, steps: int, batch_size: int 
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
-        idx = torch.randint(0, len(rows), (batch_size,), generator=gen)
+        idx = torch.randint(0, len(X), (batch_size,), generator=gen)
         logits = model(X[idx]).logits
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), Y[idx].reshape(-1), ignore_index=-100)
         opt.zero_grad(set_to_none=True)

@@ -157,3 +157,44 @@ def test_shipped_emergence_sweep():
     lo, hi = models[0], models[-1]
     assert hi["exact_match"] > lo["exact_match"] + 0.3 and hi["answer_logprob"] > lo["answer_logprob"] + 1
     assert hi["edit_distance"] < lo["edit_distance"]
+
+
+def test_make_emergence_command_writes_a_loadable_sweep(tmp_path, monkeypatch):
+    from workbench.scaling import load_emergence
+    from workbench.scaling import make_emergence as mk
+
+    monkeypatch.setattr(mk, "SIZES", ((1, 1, 8), (1, 2, 16)))
+    monkeypatch.setattr(mk, "N_TRAIN", 300)
+    monkeypatch.setattr(mk, "N_TEST", 12)
+    out = tmp_path / "em.json"
+    assert mk.main(["--out", str(out), "--steps", "3", "--seeds", "2"]) == 0
+    em = load_emergence(out)
+    assert em["settings"]["seeds"] == [0, 1] and em["settings"]["n_test"] == 12
+    assert [m["n_embd"] for m in em["models"]] == [8, 16]
+    for m in em["models"]:
+        assert [r["seed"] for r in m["seeds"]] == [0, 1]
+        vals = [r["exact_match"] for r in m["seeds"]]
+        assert m["exact_match"] == pytest.approx(np.mean(vals))
+        assert m["sem"]["answer_logprob"] == pytest.approx(
+            np.std([r["answer_logprob"] for r in m["seeds"]], ddof=1) / np.sqrt(2))
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
+    with pytest.raises(ScalingError):
+        load_emergence(tmp_path / "bad.json")
+
+
+def test_answer_batch_supervises_only_the_answer():
+    from workbench.data.tasks import AdditionProblem
+    from workbench.scaling import answer_batch
+
+    tok = ByteTokenizer()
+    probs = [AdditionProblem(7, 5), AdditionProblem(40, 3)]          # "7+5=12\n", "40+3=43\n"
+    X, Y = answer_batch(probs, tok)
+    assert X.shape == Y.shape == (2, 7)
+    assert tok.decode(X[0, :6].tolist()) == "7+5=12" and tok.decode(X[1].tolist()) == "40+3=43"
+    for row, p in zip(Y, probs):
+        kept = row[row != -100].tolist()
+        assert tok.decode(kept) == p.answer + "\n"                   # the answer and its stop, nothing else
+        first = (row != -100).nonzero()[0].item()
+        assert first == len(p.prompt) - 1                            # predicted from the "=" position
+    with pytest.raises(ScalingError):
+        answer_batch([], tok)

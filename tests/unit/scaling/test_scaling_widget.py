@@ -53,6 +53,9 @@ def test_frontier_and_band_on_the_loss_figure(lab):
     fr = lab.frontier_source.data
     C, L, lo, hi = (np.asarray(fr[k]) for k in ("C", "loss", "lo", "hi"))
     assert len(C) > 50 and np.all(np.diff(L) < 0)          # more compute, lower optimal loss
+    yr = lab.loss_figure.y_range                            # every run and the whole frontier are in view
+    assert yr.start <= min(lab.points_source.data["loss"]) and yr.end >= max(lab.points_source.data["loss"])
+    assert yr.start <= L.min()
     assert np.all(lo <= L + 1e-12) and np.all(L <= hi + 1e-12) and np.any(hi - lo > 0)
     # the frontier is the lower envelope of the law along fixed sizes
     for ys in lab.law_source.data["ys"]:
@@ -83,7 +86,7 @@ def test_delta_and_grid_controls_refit(monkeypatch):
     w.grid.value = "full"
     notice, kwargs = seen[-1]
     assert "4,500 starts" in notice and "fitting" in notice        # the progress notice is up during the fit
-    assert kwargs["grid"] == "full" and w.fit.n_starts == 4500
+    assert kwargs["grid"] == "full" and w.fit.n_starts == 4500 and "full grid" in w.params_view.value
     assert "fitted 240 runs" in w.info.value
     w.delta.value = 1e-1
     assert seen[-1][1]["delta"] == 0.1 and w.fit.delta == 0.1
