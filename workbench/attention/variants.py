@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.models.interface import ModelError, as_batch
+from workbench.models.kv_cache import KVCache
 
 from .errors import ContextLengthError, EmptyInputError, PolicyError
 
@@ -145,12 +146,11 @@ def use_policy(model, policy: Policy | None):
             model.mask_fn = old
 
 
-class SinkCache:
+class SinkCache(KVCache):
     """A StreamingLLM KV cache: ``n_sink`` first tokens plus the most recent tokens, positions re-indexed.
 
-    Same methods as :class:`workbench.models.KVCache` (``write``, ``advance``, ``crop``, ``reorder``, ``length``,
-    ``max_len``), so ``model.step(ids, cache)`` works unchanged. It holds at most ``n_sink + window`` entries
-    ``(L, B, H, n_sink + window, Dh)``; :meth:`advance` evicts the oldest non-sink entries so that the next token
+    A :class:`workbench.models.KVCache` whose :meth:`advance` evicts, so ``model.step(ids, cache)`` works
+    unchanged. It holds at most ``n_sink + window`` entries ``(L, B, H, n_sink + window, Dh)``; :meth:`advance` evicts the oldest non-sink entries so that the next token
     finds room (its query then sees the sinks plus ``window`` keys including itself). The model assigns the new
     query the position ``length`` (a slot index), so positions stay inside ``[0, n_sink + window)``. With RoPE the
     kept keys were rotated at their old slot; on eviction they are rotated back by the shift (rotations compose),
@@ -168,30 +168,19 @@ class SinkCache:
         if n_sink + window > c.block_size:
             raise PolicyError(f"n_sink + window = {n_sink + window} exceeds the context of {c.block_size}")
         self.n_sink, self.window = n_sink, window
-        self.max_len = n_sink + window
         self.rope = pos == "rope"
         self.head_dim, self.rope_base = c.head_dim, getattr(c, "rope_base", 10000.0)
-        shape = (c.n_layer, batch_size, c.n_head, self.max_len, c.head_dim)
         dev = next(model.parameters()).device
-        self.k = torch.zeros(shape, device=dev)
-        self.v = torch.zeros(shape, device=dev)
-        self.length = 0
+        super().__init__(c.n_layer, batch_size, c.n_head, c.head_dim, n_sink + window, device=dev)
         self.evicted = 0  # tokens dropped so far
-
-    @property
-    def batch_size(self) -> int:
-        return self.k.size(1)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store ``k, v`` ``(B, H, t, Dh)`` after the kept tokens; return the kept keys and values."""
-        end = self.length + k.size(2)
-        if end > self.max_len:
+        if self.length + k.size(2) > self.max_len:
             raise ModelError(
                 f"SinkCache holds {self.max_len} tokens: feed at most {self.max_len - self.length} new tokens now"
             )
-        self.k[layer, :, :, self.length : end] = k
-        self.v[layer, :, :, self.length : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        return super().write(layer, k, v)
 
     def advance(self, t: int) -> None:
         self.length += t
@@ -219,15 +208,6 @@ class SinkCache:
         self.v[:, :, :, s : s + n_keep] = self.v[:, :, :, keep_from : self.length].clone()
         self.length = s + n_keep
         self.evicted += excess
-
-    def reorder(self, index: torch.Tensor) -> None:
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
-
-    def crop(self, length: int) -> None:
-        if not 0 <= length <= self.length:
-            raise ModelError(f"cannot crop a cache of length {self.length} to {length}")
-        self.length = length
 
 
 @dataclass
