@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..atomic import write_bytes_atomic
 from .errors import ScalingError, StoreVersionError
 
 STORE_FORMAT = "workbench.scaling.sweep"
@@ -133,19 +133,7 @@ class SweepStore:
 
 def _atomic_write(path: Path, obj) -> None:
     """Write JSON to ``path`` so that readers see the old file or the whole new one, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def _corpus_ids(corpus):

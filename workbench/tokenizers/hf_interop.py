@@ -16,13 +16,12 @@ True
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import regex
 
+from ..atomic import write_bytes_atomic
 from .base import Tokenizer, TokenizerError, check_text
 from .bpe import BPETokenizer, CHAR_TO_BYTE, bytes_to_hf_str, hf_str_to_bytes
 from .pretokenize import GPT2_PATTERN, PreTokenizer
@@ -204,19 +203,7 @@ def save_json(doc: dict, path) -> None:
         raise TokenizerError(f"cannot save to {str(path)!r}: folder {str(folder)!r} does not exist")
     if path.is_dir():
         raise TokenizerError(f"cannot save to {str(path)!r}: it is a folder")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_bytes_atomic(path, data)
 
 
 def load_json(path) -> dict:
