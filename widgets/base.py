@@ -103,9 +103,8 @@ class Debouncer:
             loop = None
         if loop is None:
             try:  # ipykernel handles comm messages on its main-thread loop, which may not be "running" here
-                from ipykernel.kernelbase import Kernel  # noqa: F401
                 loop = asyncio.get_event_loop()
-            except Exception:
+            except RuntimeError:
                 loop = None
         if loop is None or not loop.is_running():
             self.fn()
@@ -156,17 +155,17 @@ def _panes(widget):
         yield from _panes(child)
 
 
+_NOTICE_COLOURS = {"info": "#555", "warning": "#a66300", "error": "#b00020"}
+
+
 def notice(text: str = "", kind: str = "info") -> W.HTML:
     """A small HTML line for messages (``kind``: info, warning or error)."""
-    colour = {"info": "#555", "warning": "#a66300", "error": "#b00020"}[kind]
     w = W.HTML()
     set_notice(w, text, kind)
-    w._notice_colour = colour
     return w
 
 
 def set_notice(w: W.HTML, text: str, kind: str = "info") -> None:
     import html
 
-    colour = {"info": "#555", "warning": "#a66300", "error": "#b00020"}[kind]
-    w.value = f'<span style="color:{colour}">{html.escape(text)}</span>' if text else ""
+    w.value = f'<span style="color:{_NOTICE_COLOURS[kind]}">{html.escape(text)}</span>' if text else ""

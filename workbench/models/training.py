@@ -61,7 +61,7 @@ def _as_ids(x) -> torch.Tensor:
 
 def random_windows(data: torch.Tensor, batch_size: int, block: int, gen: torch.Generator):
     """``batch_size`` random windows of ``block + 1`` tokens -> inputs and next-token targets ``(B, block)``."""
-    starts = torch.randint(0, len(data) - block - 1 + 1, (batch_size,), generator=gen)
+    starts = torch.randint(0, len(data) - block, (batch_size,), generator=gen)
     idx = starts[:, None] + torch.arange(block + 1)[None, :]
     w = data[idx]
     return w[:, :-1], w[:, 1:]
