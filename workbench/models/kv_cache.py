@@ -25,17 +25,22 @@ class KVCache:
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store ``k, v`` ``(B, H, t, Dh)`` after the cached tokens; return all keys and values so far."""
-        end = self.length + k.size(2)
-        if end > self.max_len:
-            raise ModelError(
-                f"KV cache is full: {self.length} cached + {k.size(2)} new tokens > max_len {self.max_len}; "
-                "create the cache with a larger max_len or crop it"
-            )
+        end = self.check_room(k.size(2))
         # select + narrow: the fewest ops, since one decoding step of a small model is dominated by op dispatch
         kl, vl = self.k.select(0, layer), self.v.select(0, layer)
         kl.narrow(2, self.length, k.size(2)).copy_(k)
         vl.narrow(2, self.length, v.size(2)).copy_(v)
         return kl.narrow(2, 0, end), vl.narrow(2, 0, end)
+
+    def check_room(self, t: int) -> int:
+        """The length after ``t`` more tokens; a clear error when they do not fit."""
+        end = self.length + t
+        if end > self.max_len:
+            raise ModelError(
+                f"KV cache is full: {self.length} cached + {t} new tokens > max_len {self.max_len}; "
+                "create the cache with a larger max_len or crop it"
+            )
+        return end
 
     def advance(self, t: int) -> None:
         self.length += t

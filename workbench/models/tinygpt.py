@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .config import GPTConfig
 from .interface import LMOutput, ModelError, as_batch, check_ids
 from .kv_cache import KVCache
+from .numpy_step import MAX_NEW_TOKENS, NumpyStep
 
 
 def alibi_slopes(n_head: int) -> torch.Tensor:
@@ -254,9 +255,9 @@ class TinyGPT(nn.Module):
                 f"sequence of {past + T} tokens is longer than the context of {limit}: "
                 "truncate the input (keep the last tokens) or use a long-context policy"
             )
-        if (T == 1 and type(cache) is KVCache and not capture and self.mask_fn is None and self.config.pos != "alibi"
-                and not self.training and not ids.is_cuda):
-            return self._decode_one(ids, cache)
+        fast = self._numpy_step_for(ids, cache, capture) if cache is not None else None
+        if fast is not None:
+            return LMOutput(torch.from_numpy(fast(ids.numpy(), cache)))
         q_pos = torch.arange(past, past + T, device=self.device)
         x = self.wte(ids)
         if self.wpe is not None:
@@ -275,34 +276,20 @@ class TinyGPT(nn.Module):
             return LMOutput(logits)
         return LMOutput(logits, torch.stack(ctx.attentions), torch.stack(residuals))
 
-    def _decode_one(self, ids, cache: KVCache) -> LMOutput:
-        """The fast path for one new token ``(B, 1)`` with a KV cache: the same computation as the blocks above,
-        written with functional ops on the weights, because at this size a step costs op dispatch, not FLOPs.
-        Tests check it against the full forward pass token by token."""
-        c, pos = self.config, cache.length
-        B, H, Dh, D = ids.size(0), c.n_head, c.head_dim, c.n_embd
-        x = F.embedding(ids, self.wte.weight)  # (B, 1, D)
-        if self.wpe is not None:
-            x = x + self.wpe.weight[pos]
-        rope = self.rope_table(torch.tensor([pos])) if c.pos == "rope" else None
-        for i, blk in enumerate(self.blocks):
-            a = blk.attn
-            h = F.layer_norm(x, (D,), blk.ln1.weight, blk.ln1.bias)
-            qkv = F.linear(h, a.qkv.weight, a.qkv.bias).view(B, 3, H, 1, Dh)  # T = 1: heads need no transpose
-            if rope is not None:
-                q, k = apply_rope(qkv[:, :2], *rope).unbind(1)
-            else:
-                q, k = qkv[:, 0], qkv[:, 1]
-            k, v = cache.write(i, k, qkv[:, 2])
-            y = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1, Dh): the one query sees every cached key
-            x = x + F.linear(y.view(B, 1, D), a.proj.weight, a.proj.bias)
-            if blk.mlp is not None:
-                h = F.layer_norm(x, (D,), blk.ln2.weight, blk.ln2.bias)
-                h = F.gelu(F.linear(h, blk.mlp.fc.weight, blk.mlp.fc.bias))
-                x = x + F.linear(h, blk.mlp.proj.weight, blk.mlp.proj.bias)
-        x = F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias)
-        cache.advance(1)
-        return LMOutput(F.linear(x, self.lm_head.weight))
+    def _numpy_step_for(self, ids, cache, capture):
+        """The :class:`NumpyStep` for this call, or None when the torch path must run: gradients wanted,
+        capture, an attention variant, ALiBi, a cache policy other than the plain cache, a GPU, or more
+        than a few new tokens."""
+        if (ids.size(1) > MAX_NEW_TOKENS or type(cache) is not KVCache or capture or self.mask_fn is not None
+                or self.config.pos == "alibi" or self.training or torch.is_grad_enabled() or ids.is_cuda):
+            return None
+        w = self.wte.weight
+        if w.dtype not in (torch.float32, torch.float64) or cache.k.dtype != w.dtype or cache.k.is_cuda:
+            return None
+        fast = self.__dict__.get("_numpy_step")
+        if fast is None or not fast.current(self):
+            fast = self.__dict__["_numpy_step"] = NumpyStep(self)
+        return fast
 
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
         """An empty KV cache for ``batch_size`` sequences of up to ``max_len`` (default: the context) tokens."""

@@ -1,0 +1,174 @@
+"""TinyGPT's cached decoding step for a few new tokens, in NumPy on the CPU.
+
+At the shipped size (under 1M parameters) one decoding step is a few hundred tiny operations: its cost is
+dispatch, not arithmetic. A NumPy operation on a 128-vector costs about a microsecond, a torch one several,
+so the same computation written in NumPy runs a step several times faster. ``TinyGPT.forward`` uses it for
+inference without gradients (decoding steps, speculative verification, beams); tests check it against the
+full torch forward pass.
+
+The weights are copied once into the layout BLAS likes for a few rows (``(in, out)``, contiguous: a
+transposed view costs 5x more per call) with the algebra folded in ahead of time, which changes only
+rounding:
+
+* each LayerNorm's gain and bias go into the linear layer that reads it: ``(n w + b) W = n (w W) + b W``;
+* the attention scale ``1/sqrt(Dh)`` goes into the query rows (RoPE is linear, so it commutes);
+* exact GELU ``h/2 (1 + erf(h/sqrt 2))`` is computed on ``u = h/sqrt 2`` (folded into the MLP's first
+  layer) as ``u (1 + erf u)``, with the remaining ``sqrt(2)/2`` folded into the MLP's second layer.
+
+The copies are rebuilt when a parameter changes (an optimizer step, ``load_state_dict``, ``model.double()``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+#: New tokens per call up to which the NumPy path is used (decoding steps and speculative verification);
+#: longer inputs (a prompt's prefill) go through torch's fused attention.
+MAX_NEW_TOKENS = 16
+
+
+def _erf(u: np.ndarray) -> np.ndarray:
+    # torch's vectorised erf on a zero-copy view: several times faster than scipy.special.erf here
+    return torch.from_numpy(u).erf().numpy()
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().cpu().numpy().copy()
+
+
+def _fold_norm(ln, lin, col_scale=None):
+    """``(in, out)`` weight and ``(out,)`` bias of ``lin(ln_affine(n))`` as one linear map of the
+    normalised ``n``; ``col_scale`` (out,) then scales its outputs."""
+    w_t = lin.weight.detach().double().T  # (in, out)
+    bias = None if lin.bias is None else lin.bias.detach().double()
+    if ln.bias is not None:
+        bias = ln.bias.detach().double() @ w_t + (0.0 if bias is None else bias)
+    w_t = ln.weight.detach().double()[:, None] * w_t
+    if col_scale is not None:
+        w_t = w_t * col_scale
+        bias = None if bias is None else bias * col_scale
+    return w_t, bias
+
+
+class _Layer:
+    """One block's folded weights as contiguous arrays (``mlp`` is False in an attention-only block)."""
+
+    def __init__(self, blk, dtype):
+        a, D, Dh = blk.attn, blk.attn.qkv.in_features, blk.attn.head_dim
+        scale = torch.ones(3 * D, dtype=torch.float64)
+        scale[:D] = 1.0 / math.sqrt(Dh)
+        self.ln1_eps = blk.ln1.eps
+        self.qkv_t, self.qkv_b = (_cast(t, dtype) for t in _fold_norm(blk.ln1, a.qkv, scale))
+        self.proj_t, self.proj_b = _cast(a.proj.weight.detach().double().T, dtype), _bias(a.proj, dtype)
+        self.mlp = blk.mlp is not None
+        if self.mlp:
+            self.ln2_eps = blk.ln2.eps
+            inv_sqrt2 = torch.full((blk.mlp.fc.out_features,), 1.0 / math.sqrt(2.0), dtype=torch.float64)
+            self.fc_t, self.fc_b = (_cast(t, dtype) for t in _fold_norm(blk.ln2, blk.mlp.fc, inv_sqrt2))
+            self.out_t = _cast(blk.mlp.proj.weight.detach().double().T * (math.sqrt(2.0) / 2.0), dtype)
+            self.out_b = _bias(blk.mlp.proj, dtype)
+
+
+def _cast(t: torch.Tensor | None, dtype) -> np.ndarray | None:
+    return None if t is None else np.ascontiguousarray(t.numpy().astype(dtype))
+
+
+def _bias(lin, dtype):
+    return None if lin.bias is None else _cast(lin.bias.detach().double(), dtype)
+
+
+def _normalise(x: np.ndarray, eps: float) -> np.ndarray:
+    """LayerNorm without its affine part (folded into the next layer's weights)."""
+    inv_d = 1.0 / x.shape[-1]
+    x = x - np.add.reduce(x, -1, keepdims=True) * inv_d
+    x *= 1.0 / np.sqrt(np.add.reduce(x * x, -1, keepdims=True) * inv_d + eps)
+    return x
+
+
+def _linear(x, w_t, b):
+    y = x @ w_t
+    if b is not None:
+        y += b
+    return y
+
+
+class NumpyStep:
+    """Runs ``(B, t)`` new tokens through a TinyGPT whose keys and values are in a :class:`KVCache`."""
+
+    def __init__(self, model):
+        self.model = model
+        # (owner dict, name, parameter, storage, version): cheap to re-check on every call
+        self._slots = [(mod._parameters, n, p, p.data_ptr(), p._version)
+                       for mod in model.modules() for n, p in mod._parameters.items() if p is not None]
+        c = model.config
+        dtype = np.float64 if model.wte.weight.dtype == torch.float64 else np.float32
+        self.H, self.Dh, self.D = c.n_head, c.head_dim, c.n_embd
+        self.wte = _np(model.wte.weight)
+        self.wpe = _np(None if model.wpe is None else model.wpe.weight)
+        self.ln_f_eps = model.ln_f.eps
+        lm_w, lm_b = _fold_norm(model.ln_f, model.lm_head)
+        self.lm_t, self.lm_b = _cast(lm_w, dtype), _cast(lm_b, dtype)
+        self.layers = [_Layer(b, dtype) for b in model.blocks]
+        self.rope = c.pos == "rope"
+        self._cos = self._sin = None
+        self._masks: dict[int, np.ndarray] = {}
+
+    def current(self, model) -> bool:
+        """True while the copies still match the model's parameters."""
+        return model is self.model and all(
+            d.get(n) is p and p._version == v and p.data_ptr() == ptr for d, n, p, ptr, v in self._slots
+        )
+
+    def _rope(self, past: int, t: int):
+        """cos and sin ``(t, 1, 1, Dh)``, broadcasting over (query/key, head)."""
+        if self._cos is None or self._cos.shape[0] < past + t:
+            cos, sin = self.model.rope_table(torch.arange(past + t))
+            self._cos, self._sin = cos.numpy()[:, None, None], sin.numpy()[:, None, None]
+        return self._cos[past : past + t], self._sin[past : past + t]
+
+    def _mask(self, t: int, dtype) -> np.ndarray:
+        m = self._masks.get(t)
+        if m is None or m.dtype != dtype:
+            m = self._masks[t] = np.triu(np.full((t, t), -np.inf, dtype=dtype), 1)
+        return m
+
+    def __call__(self, ids: np.ndarray, cache) -> np.ndarray:
+        """ids ``(B, t)`` int -> logits ``(B, t, V)``; writes the new keys and values and advances ``cache``."""
+        B, t = ids.shape
+        H, Dh, D = self.H, self.Dh, self.D
+        past, end = cache.length, cache.check_room(t)
+        kc, vc = cache.k.numpy(), cache.v.numpy()  # (L, B, H, max_len, Dh) views, written in place
+        x = self.wte[ids]  # (B, t, D)
+        if self.wpe is not None:
+            x += self.wpe[past:end]
+        if self.rope:
+            cos, sin = self._rope(past, t)
+            half = Dh // 2
+        mask = self._mask(t, x.dtype) if t > 1 else None  # the new tokens see each other causally
+        for i, L in enumerate(self.layers):
+            qkv = _linear(_normalise(x, L.ln1_eps), L.qkv_t, L.qkv_b).reshape(B, t, 3, H, Dh)
+            qk = qkv[:, :, :2]  # (B, t, 2, H, Dh), queries already scaled by 1/sqrt(Dh)
+            if self.rope:
+                rot = np.concatenate((qk[..., half:], qk[..., :half]), axis=-1)
+                rot[..., :half] *= -1
+                qk = qk * cos + rot * sin
+            kc[i, :, :, past:end] = qk[:, :, 1].transpose(0, 2, 1, 3)
+            vc[i, :, :, past:end] = qkv[:, :, 2].transpose(0, 2, 1, 3)
+            s = qk[:, :, 0].transpose(0, 2, 1, 3) @ kc[i, :, :, :end].transpose(0, 1, 3, 2)  # (B, H, t, S)
+            if mask is not None:
+                s[..., past:] += mask
+            s -= s.max(-1, keepdims=True)
+            np.exp(s, out=s)
+            s *= 1.0 / np.add.reduce(s, -1, keepdims=True)
+            y = (s @ vc[i, :, :, :end]).transpose(0, 2, 1, 3).reshape(B, t, D)
+            x += _linear(y, L.proj_t, L.proj_b)
+            if L.mlp:
+                u = _linear(_normalise(x, L.ln2_eps), L.fc_t, L.fc_b)  # u = h / sqrt(2)
+                g = _erf(u)
+                g += 1.0
+                g *= u
+                x += _linear(g, L.out_t, L.out_b)
+        cache.advance(t)
+        return _linear(_normalise(x, self.ln_f_eps), self.lm_t, self.lm_b)
