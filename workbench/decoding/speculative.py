@@ -24,7 +24,7 @@ import torch
 
 from .noise import NoiseStream, sample_with_noise
 from .pipeline import Pipeline, as_pipeline
-from .processors import DecodingError
+from .processors import DecodingError, check_logits
 from .strategies import _check_eos, _decode_text, model_device, prepare_prompt
 from .trace import SpecRound, SpeculativeResult, SpeculativeStats
 
@@ -136,6 +136,16 @@ def _validate_gamma(gamma):
         raise DecodingError(f"gamma (draft tokens per round) must be an int >= 1, got {gamma!r}")
 
 
+def _emit(seq: list, n_gen: int, new: list, eos_id, tcache, dcache):
+    """Append a round's tokens (cut after ``eos_id``) and roll both caches back to the kept prefix."""
+    if eos_id is not None and eos_id in new:
+        new = new[: new.index(eos_id) + 1]
+    seq = seq + new
+    tcache.crop(min(tcache.length, len(seq) - 1))
+    dcache.crop(min(dcache.length, len(seq) - 1))
+    return seq, n_gen + len(new)
+
+
 def _probs(pipe: Pipeline, logits: torch.Tensor, hists) -> torch.Tensor:
     """Processed probabilities of logits ``(N, V)``; ``hists[i]`` is row i's token history if the pipeline needs it."""
     if not pipe.needs_ids:
@@ -176,6 +186,9 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
     timed_draft = timed_target = 0
     drafted = verified = accepted = 0
     tv_sum = 0.0
+    # Greedy without a trace needs no distributions: every p and q is one-hot at its arg-max, so a draft is
+    # accepted exactly when it equals the target's arg-max, and the residual is the target's arg-max.
+    argmax_only = not trace and greedy_pipe and all(st.name == "temperature" for st in pipe.stages)
     t_start = time.perf_counter()
     while n_gen < max_new_tokens:
         g = min(gamma, max_new_tokens - n_gen - 1)
@@ -185,7 +198,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
         for i in range(g):
             feed = (seq + drafts)[dcache.length:]
             t0 = time.perf_counter()
-            lg = draft.step(torch.tensor([feed], device=dev_d), dcache).logits[:, -1].float()
+            lg = draft.step(torch.tensor([feed], device=dev_d), dcache).logits[:, -1]
             dt = time.perf_counter() - t0
             n_draft_calls += 1
             if dcache.length > len(feed):  # not the prefill
@@ -193,20 +206,33 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
             if len(feed) == 1:
                 t_draft += dt
                 timed_draft += 1
-            q = _probs(pipe, lg.cpu(), [seq + drafts])[0]
+            if argmax_only:
+                drafts.append(int(check_logits(lg).argmax()))
+                continue
+            q = _probs(pipe, lg.float().cpu(), [seq + drafts] if pipe.needs_ids else None)[0]
             x = int(q.argmax()) if greedy_pipe else int(sample_with_noise(q, noise.exponential(pos + i, (1, V))[0]))
             drafts.append(x)
             qs.append(q)
         feed = (seq + drafts)[tcache.length:]
         prefill = tcache.length == 0
         t0 = time.perf_counter()
-        lg = target.step(torch.tensor([feed], device=dev_t), tcache).logits[0, -(g + 1):].float().cpu()
+        lg = target.step(torch.tensor([feed], device=dev_t), tcache).logits[0, -(g + 1):]
         dt = time.perf_counter() - t0
         n_target_calls += 1
         if not prefill:
             t_target += dt
             timed_target += 1
-        ps = _probs(pipe, lg, [seq + drafts[:i] for i in range(g + 1)])  # (g + 1, V)
+        if argmax_only:
+            best = check_logits(lg).argmax(-1).tolist()
+            n = next((i for i, x in enumerate(drafts) if x != best[i]), g)
+            nxt = best[n]
+            drafted, verified, accepted = drafted + g, verified + min(n + 1, g), accepted + n
+            tv_sum += n  # one-hot p and q overlap fully where they agree, not at all where they do not
+            seq, n_gen = _emit(seq, n_gen, drafts[:n] + [nxt], eos_id, tcache, dcache)
+            if eos_id is not None and seq[-1] == eos_id:
+                break
+            continue
+        ps = _probs(pipe, lg.float().cpu(), [seq + drafts[:i] for i in range(g + 1)] if pipe.needs_ids else None)
         qt = torch.stack(qs)[None] if g else ps.new_zeros(1, 0, V)
         if greedy_pipe:  # p(x)/q(x) is 0 or 1: any u in [0, 1) decides the same
             u = ps.new_full((1, g), 0.5)
@@ -226,7 +252,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
         verified += n_checked
         accepted += n
         if n_checked:
-            tv_sum += float(torch.minimum(ps[:n_checked], torch.stack(qs[:n_checked])).sum())
+            tv_sum += float(torch.minimum(ps[:n_checked], qt[0, :n_checked]).sum())
         new = drafts[:n] + [nxt]
         if eos_id is not None and eos_id in new:
             new = new[: new.index(eos_id) + 1]
@@ -241,10 +267,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
                 q=[float(qs[i][x]) for i, x in enumerate(drafts)], accept_prob=acc,
                 accepted=[True] * n + ([False] if rejected else []), n_accepted=n, next_token=nxt,
                 kind="residual" if rejected else "bonus", residual_top=res_top, emitted=list(new)))
-        seq += new
-        n_gen += len(new)
-        tcache.crop(min(tcache.length, len(seq) - 1))
-        dcache.crop(min(dcache.length, len(seq) - 1))
+        seq, n_gen = _emit(seq, n_gen, new, None, tcache, dcache)
         if eos_id is not None and new[-1] == eos_id:
             break
     wall = time.perf_counter() - t_start
@@ -265,6 +288,8 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
         expected_tokens_per_call=expected_tokens_per_call(a_for, gamma),
         c=c, expected_speedup=expected_speedup(a_for, gamma, c) if not math.isnan(c) else float("nan"),
         draft_time_s=t_draft_all, target_time_s=t_target, wall_time_s=wall,
+        draft_step_s=t_draft / timed_draft if timed_draft else float("nan"),
+        verify_call_s=t_target / timed_target if timed_target else float("nan"),
     )
     return SpeculativeResult(seq[:T], tokens, rounds, stats, _decode_text(target, tokens))
 

@@ -181,6 +181,8 @@ class SpeculativeStats:
     The measured ``c`` divides the mean one-token draft call by the mean verification call (``g + 1`` tokens),
     so it is slightly below the one-step ratio. ``draft_time_s`` / ``target_time_s``: time in all draft / target
     calls after the prefill; ``wall_time_s``: the whole run (the rest is sampling and bookkeeping).
+    ``draft_step_s`` / ``verify_call_s``: mean one-token draft call and mean verification call, as timed inside
+    the run (warm or cold caches as they really were).
     """
 
     gamma: int
@@ -200,6 +202,8 @@ class SpeculativeStats:
     draft_time_s: float = 0.0
     target_time_s: float = 0.0
     wall_time_s: float = 0.0
+    draft_step_s: float = float("nan")
+    verify_call_s: float = float("nan")
 
 
 @dataclass

@@ -16,9 +16,11 @@ def test_speculative_rows_carry_formula_and_explanation():
     target.tokenizer = draft.tokenizer = None
     costs = B.call_costs(target, draft, [3], reps=5)
     assert set(costs["target_ms"]) == {1, 3} and costs["c"] > 0
-    rows = B.speculative(target, draft, 10, [2], 1, costs, {"T=1": Pipeline.preset("hf", temperature=1.0)})
+    rows = B.speculative(target, draft, 10, [2], 1, {"T=1": Pipeline.preset("hf", temperature=1.0)})
     (r,) = rows
-    assert r["predicted_speedup"] == pytest.approx(expected_speedup(r["alpha"], 2, costs["c"]))
+    assert r["c"] == pytest.approx(r["draft_step_ms"] / r["target_step_ms"])  # costs timed inside the runs
+    assert r["predicted_speedup"] == pytest.approx(expected_speedup(r["alpha"], 2, r["c"]))
+    assert r["verify_cost_ratio"] == pytest.approx(r["verify_call_ms"] / r["target_step_ms"])
     assert r["measured_over_predicted"] == pytest.approx(r["measured_speedup"] / r["predicted_speedup"])
     assert 0 < r["plain_model_share"] <= 1 and 0 < r["spec_model_share"] <= 1
     text = B._explain(dict(r, measured_over_predicted=0.5))

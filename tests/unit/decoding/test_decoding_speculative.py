@@ -76,6 +76,32 @@ def test_greedy_speculative_equals_greedy_target(pair, gamma):
         assert got.stats.accepted < got.stats.drafted  # the draft disagreed sometimes: the test is not vacuous
 
 
+@pytest.mark.parametrize("stop", [False, True])
+def test_untraced_greedy_shortcut_equals_the_general_rounds(pair, stop):
+    """Greedy without a trace skips the distributions (arg-max comparisons only); tokens and every statistic
+    equal those of the traced run, which goes through verify_drafts."""
+    target, draft = pair
+    pipe = Pipeline.preset("hf", temperature=0.0)
+    eos_id = greedy(target, [4, 4, 9], 28).tokens[12] if stop else None  # a token that comes up mid-way
+    for gamma in (1, 3):
+        fast = speculative_decode(target, draft, [4, 4, 9], 28, gamma=gamma, pipeline=pipe, eos_id=eos_id, trace=False)
+        full = speculative_decode(target, draft, [4, 4, 9], 28, gamma=gamma, pipeline=pipe, eos_id=eos_id)
+        assert fast.tokens == full.tokens and not fast.rounds
+        for f in ("drafted", "verified", "accepted", "target_calls", "draft_calls", "tokens", "alpha", "alpha_tv"):
+            assert getattr(fast.stats, f) == pytest.approx(getattr(full.stats, f)), f
+    if stop:
+        assert fast.tokens[-1] == eos_id and len(fast.tokens) <= 13  # the stop token really came up
+
+
+def test_greedy_with_a_history_stage_is_not_shortcut(pair):
+    """A repetition penalty moves the arg-max, so greedy speculative decoding must process the logits."""
+    target, draft = pair
+    pipe = Pipeline.preset("hf", temperature=0.0, repetition_penalty=3.0)
+    want = sample(target, PROMPT, 20, pipe, trace=False).tokens
+    assert want != greedy(target, PROMPT, 20).tokens  # the penalty matters here
+    assert speculative_decode(target, draft, PROMPT, 20, gamma=3, pipeline=pipe, trace=False).tokens == want
+
+
 def test_perfect_draft_accepts_everything_and_reproduces_sampling(pair):
     """With draft == target every draft is accepted (alpha = 1, gamma + 1 tokens per call) and, thanks to the
     shared noise stream, the tokens are exactly those of plain sampling with the same seed."""
