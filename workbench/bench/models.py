@@ -63,12 +63,14 @@ def _decode(T: int, reps: int) -> dict:
     m = TinyGPT(GPTConfig(**SHAPE)).eval()
     ids = torch.randint(0, 257, (1, T))
     cached, full = [], []
+    k = 8  # decode the last k tokens one by one, as generation does (steps follow steps, not a prefill)
     for _ in range(reps):
         cache = m.new_cache(1)
-        m.step(ids[:, : T - 1], cache)
-        t0 = time.perf_counter()
-        m.step(ids[:, T - 1 :], cache)
-        cached.append(time.perf_counter() - t0)
+        m.step(ids[:, : T - k], cache)
+        for t in range(T - k, T):
+            t0 = time.perf_counter()
+            m.step(ids[:, t : t + 1], cache)
+            cached.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         m(ids)
         full.append(time.perf_counter() - t0)
@@ -93,11 +95,11 @@ def _run(worker: str, args) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m workbench.bench models", description=__doc__)
-    p.add_argument("--steps", type=int, default=8, help="timed training steps per model")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per model")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--T", type=int, default=256, help="sequence length for the decoding comparison")
     p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=2, help="alternating rounds (the best of each is kept)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (the best of each is kept)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -120,7 +122,8 @@ def main(argv=None):
         print(f"  ratio TinyGPT / {kind}: {ratio:.2f}  ({verdict} the >= 0.95 target)")
     d = _run("decode", args)
     verdict = "meets" if d["speedup"] >= 5 else "MISSES"
-    print(f"\ndecoding one token at T={args.T}: cached {d['cached_ms']:.2f} ms vs recompute {d['recompute_ms']:.2f} ms "
+    print(f"\ndecoding at T={args.T} (median one-token step over the last 8 tokens): cached {d['cached_ms']:.2f} ms "
+          f"vs recompute {d['recompute_ms']:.2f} ms "
           f"= {d['speedup']:.1f}x  ({verdict} the >= 5x target); peak RSS {d['peak_mb']:.0f} MB")
     return 0
 
