@@ -41,9 +41,10 @@ def rope_angles(positions: torch.Tensor, head_dim: int, base: float):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` ``(B, H, T, Dh)`` by position (half-split convention)."""
-    half = x.size(-1) // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    """Rotate ``x`` ``(B, H, T, Dh)`` by position (half-split convention); ``cos``, ``sin`` ``(T, Dh)``, or any
+    layout of ``x`` with angle tables that broadcast against it."""
+    x1, x2 = x.chunk(2, dim=-1)  # chunk, not slicing: its backward is a cat, not zero-filled buffers
+    rotated = torch.cat([-x2, x1], dim=-1)
     if cos.dtype != x.dtype:
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + rotated * sin
@@ -78,12 +79,14 @@ class CausalSelfAttention(nn.Module):
         """x ``(B, T, D)`` -> ``(B, T, D)``; ``ctx`` carries positions, rope angles, cache and capture flag."""
         B, T, D = x.shape
         # (B, T, 3, H, Dh) -> (3, B, H, T, Dh); RoPE rotates queries and keys in one pass
-        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        if ctx.rope is not None:
-            q, k = apply_rope(qkv[:2], *ctx.rope).unbind(0)
-            v = qkv[2]
-        else:
-            q, k, v = qkv.unbind(0)
+        # split/unbind/squeeze rather than indexing or permuting first: in training their backward is a
+        # cat/stack into the projection's layout, not zero-filled buffers and copies
+        qk, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).split((2, 1), dim=2)
+        if ctx.rope is not None:  # RoPE rotates queries and keys in one pass, (B, T, 2, H, Dh)
+            cos, sin = ctx.rope
+            qk = apply_rope(qk, cos[:, None, None], sin[:, None, None])
+        q, k = (t.transpose(1, 2) for t in qk.unbind(2))  # (B, H, T, Dh)
+        v = v.squeeze(2).transpose(1, 2)
         if ctx.cache is not None:
             k, v = ctx.cache.write(layer, k, v)  # (B, H, S, Dh)
         drop = self.dropout if self.training else 0.0
