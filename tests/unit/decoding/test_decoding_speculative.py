@@ -156,6 +156,32 @@ def test_verify_drafts_by_hand():
     assert torch.equal(v.next_dist[0], p[0, 2])  # bonus from p
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_one_sequence_verification_equals_the_batched_one(seed):
+    """verify_drafts takes a shorter path for one row; it must give the batched path's verdict bit for bit,
+    including ragged draft counts, u exactly at the acceptance ratio and a residual with no mass (p == q)."""
+    g = torch.Generator().manual_seed(seed)
+    B, G, V = 12, 4, 9
+    p = torch.rand(B, G + 1, V, generator=g).pow(3).softmax(-1)
+    q = torch.rand(B, G, V, generator=g).pow(3).softmax(-1)
+    q[0] = p[0, :G]  # draft == target: accept everything, and any residual has zero mass
+    drafts = torch.randint(0, V, (B, G), generator=g)
+    u = torch.rand(B, G, generator=g)
+    n_draft = torch.randint(1, G + 1, (B,), generator=g)
+    pick = torch.arange(G)
+    ratio = (p[3, pick, drafts[3]] / q[3, pick, drafts[3]]).clamp(max=1.0)
+    u[3] = ratio  # u == ratio rejects (the test is u < ratio)
+    u[1, 0] = 0.999999  # an early rejection
+    batched = verify_drafts(p, q, drafts, u, n_draft)
+    for b in range(B):
+        one = verify_drafts(p[b : b + 1], q[b : b + 1], drafts[b : b + 1], u[b : b + 1], n_draft[b : b + 1])
+        assert int(one.n_accepted) == int(batched.n_accepted[b])
+        assert bool(one.rejected) == bool(batched.rejected[b])
+        assert torch.equal(one.accept_prob[0], batched.accept_prob[b])
+        assert torch.equal(one.next_dist[0], batched.next_dist[b])
+    assert bool(batched.rejected.any()) and bool((~batched.rejected).any())
+
+
 def test_bad_inputs(pair):
     target, _ = pair
     other = tiny(2, vocab=20)
