@@ -188,15 +188,15 @@ def call_costs(target, draft, ks, reps: int = 150) -> dict:
 
 
 @torch.inference_mode()
-def speculative(target, draft, n_tokens: int, gammas, reps: int, pipes: dict) -> list[dict]:
+def speculative(target, draft, n_tokens: int, gammas, reps: int, pipes: dict, prompt_ids=None) -> list[dict]:
     """Measured speedup of speculative decoding over plain decoding (same pipeline) vs the formula.
 
     ``c`` is the mean one-token draft call inside the speculative run over the mean one-token target step inside
     the plain run (both as the runs really met them, caches warm or cold). Besides the paper's prediction (a
     verification call costs one step), ``call_cost_prediction`` uses the measured cost of the ``g + 1``-token
-    verification calls: ``E[tokens] / (g c + T_verify / T_step)``.
+    verification calls: ``E[tokens] / (g c + T_verify / T_step)``. ``prompt_ids`` defaults to the bench's prompt.
     """
-    ids = _prompt_ids(target)[:32]
+    ids = _prompt_ids(target)[:32] if prompt_ids is None else list(prompt_ids)
     rows = []
     for pname, pipe in pipes.items():
         timed = _TimedModel(target)
@@ -241,7 +241,8 @@ def speculative(target, draft, n_tokens: int, gammas, reps: int, pipes: dict) ->
     return rows
 
 
-def _explain(row) -> str:
+def explain(row) -> str:
+    """Why a row of :func:`speculative` is off the formula, from its own measurements (or "within 15%")."""
     r = row["measured_over_predicted"]
     if abs(r - 1) <= 0.15:
         return "within 15%"
@@ -307,7 +308,7 @@ def main(argv=None) -> int:
         print(f"   {r['pipeline']:8s} {r['gamma']:2d} {r['alpha']:6.3f} {r['tokens_per_call']:8.2f} "
               f"{r['expected_tokens_per_call']:8.2f} {r['c']:6.3f} {r['measured_speedup']:7.2f}x "
               f"{r['predicted_speedup']:8.2f}x {r['measured_over_predicted']:9.2f} {r['call_cost_prediction']:13.2f}x")
-        print(f"      {_explain(r)}")
+        print(f"      {explain(r)}")
     if not shipped:
         print("   (random weights: acceptance rates say nothing about real draft quality)")
     if a.json:

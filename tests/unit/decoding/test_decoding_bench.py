@@ -23,9 +23,9 @@ def test_speculative_rows_carry_formula_and_explanation():
     assert r["verify_cost_ratio"] == pytest.approx(r["verify_call_ms"] / r["target_step_ms"])
     assert r["measured_over_predicted"] == pytest.approx(r["measured_speedup"] / r["predicted_speedup"])
     assert 0 < r["plain_model_share"] <= 1 and 0 < r["spec_model_share"] <= 1
-    text = B._explain(dict(r, measured_over_predicted=0.5))
+    text = B.explain(dict(r, measured_over_predicted=0.5))
     assert text.startswith("slower than predicted") and "outside model calls" in text
-    assert B._explain(dict(r, measured_over_predicted=1.1)) == "within 15%"
+    assert B.explain(dict(r, measured_over_predicted=1.1)) == "within 15%"
 
 
 def test_throughput_reports_both_sides():
