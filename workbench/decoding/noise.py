@@ -36,9 +36,12 @@ class NoiseStream:
         self.seed = seed
         self._gen = torch.Generator()
 
+    def key(self, position: int, purpose: str = "sample") -> int:
+        """The 63-bit key of (seed, position, purpose): it seeds this stream's generator and the fused kernels."""
+        return _mix(_mix(_mix(self.seed & _MASK) ^ int(position)) ^ _PURPOSES[purpose]) & ((1 << 63) - 1)
+
     def generator(self, position: int, purpose: str = "sample") -> torch.Generator:
-        key = _mix(_mix(_mix(self.seed & _MASK) ^ int(position)) ^ _PURPOSES[purpose])
-        self._gen.manual_seed(key & ((1 << 63) - 1))
+        self._gen.manual_seed(self.key(position, purpose))
         return self._gen
 
     def exponential(self, position: int, shape, purpose: str = "sample") -> torch.Tensor:

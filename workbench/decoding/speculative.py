@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from .fused import kernel_draw, kernel_probs, resolve_draw
 from .noise import NoiseStream, sample_with_noise
 from .pipeline import Pipeline, as_pipeline
 from .processors import DecodingError, check_logits
@@ -182,12 +183,14 @@ def _probs(pipe: Pipeline, logits: torch.Tensor, hists) -> torch.Tensor:
 @torch.inference_mode()
 def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: int = 4, pipeline=None, seed: int = 0,
                        *, eos_id: int | None = None, cost_ratio: float | None = None, trace: bool = True,
-                       top_residual: int = 5) -> SpeculativeResult:
+                       top_residual: int = 5, draw: str = "auto") -> SpeculativeResult:
     """Speculative decoding of one prompt on the two models' KV caches (rejected drafts are cropped away).
 
     ``pipeline`` processes both models' logits (temperature 0 makes it greedy speculative decoding, whose output
     equals greedy decoding of the target). ``cost_ratio`` ``c`` for the formulas defaults to the measured
-    mean draft-call time over mean target-call time (prefill calls excluded). Returns the tokens, one
+    mean draft-call time over mean target-call time (prefill calls excluded). ``draw`` as in
+    :func:`~workbench.decoding.sample`: with the fused kernels, drafts come from the sampling kernel and each
+    round's acceptance tests and new token from the verification kernel. Returns the tokens, one
     :class:`SpecRound` per round and :class:`SpeculativeStats`.
     """
     _check_pair(target, draft)
@@ -215,6 +218,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
     # Greedy without a trace needs no distributions: every p and q is one-hot at its arg-max, so a draft is
     # accepted exactly when it equals the target's arg-max, and the residual is the target's arg-max.
     argmax_only = not trace and greedy_pipe and all(st.name == "temperature" for st in pipe.stages)
+    fused = None if greedy_pipe else resolve_draw(draw, pipe, dev_t.type == "cuda" and dev_d.type == "cuda")
     t_start = time.perf_counter()
     while n_gen < max_new_tokens:
         g = min(gamma, max_new_tokens - n_gen - 1)
@@ -234,6 +238,13 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
                 timed_draft += 1
             if argmax_only:
                 drafts.append(int(check_logits(lg).argmax()))
+                continue
+            if fused is not None:  # the fused sampling kernel: q is exactly the distribution it draws from
+                lg = check_logits(lg.float())
+                q = kernel_probs(lg, fused)[0].to(dev_t)
+                x = int(kernel_draw(lg, fused, noise, pos + i)[0])
+                drafts.append(x)
+                qs.append(q)
                 continue
             q = _probs(pipe, lg.float().cpu(), [seq + drafts] if pipe.needs_ids else None)[0]
             x = int(q.argmax()) if greedy_pipe else int(sample_with_noise(q, noise.exponential(pos + i, (1, V))[0]))
@@ -258,21 +269,34 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
             if eos_id is not None and seq[-1] == eos_id:
                 break
             continue
-        ps = _probs(pipe, lg.float().cpu(), [seq + drafts[:i] for i in range(g + 1)] if pipe.needs_ids else None)
+        if fused is not None:
+            ps = kernel_probs(check_logits(lg.float()), fused)
+        else:
+            ps = _probs(pipe, lg.float().cpu(), [seq + drafts[:i] for i in range(g + 1)] if pipe.needs_ids else None)
         qt = torch.stack(qs)[None] if g else ps.new_zeros(1, 0, V)
         if greedy_pipe:  # p(x)/q(x) is 0 or 1: any u in [0, 1) decides the same
             u = ps.new_full((1, g), 0.5)
         else:
-            u = torch.stack([noise.uniform(pos + i, (1,), "accept")[0] for i in range(g)])[None] if g else \
-                ps.new_zeros(1, 0)
-        verdict = verify_drafts(ps[None], qt, torch.tensor([drafts], dtype=torch.long).reshape(1, g), u)
-        n = int(verdict.n_accepted[0])
-        rejected = bool(verdict.rejected[0])
-        if greedy_pipe:
-            nxt = int(verdict.next_dist[0].argmax())
+            u = torch.stack([noise.uniform(pos + i, (1,), "accept")[0] for i in range(g)])[None].to(ps.device) if g \
+                else ps.new_zeros(1, 0)
+        dr = torch.tensor([drafts], dtype=torch.long, device=ps.device).reshape(1, g)
+        if fused is not None:  # acceptance, residual and the new token in one kernel launch
+            from .. import kernels
+
+            toks, n_acc = kernels.verify_speculative(ps[None], qt, dr, uniforms=u, seed=noise.key(pos, "residual"))
+            n = int(n_acc[0])
+            rejected = n < g
+            nxt = int(toks[0, n])
+            verdict = verify_drafts(ps[None], qt, dr, u) if trace else None  # the trace's p/q ratios and residual
         else:
-            E = noise.exponential(pos + n, (1, V), "residual" if rejected else "sample")[0]
-            nxt = int(sample_with_noise(verdict.next_dist[0], E))
+            verdict = verify_drafts(ps[None], qt, dr, u)
+            n = int(verdict.n_accepted[0])
+            rejected = bool(verdict.rejected[0])
+            if greedy_pipe:
+                nxt = int(verdict.next_dist[0].argmax())
+            else:
+                E = noise.exponential(pos + n, (1, V), "residual" if rejected else "sample")[0]
+                nxt = int(sample_with_noise(verdict.next_dist[0], E))
         n_checked = n + (1 if rejected else 0)
         drafted += g
         verified += n_checked

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from . import processors as P
+from .fused import kernel_draw, resolve_draw
 from .noise import NoiseStream, sample_with_noise
 from .pipeline import Pipeline, as_pipeline
 from .processors import DecodingError
@@ -116,12 +117,15 @@ def trace_step(logits: torch.Tensor, pipeline: Pipeline, ids=None, chosen: int |
 # -------------------------------------------------------------------------------------- greedy / sampling
 @torch.inference_mode()
 def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0, *, eos_id: int | None = None,
-           trace: bool = True, top_n: int = 12, strategy: str | None = None) -> DecodeTrace:
+           trace: bool = True, top_n: int = 12, strategy: str | None = None, draw: str = "auto") -> DecodeTrace:
     """Ancestral sampling through ``pipeline`` with noise from ``NoiseStream(seed)``; one model call per token.
 
     Token ``t`` (0-based after the prompt) is ``argmax(probs / E_t)`` with ``E_t`` the stream's exponential noise
     for position ``t``, so two pipelines run with the same seed share their randomness. A greedy pipeline
-    (temperature 0) returns the arg-max. Returns a :class:`DecodeTrace` (steps filled when ``trace``).
+    (temperature 0) returns the arg-max. ``draw``: ``"auto"`` draws with the fused GPU sampling kernel when the
+    logits are on CUDA with the CuPy back-end and the pipeline fits it (see :mod:`.fused`), ``"kernel"``
+    always does (the kernels' reference on a CPU), ``"noise"`` never does. Returns a :class:`DecodeTrace`
+    (steps filled when ``trace``).
     """
     pipe = as_pipeline(pipeline)
     ids = prepare_prompt(model, prompt_ids, max_new_tokens)
@@ -139,12 +143,16 @@ def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0,
     hist = ids if pipe.needs_ids else None
     V = logits.size(-1)
     greedy_pipe = pipe.greedy
+    fused = None if greedy_pipe else resolve_draw(draw, pipe, logits.is_cuda)
     for t in range(max_new_tokens):
-        final = pipe(logits, hist)
-        if greedy_pipe:  # one finite entry left: no noise needed
-            tok = int(final[0].argmax())
+        if fused is not None:  # temperature, truncation and the draw in one kernel launch
+            tok = int(kernel_draw(P.check_logits(logits), fused, noise, t)[0])
         else:
-            tok = int(sample_with_noise(final.softmax(-1), noise.exponential(t, (1, V)))[0])
+            final = pipe(logits, hist)
+            if greedy_pipe:  # one finite entry left: no noise needed
+                tok = int(final[0].argmax())
+            else:
+                tok = int(sample_with_noise(final.softmax(-1), noise.exponential(t, (1, V)))[0])
         if trace:
             out.steps.append(trace_step(logits[0], pipe, None if hist is None else hist[0], tok, t, top_n))
         out.tokens.append(tok)
@@ -182,11 +190,12 @@ def greedy_fast(model, prompt_ids, max_new_tokens: int) -> list[int]:
 
 
 @torch.inference_mode()
-def sample_batch(model, prompt_ids, max_new_tokens: int, num_samples: int, pipeline=None, seed: int = 0) -> torch.Tensor:
+def sample_batch(model, prompt_ids, max_new_tokens: int, num_samples: int, pipeline=None, seed: int = 0, *,
+                 draw: str = "auto") -> torch.Tensor:
     """``num_samples`` independent samples of one prompt, decoded together as a batch: ``(num_samples, n)``.
 
     Row ``b`` at position ``t`` uses row ``b`` of ``NoiseStream(seed).exponential(t, (num_samples, V))``, so row 0
-    equals ``sample(..., seed=seed)``.
+    equals ``sample(..., seed=seed)``; ``draw`` as in :func:`sample` (the kernel's noise row 0 likewise).
     """
     pipe = as_pipeline(pipeline)
     ids = prepare_prompt(model, prompt_ids, max_new_tokens)
@@ -200,10 +209,14 @@ def sample_batch(model, prompt_ids, max_new_tokens: int, num_samples: int, pipel
     logits = logits.expand(B, -1)
     hist = ids.expand(B, -1) if pipe.needs_ids else None
     V = logits.size(-1)
+    fused = None if pipe.greedy else resolve_draw(draw, pipe, logits.is_cuda)
     toks = []
     for t in range(max_new_tokens):
-        probs = pipe(logits, hist).softmax(-1)
-        tok = sample_with_noise(probs, noise.exponential(t, (B, V)).to(probs.device))[:, None]
+        if fused is not None:
+            tok = kernel_draw(P.check_logits(logits), fused, noise, t)[:, None]
+        else:
+            probs = pipe(logits, hist).softmax(-1)
+            tok = sample_with_noise(probs, noise.exponential(t, (B, V)).to(probs.device))[:, None]
         toks.append(tok)
         if t < max_new_tokens - 1:
             if hist is not None:
