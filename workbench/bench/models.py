@@ -61,8 +61,9 @@ def _train_tps(kind: str, steps: int, batch: int) -> dict:
 def _decode(T: int, reps: int) -> dict:
     torch.manual_seed(0)
     m = TinyGPT(GPTConfig(**SHAPE)).eval()
+    ref = ReferenceGPT(m.config, sdpa=True).load_tinygpt(m).eval()  # the plain-PyTorch GPT has no cache
     ids = torch.randint(0, 257, (1, T))
-    cached, full = [], []
+    cached, full, ref_full = [], [], []
     k = 8  # decode the last k tokens one by one, as generation does (steps follow steps, not a prefill)
     for _ in range(reps):
         cache = m.new_cache(1)
@@ -74,8 +75,12 @@ def _decode(T: int, reps: int) -> dict:
         t0 = time.perf_counter()
         m(ids)
         full.append(time.perf_counter() - t0)
-    c, f = statistics.median(cached), statistics.median(full)
-    return {"cached_ms": c * 1e3, "recompute_ms": f * 1e3, "speedup": f / c, "peak_mb": _peak_mb()}
+        t0 = time.perf_counter()
+        ref(ids)
+        ref_full.append(time.perf_counter() - t0)
+    c, f, r = statistics.median(cached), statistics.median(full), statistics.median(ref_full)
+    return {"cached_ms": c * 1e3, "recompute_ms": f * 1e3, "speedup": f / c, "reference_recompute_ms": r * 1e3,
+            "speedup_vs_reference": r / c, "peak_mb": _peak_mb()}
 
 
 def _worker(args) -> None:
@@ -121,10 +126,11 @@ def main(argv=None):
         verdict = "meets" if ratio >= 0.95 else "MISSES"
         print(f"  ratio TinyGPT / {kind}: {ratio:.2f}  ({verdict} the >= 0.95 target)")
     d = _run("decode", args)
-    verdict = "meets" if d["speedup"] >= 5 else "MISSES"
-    print(f"\ndecoding at T={args.T} (median one-token step over the last 8 tokens): cached {d['cached_ms']:.2f} ms "
-          f"vs recompute {d['recompute_ms']:.2f} ms "
-          f"= {d['speedup']:.1f}x  ({verdict} the >= 5x target); peak RSS {d['peak_mb']:.0f} MB")
+    verdict = "meets" if min(d["speedup"], d["speedup_vs_reference"]) >= 5 else "MISSES"
+    print(f"\ndecoding at T={args.T} (median one-token step over the last 8 tokens): TinyGPT cached "
+          f"{d['cached_ms']:.2f} ms vs recomputing all {args.T} tokens: TinyGPT {d['recompute_ms']:.2f} ms = "
+          f"{d['speedup']:.1f}x, plain-PyTorch reference {d['reference_recompute_ms']:.2f} ms = "
+          f"{d['speedup_vs_reference']:.1f}x  ({verdict} the >= 5x target); peak RSS {d['peak_mb']:.0f} MB")
     return 0
 
 

@@ -16,6 +16,7 @@ def test_decode_worker_times_steps_after_a_prefill(monkeypatch):
     monkeypatch.setattr(B.TinyGPT, "step", spy)
     d = B._decode(T=24, reps=2)
     assert d["speedup"] == pytest.approx(d["recompute_ms"] / d["cached_ms"])
+    assert d["speedup_vs_reference"] == pytest.approx(d["reference_recompute_ms"] / d["cached_ms"])
     assert d["cached_ms"] > 0 and d["peak_mb"] > 0
     # each rep: a 16-token prefill, then 8 one-token steps on the growing cache, all without gradients
     assert seen[:9] == [(0, 16, False)] + [(16 + i, 1, False) for i in range(8)]
