@@ -9,6 +9,12 @@ CPU it runs the kernels' torch reference, which draws the same tokens), ``draw="
 Randomness stays keyed by (seed, position, purpose): the kernels' counter-based noise is seeded with
 :meth:`NoiseStream.key`, so two strategies compared on the same seed still share their noise. The tokens
 differ from the plain path's (different noise), not their distribution; tests check the distribution.
+
+Two documented differences, both at exact boundaries: the kernels keep *every* token tied with the top-p
+cut-off token, where HF's sort keeps whichever of the tied tokens it happens to order first (ties are rare in
+float32 logits, less so in half precision); and the CUDA kernel sums the top-p mass in float32, while
+:func:`kernel_probs` (the ``q`` and ``p`` of speculative verification) uses the float64 reference, so a token
+whose cumulative mass lands within float32 rounding of ``top_p`` may be kept by one and not the other.
 """
 from __future__ import annotations
 
@@ -50,9 +56,14 @@ def resolve_draw(draw: str, pipe: Pipeline, on_cuda: bool) -> dict | None:
                 f"min_tokens_to_keep 1); {pipe!r} needs the plain path: use draw='noise' or 'auto'"
             )
         return params
+    return params if params is not None and kernels_run_here(on_cuda) else None
+
+
+def kernels_run_here(on_cuda: bool) -> bool:
+    """Whether the CUDA kernels (not their reference) would run: CUDA tensors and the CuPy back-end."""
     from .. import kernels
 
-    return params if params is not None and kernels.resolve_for(on_cuda) == "cupy" else None
+    return on_cuda and kernels.backend() == "cupy"
 
 
 def kernel_draw(logits: torch.Tensor, params: dict, noise: NoiseStream, position: int,

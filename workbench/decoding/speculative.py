@@ -125,6 +125,19 @@ def _verify_one(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u: torch
     return Verdict(torch.tensor([n], device=dev), torch.tensor([rejected], device=dev), ratio[None], dist[None])
 
 
+def _kernel_verdict(ps: torch.Tensor, qt: torch.Tensor, dr: torch.Tensor, n: int, rejected: bool) -> Verdict:
+    """The trace's view of a round the verification kernel decided: p/q ratios, and the distribution the new
+    token came from (the residual at the kernel's first rejection, else the bonus position's p)."""
+    g = dr.size(1)
+    ratio = _default_accept(ps[:g].gather(-1, dr[0, :, None]).squeeze(-1), qt[0].gather(-1, dr[0, :, None]).squeeze(-1))
+    dist = ps[n]
+    if rejected:
+        res = _default_residual(ps[n], qt[0, n])
+        if float(res.sum()) > 0:
+            dist = res / res.sum()
+    return Verdict(torch.tensor([n]), torch.tensor([rejected]), ratio[None], dist[None])
+
+
 def _rows_noise(noise: NoiseStream, positions: torch.Tensor, rows: torch.Tensor, B: int, V: int | None,
                 purpose: str) -> torch.Tensor:
     """Noise for ``rows`` (indices into a batch of ``B``) each at its own position: row ``b`` at position ``t``
@@ -218,7 +231,9 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
     # Greedy without a trace needs no distributions: every p and q is one-hot at its arg-max, so a draft is
     # accepted exactly when it equals the target's arg-max, and the residual is the target's arg-max.
     argmax_only = not trace and greedy_pipe and all(st.name == "temperature" for st in pipe.stages)
-    fused = None if greedy_pipe else resolve_draw(draw, pipe, dev_t.type == "cuda" and dev_d.type == "cuda")
+    fused = resolve_draw(draw, pipe, dev_t.type == "cuda" and dev_d.type == "cuda")
+    fused = None if greedy_pipe else fused
+    t_full, n_full = 0.0, 0  # verification calls of full rounds (g == gamma), for the stats
     t_start = time.perf_counter()
     while n_gen < max_new_tokens:
         g = min(gamma, max_new_tokens - n_gen - 1)
@@ -259,6 +274,9 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
         if not prefill:
             t_target += dt
             timed_target += 1
+            if g == gamma:
+                t_full += dt
+                n_full += 1
         if argmax_only:
             best = check_logits(lg).argmax(-1).tolist()
             n = next((i for i, x in enumerate(drafts) if x != best[i]), g)
@@ -287,7 +305,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
             n = int(n_acc[0])
             rejected = n < g
             nxt = int(toks[0, n])
-            verdict = verify_drafts(ps[None], qt, dr, u) if trace else None  # the trace's p/q ratios and residual
+            verdict = _kernel_verdict(ps, qt, dr, n, rejected) if trace else None
         else:
             verdict = verify_drafts(ps[None], qt, dr, u)
             n = int(verdict.n_accepted[0])
@@ -338,8 +356,9 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
         expected_tokens_per_call=expected_tokens_per_call(a_for, gamma),
         c=c, expected_speedup=expected_speedup(a_for, gamma, c) if not math.isnan(c) else float("nan"),
         draft_time_s=t_draft_all, target_time_s=t_target, wall_time_s=wall,
-        draft_step_s=t_draft / timed_draft if timed_draft else float("nan"),
-        verify_call_s=t_target / timed_target if timed_target else float("nan"),
+        draft_step_s=(t_draft / timed_draft if timed_draft else
+                      t_draft_all / max(n_draft_calls - 1, 1) if n_draft_calls > 1 else float("nan")),
+        verify_call_s=(t_full / n_full if n_full else t_target / timed_target if timed_target else float("nan")),
     )
     return SpeculativeResult(seq[:T], tokens, rounds, stats, _decode_text(target, tokens))
 

@@ -143,7 +143,8 @@ def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0,
     hist = ids if pipe.needs_ids else None
     V = logits.size(-1)
     greedy_pipe = pipe.greedy
-    fused = None if greedy_pipe else resolve_draw(draw, pipe, logits.is_cuda)
+    fused = resolve_draw(draw, pipe, logits.is_cuda)
+    fused = None if greedy_pipe else fused
     for t in range(max_new_tokens):
         if fused is not None:  # temperature, truncation and the draw in one kernel launch
             tok = int(kernel_draw(P.check_logits(logits), fused, noise, t)[0])
@@ -209,7 +210,8 @@ def sample_batch(model, prompt_ids, max_new_tokens: int, num_samples: int, pipel
     logits = logits.expand(B, -1)
     hist = ids.expand(B, -1) if pipe.needs_ids else None
     V = logits.size(-1)
-    fused = None if pipe.greedy else resolve_draw(draw, pipe, logits.is_cuda)
+    fused = resolve_draw(draw, pipe, logits.is_cuda)
+    fused = None if pipe.greedy else fused
     toks = []
     for t in range(max_new_tokens):
         if fused is not None:

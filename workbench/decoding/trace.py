@@ -181,8 +181,9 @@ class SpeculativeStats:
     The measured ``c`` divides the mean one-token draft call by the mean verification call (``g + 1`` tokens),
     so it is slightly below the one-step ratio. ``draft_time_s`` / ``target_time_s``: time in all draft / target
     calls after the prefill; ``wall_time_s``: the whole run (the rest is sampling and bookkeeping).
-    ``draft_step_s`` / ``verify_call_s``: mean one-token draft call and mean verification call, as timed inside
-    the run (warm or cold caches as they really were).
+    ``draft_step_s`` / ``verify_call_s``: mean one-token draft call (every draft call after the prefill if no
+    round had one) and mean verification call of the full rounds (``g == gamma`` drafts), as timed inside the
+    run (warm or cold caches as they really were).
     """
 
     gamma: int

@@ -15,7 +15,11 @@ rounding:
 * exact GELU ``h/2 (1 + erf(h/sqrt 2))`` is computed on ``u = h/sqrt 2`` (folded into the MLP's first
   layer) as ``u (1 + erf u)``, with the remaining ``sqrt(2)/2`` folded into the MLP's second layer.
 
-The copies are rebuilt when a parameter changes (an optimizer step, ``load_state_dict``, ``model.double()``).
+The copies are rebuilt when a parameter changes in place (``load_state_dict``, ``p.mul_()``), after any
+optimizer step (a global post-step hook, since fused optimizers bump no version counters), when a parameter or
+submodule is replaced, or its storage moves (``model.double()``). The one change it cannot see is writing
+through ``p.data``: call :meth:`TinyGPT.refresh_fast_path` after that. Modules with forward hooks (head
+ablations, probes) or in training mode always take the torch path, so hooks run.
 """
 from __future__ import annotations
 
@@ -23,6 +27,16 @@ import math
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+_optimizer_steps = [0]  # bumped after every optimizer step anywhere: weights may have changed
+
+
+def _count_step(optimizer, args, kwargs):
+    _optimizer_steps[0] += 1
+
+
+register_optimizer_step_post_hook(_count_step)
 
 #: New tokens per call up to which the NumPy path is used (decoding steps and speculative verification);
 #: longer inputs (a prompt's prefill) go through torch's fused attention.
@@ -87,6 +101,12 @@ def _normalise(x: np.ndarray, eps: float) -> np.ndarray:
     return x
 
 
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as M
+
+    return bool(M._global_forward_hooks or M._global_forward_pre_hooks)
+
+
 def _linear(x, w_t, b):
     y = x @ w_t
     if b is not None:
@@ -99,9 +119,12 @@ class NumpyStep:
 
     def __init__(self, model):
         self.model = model
-        # (owner dict, name, parameter, storage, version): cheap to re-check on every call
+        # (owner dict, name, object[, storage, version]): cheap to re-check on every call
+        self._modules = [(mod._modules, n, child) for mod in model.modules() for n, child in mod._modules.items()]
+        self._all_modules = list(model.modules())
         self._slots = [(mod._parameters, n, p, p.data_ptr(), p._version)
                        for mod in model.modules() for n, p in mod._parameters.items() if p is not None]
+        self._steps = _optimizer_steps[0]
         c = model.config
         dtype = np.float64 if model.wte.weight.dtype == torch.float64 else np.float32
         self.H, self.Dh, self.D = c.n_head, c.head_dim, c.n_embd
@@ -116,10 +139,15 @@ class NumpyStep:
         self._masks: dict[int, np.ndarray] = {}
 
     def current(self, model) -> bool:
-        """True while the copies still match the model's parameters."""
-        return model is self.model and all(
-            d.get(n) is p and p._version == v and p.data_ptr() == ptr for d, n, p, ptr, v in self._slots
-        )
+        """True while the copies still match the model's modules and parameters."""
+        return (model is self.model and self._steps == _optimizer_steps[0]
+                and all(d.get(n) is m for d, n, m in self._modules)
+                and all(d.get(n) is p and p._version == v and p.data_ptr() == ptr for d, n, p, ptr, v in self._slots))
+
+    def applies(self) -> bool:
+        """False when some module has forward hooks or is in training mode: then torch must run the modules."""
+        return not (_global_hooks() or any(m.training or m._forward_hooks or m._forward_pre_hooks
+                                           for m in self._all_modules))
 
     def _rope(self, past: int, t: int):
         """cos and sin ``(t, 1, 1, Dh)``, broadcasting over (query/key, head)."""

@@ -281,8 +281,8 @@ class TinyGPT(nn.Module):
 
     def _numpy_step_for(self, ids, cache, capture):
         """The :class:`NumpyStep` for this call, or None when the torch path must run: gradients wanted,
-        capture, an attention variant, ALiBi, a cache policy other than the plain cache, a GPU, or more
-        than a few new tokens."""
+        capture, an attention variant, ALiBi, a cache policy other than the plain cache, a GPU, more
+        than a few new tokens, forward hooks or a submodule in training mode."""
         if (ids.size(1) > MAX_NEW_TOKENS or type(cache) is not KVCache or capture or self.mask_fn is not None
                 or self.config.pos == "alibi" or self.training or torch.is_grad_enabled() or ids.is_cuda):
             return None
@@ -292,7 +292,12 @@ class TinyGPT(nn.Module):
         fast = self.__dict__.get("_numpy_step")
         if fast is None or not fast.current(self):
             fast = self.__dict__["_numpy_step"] = NumpyStep(self)
-        return fast
+        return fast if fast.applies() else None
+
+    def refresh_fast_path(self) -> None:
+        """Forget the NumPy decoding step's weight copies (needed only after writing weights through ``p.data``,
+        which no version counter records); they are rebuilt on the next cached step."""
+        self.__dict__.pop("_numpy_step", None)
 
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
         """An empty KV cache for ``batch_size`` sequences of up to ``max_len`` (default: the context) tokens."""

@@ -60,9 +60,29 @@ def test_nan_logits_raise(model):
         bad.lm_head.weight[3, 0] = float("nan")  # tied to the embedding: the model's logits become NaN
     for call in (lambda: greedy(bad, [1, 2], 3), lambda: sample(bad, [1, 2], 3, {"top_p": 0.9}),
                  lambda: beam_search(bad, [1, 2], 2, 3), lambda: prompt_lookup(bad, [1, 2], 3),
-                 lambda: speculative_decode(model, bad, [1, 2], 3)):
+                 lambda: speculative_decode(model, bad, [1, 2], 3),
+                 lambda: sample(bad, [1, 2], 3, {"top_p": 0.9}, draw="kernel"),
+                 lambda: speculative_decode(model, bad, [1, 2], 3, pipeline={"top_k": 5}, draw="kernel")):
         with pytest.raises(DecodingError, match="NaN"):
             call()
+
+
+def test_check_logits_edge_shapes():
+    from workbench.decoding.processors import check_logits
+
+    assert check_logits(torch.zeros(0, 5)).shape == (0, 5)  # an empty batch has nothing wrong in it
+    with pytest.raises(DecodingError, match=r"\+inf"):
+        check_logits(torch.tensor([[0.0, float("inf")]], dtype=torch.bfloat16))
+    assert check_logits(torch.full((2, 3), float("-inf"))).shape == (2, 3)  # -inf alone is a valid mask
+
+
+@pytest.mark.parametrize("greedy_pipe", [True, False])
+def test_bad_draw(model, greedy_pipe):
+    pipe = {"temperature": 0.0} if greedy_pipe else None
+    with pytest.raises(DecodingError, match="draw must be one of"):
+        sample(model, [1], 2, pipe, draw="gpu")
+    with pytest.raises(DecodingError, match="draw must be one of"):
+        speculative_decode(model, model, [1], 2, pipeline=pipe, draw="cuda")
 
 
 @pytest.mark.parametrize("prompt,match", [([], "prompt is empty"), ([1, 16], r"prompt ids must be in \[0, 16\)"),

@@ -40,7 +40,9 @@ def test_resolving_the_draw(monkeypatch):
     with pytest.raises(DecodingError, match="draw must be one of"):
         fused.resolve_draw("gpu", HF, True)
     assert fused.resolve_draw("auto", HF, False) is None  # CPU tensors: the plain path
-    monkeypatch.setattr(kernels, "resolve_for", lambda is_cuda, override=None: "cupy" if is_cuda else "reference")
+    assert fused.resolve_draw("auto", HF, True) is None  # no CuPy back-end here
+    monkeypatch.setattr(kernels, "backend", lambda: "cupy")  # as on a GPU machine (or with cupy forced)
+    assert fused.resolve_draw("auto", HF, False) is None  # still the plain path for CPU tensors, no error
     assert fused.resolve_draw("auto", HF, True) == fused.kernel_params(HF)
     assert fused.resolve_draw("auto", Pipeline.preset("hf", temperature=0.9, repetition_penalty=1.2), True) is None
 
@@ -111,13 +113,16 @@ def test_auto_uses_the_kernels_when_the_backend_is_cupy(monkeypatch):
 
     monkeypatch.setattr(kernels, "sample", rec_sample)
     monkeypatch.setattr(kernels, "verify_speculative", rec_verify)
-    # as on a GPU machine: the back-end says cupy (the recorders still run the reference, which a CPU can)
-    monkeypatch.setattr(kernels, "resolve_for", lambda is_cuda, override=None: override or "cupy")
+    # as on a GPU machine with CUDA logits (the recorders still run the reference, which a CPU can)
+    monkeypatch.setattr(fused, "kernels_run_here", lambda on_cuda: True)
     assert sample(target, PROMPT, 12, HF, seed=4).tokens == want_s
     assert calls["sample"] == 12
     r = speculative_decode(target, draft, PROMPT, 12, gamma=3, pipeline=HF, seed=4)
     assert r.tokens == want_v and calls["verify"] == r.stats.target_calls
     assert all(rd.accept_prob for rd in r.rounds[:-1])  # the trace still shows p/q ratios
+    for rd in r.rounds:  # and the residual the kernel's new token came from
+        if rd.kind == "residual":
+            assert rd.residual_top and sum(pr for _, pr in rd.residual_top) <= 1 + 1e-6
     # a pipeline the kernels cannot express stays on the plain path
     calls["sample"] = 0
     sample(target, PROMPT, 5, Pipeline.preset("hf", temperature=0.9, repetition_penalty=1.3), seed=4)

@@ -101,6 +101,49 @@ def test_weight_changes_are_seen(calls):
     assert calls[0] == 12  # four checks of three NumPy calls each
 
 
+def test_module_replacement_optimizer_steps_and_data_writes_are_seen(calls):
+    m = make()
+    ids = torch.randint(0, 61, (1, 12), generator=torch.Generator().manual_seed(5))
+
+    def check():
+        with torch.no_grad():
+            torch.testing.assert_close(_cached(m, ids, [10, 1, 1]), m(ids).logits, atol=1e-5, rtol=1e-5)
+
+    check()
+    torch.manual_seed(1)
+    m.blocks[1] = type(m.blocks[1])(m.config).eval()  # a replaced block keeps the old one's parameters alive
+    check()
+    m.lm_head = torch.nn.Linear(32, 61, bias=False).eval()
+    check()
+    opt = torch.optim.AdamW(m.parameters(), lr=0.1, fused=True)  # fused steps bump no version counter
+    m(ids).logits.sum().backward()
+    opt.step()
+    check()
+    with torch.no_grad():
+        m.blocks[0].attn.proj.weight.data.mul_(3.0)  # invisible to every counter: the documented refresh
+    m.refresh_fast_path()
+    check()
+    assert calls[0] == 15
+
+
+def test_forward_hooks_and_training_submodules_take_the_torch_path(calls):
+    """Head ablations and probes are forward hooks: they must run during cached decoding too."""
+    m = make()
+    ids = torch.randint(0, 61, (1, 12), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        plain = _cached(m, ids, [10, 1, 1])
+        handle = m.blocks[0].attn.proj.register_forward_pre_hook(lambda mod, args: (args[0] * 0,))
+        ablated = _cached(m, ids, [10, 1, 1])
+        torch.testing.assert_close(ablated, m(ids).logits, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(ablated, plain, atol=1e-3)
+        handle.remove()
+        m.blocks[1].mlp.train()
+        _cached(m, ids, [10, 1, 1])
+        m.blocks[1].mlp.eval()
+        torch.testing.assert_close(_cached(m, ids, [10, 1, 1]), plain, atol=1e-6, rtol=1e-6)
+    assert calls[0] == 6  # the first and the last run; never with the hook or the training module
+
+
 def test_torch_path_when_the_numpy_path_does_not_apply(calls):
     ids = torch.randint(0, 61, (1, 12))
     m = make()
