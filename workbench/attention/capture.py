@@ -190,6 +190,13 @@ def capture_bytes(n_layers: int, n_heads: int, n_queries: int, n_keys: int) -> i
     return n_layers * n_heads * n_queries * n_keys * BYTES_PER_PROB
 
 
+def _kernels_run_here(t: torch.Tensor) -> bool:
+    """Whether the CUDA kernels (not their reference) would run on ``t``: CUDA and the CuPy back-end."""
+    from workbench import kernels
+
+    return t.is_cuda and kernels.backend() == "cupy"
+
+
 def _torch_module_of(model):
     from .hf_values import _torch_module
 
@@ -295,6 +302,19 @@ class AttentionProbe:
             self._k.append(k)
             self._v.append(v)
 
+    def _kernel_masks(self) -> tuple | None:
+        """(window, sinks) for the fused attention kernel when it can compute this probe's probabilities
+        (CUDA tensors with the CuPy back-end, a mask it supports, no ALiBi, a supported head size), else None."""
+        from workbench import kernels
+
+        cfg = self.model.config
+        if cfg.pos == "alibi" or cfg.head_dim not in kernels.SUPPORTED_HEAD_DIMS or not _kernels_run_here(self._q[0]):
+            return None
+        pol = self.policy
+        if pol is None or pol.kind == "dense":
+            return None, 0
+        return (pol.window, pol.n_sink) if pol.kind in ("sliding", "lambda") else None
+
     @torch.no_grad()
     def _tiny_probs(self, layer: int, heads: Sequence[int], start: int, end: int) -> torch.Tensor:
         from workbench.models.tinygpt import attention_bias
@@ -304,6 +324,14 @@ class AttentionProbe:
         hs = list(heads)
         q = self._q[layer][hs, start:end]  # (H', Tq, Dh)
         k = self._k[layer][hs, :end]  # (H', Tk, Dh)
+        masks = self._kernel_masks()
+        if masks is not None:  # the fused attention kernel writes the selected heads' probabilities
+            from workbench import kernels
+
+            v = self._v[layer][hs, :end]
+            _, probs = kernels.attention(q[None], k[None], v[None], causal=True, window=masks[0], sinks=masks[1],
+                                         return_probs_heads=range(len(hs)))
+            return probs[0]
         dev = q.device
         key = (start, end, tuple(hs) if cfg.pos == "alibi" else None)
         bias = self._bias_cache.get(key)

@@ -198,6 +198,37 @@ def test_probe_computes_one_head_on_demand():
         probe.probs(5)
 
 
+@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
+@pytest.mark.parametrize("policy", [None, dense(), sliding_window(6), lambda_mask(2, 6)], ids=str)
+def test_probe_uses_the_fused_kernel_on_cupy(monkeypatch, pos, policy):
+    """With CUDA tensors and the CuPy back-end a head click asks the fused attention kernel for the selected
+    heads' probabilities (stood in for here by its reference, which runs on a CPU): same probabilities as the
+    explicit route, for every mask the kernel supports; ALiBi keeps the explicit route."""
+    from workbench import kernels
+    from workbench.attention import capture as C
+
+    m = tiny(pos, n_head=2)  # head size 16, one the kernel supports
+    want = AttentionProbe(m, TEXT, policy=policy).probs(1, [1, 0], window=(5, 30))
+    calls = []
+    real = kernels.attention
+
+    def recording(*a, **k):
+        calls.append(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(kernels, "attention", recording)
+    monkeypatch.setattr(C, "_kernels_run_here", lambda t: True)
+    got = AttentionProbe(m, TEXT, policy=policy).probs(1, [1, 0], window=(5, 30))
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    if pos == "alibi":
+        assert calls == []
+    else:
+        (kw,) = calls
+        assert kw["return_probs_heads"] == range(2) and kw["causal"]
+        assert (kw["window"], kw["sinks"]) == {None: (None, 0), "dense": (None, 0), "sliding(w=6)": (6, 0),
+                                               "lambda(g=2, w=6)": (6, 2)}[policy and str(policy)]
+
+
 @pytest.mark.parametrize("policy", [None, sliding_window(6), lambda_mask(2, 6)], ids=str)
 def test_probe_metrics_equal_capture_metrics(policy):
     from workbench.attention import METRICS, head_metrics, repeated_random_ids
