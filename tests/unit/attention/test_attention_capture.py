@@ -1,12 +1,11 @@
 """capture_attention on TinyGPT: equals an explicit recomputation, respects masks, and rejects bad input."""
-import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from attn_helpers import TEXT, tiny
+from attn_helpers import TEXT, explicit_forward, tiny
 from workbench.attention import (
     AttentionProbe,
     BudgetExceededError,
@@ -25,42 +24,8 @@ from workbench.attention import (
 
 
 def explicit_attention(m, ids, allowed=None):
-    """Recompute every layer's probabilities (L, H, T, T) from the weights, written out step by step."""
-    cfg = m.config
-    T = len(ids)
-    H, Dh, D = cfg.n_head, cfg.head_dim, cfg.n_embd
-    pos = torch.arange(T)
-    x = m.wte.weight[torch.tensor(ids)]
-    if cfg.pos == "learned":
-        x = x + m.wpe.weight[:T]
-    if allowed is None:
-        allowed = pos[None, :] <= pos[:, None]
-    out = []
-    for b in m.blocks:
-        h = F.layer_norm(x, (D,), b.ln1.weight, b.ln1.bias)
-        qkv = h @ b.attn.qkv.weight.T + b.attn.qkv.bias
-        q, k, v = (qkv[:, i * D:(i + 1) * D].reshape(T, H, Dh).transpose(0, 1) for i in range(3))
-        if cfg.pos == "rope":
-            inv = cfg.rope_base ** (-torch.arange(0, Dh, 2).float() / Dh)
-            ang = pos.float()[:, None] * inv[None]
-            cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
-
-            def rot(t):
-                return t * cos + torch.cat([-t[..., Dh // 2:], t[..., :Dh // 2]], -1) * sin
-
-            q, k = rot(q), rot(k)
-        s = q @ k.transpose(1, 2) / math.sqrt(Dh)
-        if cfg.pos == "alibi":
-            slopes = torch.tensor([2 ** (-8 * (i + 1) / H) for i in range(H)])
-            s = s - slopes[:, None, None] * (pos[:, None] - pos[None, :]).clamp(min=0)
-        s = s.masked_fill(~allowed, float("-inf"))
-        a = s.softmax(-1)
-        out.append(a)
-        y = (a @ v).transpose(0, 1).reshape(T, D)
-        x = x + y @ b.attn.proj.weight.T + b.attn.proj.bias
-        h2 = F.layer_norm(x, (D,), b.ln2.weight, b.ln2.bias)
-        x = x + F.gelu(h2 @ b.mlp.fc.weight.T + b.mlp.fc.bias) @ b.mlp.proj.weight.T + b.mlp.proj.bias
-    return torch.stack(out).detach().numpy()
+    """Every layer's probabilities (L, H, T, T) recomputed from the weights, written out step by step."""
+    return explicit_forward(m, ids, allowed)[0].numpy()
 
 
 @pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
