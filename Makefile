@@ -59,6 +59,9 @@ browser: setup-dev
 # Tests run torch in several processes at once (pytest, notebook kernels, the browser's kernel): passive
 # OpenMP waiting keeps idle threads from spinning on the 2 cores the others need.
 unit notebooks browser test: export OMP_WAIT_POLICY = PASSIVE
+# The README's test command explores the same hypothesis examples on every run, so CI cannot fail by luck;
+# run pytest directly (default profile) to explore new random examples.
+unit test: export HYPOTHESIS_PROFILE = ci
 
 # Unit tests, every notebook under nbval (lax: cells marked NBVAL_CHECK_OUTPUT are compared) plus its
 # time/memory budget, and the real-browser test.

@@ -1,7 +1,7 @@
 """The batched objective and optimiser against their float64 / scipy references."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from scipy.optimize import minimize
 
 from workbench.scaling import fit_chinchilla, fit_power_law, chinchilla_grid
@@ -23,6 +23,7 @@ def _spec(N, D):
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.floats(-2, 3), min_size=3, max_size=3), st.floats(0.05, 1.5), st.floats(0.05, 1.5),
        st.sampled_from([1e-3, 1e-2, 0.5]))
+@example([1.453125, 0.0, 0.0], 1.5, 1.5, 1e-3)  # a flat spot found by hypothesis: gradient ~1e-11
 def test_gradient_matches_finite_differences(logs, alpha, beta, delta):
     N, D, L = _toy()
     spec, ly = _spec(N, D), np.log(L)
@@ -31,7 +32,10 @@ def test_gradient_matches_finite_differences(logs, alpha, beta, delta):
     h = 1e-6                                        # central differences: Huber's curvature jumps at +-delta
     num = np.array([(objective_numpy(p + h * e, spec, ly, delta, 1.0)[0]
                      - objective_numpy(p - h * e, spec, ly, delta, 1.0)[0]) / (2 * h) for e in np.eye(5)])
-    np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-4 * np.abs(g).max())
+    # central differences carry a rounding error of about eps |f| / h: where the gradient is that small
+    # (a flat spot, e.g. every prediction far above the data in Huber's linear part) only that much is testable
+    fd_noise = 10 * np.finfo(float).eps * abs(f) / h
+    np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-4 * np.abs(g).max() + fd_noise)
 
 
 def test_batched_objective_matches_reference_including_overflow_rows():
