@@ -308,12 +308,15 @@ class AttentionProbe:
         from workbench import kernels
 
         cfg = self.model.config
-        if cfg.pos == "alibi" or cfg.head_dim not in kernels.SUPPORTED_HEAD_DIMS or not _kernels_run_here(self._q[0]):
+        q = self._q[0]
+        if (cfg.pos == "alibi" or cfg.head_dim not in kernels.SUPPORTED_HEAD_DIMS
+                or q.dtype not in kernels.SUPPORTED_DTYPES or not _kernels_run_here(q)):
             return None
         pol = self.policy
         if pol is None or pol.kind == "dense":
             return None, 0
-        return (pol.window, pol.n_sink) if pol.kind in ("sliding", "lambda") else None
+        # a window beyond the sequence is no window (and must fit the kernel's 32-bit argument)
+        return (min(pol.window, self.T), min(pol.n_sink, self.T)) if pol.kind in ("sliding", "lambda") else None
 
     @torch.no_grad()
     def _tiny_probs(self, layer: int, heads: Sequence[int], start: int, end: int) -> torch.Tensor:

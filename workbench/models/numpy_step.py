@@ -18,9 +18,9 @@ rounding:
 
 The copies are rebuilt when a parameter changes in place (``load_state_dict``, ``p.mul_()``), after any
 optimizer step (a global post-step hook, since fused optimizers bump no version counters), when a parameter or
-submodule is replaced, or the model's storage moves (``model.double()``, ``model.to()``). What it cannot see
-is writing through ``p.data`` (``p.data.mul_()``, ``p.data = ...``): call :meth:`TinyGPT.refresh_fast_path`
-after that. Modules with forward hooks (head
+submodule is replaced or added, or a parameter's storage moves (``model.double()``, ``p.data = ...``,
+``vector_to_parameters``). What it cannot see is writing into a tensor through ``p.data`` (``p.data.mul_()``)
+or changing a module's settings (a LayerNorm's ``eps``): call :meth:`TinyGPT.refresh_fast_path` after that. Modules with forward hooks (head
 ablations, probes) or in training mode always take the torch path, so hooks run.
 """
 from __future__ import annotations
@@ -105,6 +105,7 @@ def _normalise(x: np.ndarray, eps: float) -> np.ndarray:
 
 
 _VERSION = operator.attrgetter("_version")
+_MODULES = operator.attrgetter("_modules")
 _TRAINING = operator.attrgetter("training")
 _HOOKS = operator.attrgetter("_forward_hooks")
 _PRE_HOOKS = operator.attrgetter("_forward_pre_hooks")
@@ -137,8 +138,9 @@ class NumpyStep:
         slots = [(m._parameters, n, p) for m in mods for n, p in m._parameters.items() if p is not None]
         self._par_dicts, self._par_names, self._params = (list(x) for x in zip(*slots))
         self._versions = list(map(_VERSION, self._params))
-        # model.double() / .to() swap every parameter's storage (p.data = ...), bumping no version: one suffices
-        self._ptr0 = self._params[0].data_ptr()
+        # storage swaps (model.double(), .to(), torch.nn.utils.vector_to_parameters) bump no version
+        self._ptrs = list(map(torch.Tensor.data_ptr, self._params))
+        self._mod_lens = list(map(len, (m._modules for m in mods)))  # a block appended to model.blocks
         self._steps = _optimizer_steps[0]
         c = model.config
         dtype = np.float64 if model.wte.weight.dtype == torch.float64 else np.float32
@@ -159,7 +161,8 @@ class NumpyStep:
                 and all(map(operator.is_, map(dict.get, self._mod_dicts, self._mod_names), self._mods))
                 and all(map(operator.is_, map(dict.get, self._par_dicts, self._par_names), self._params))
                 and list(map(_VERSION, self._params)) == self._versions
-                and self._params[0].data_ptr() == self._ptr0)
+                and list(map(torch.Tensor.data_ptr, self._params)) == self._ptrs
+                and list(map(len, map(_MODULES, self._all_modules))) == self._mod_lens)
 
     def applies(self) -> bool:
         """False when some module has forward hooks or is in training mode: then torch must run the modules."""

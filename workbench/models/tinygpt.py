@@ -295,8 +295,9 @@ class TinyGPT(nn.Module):
         return fast if fast.applies() else None
 
     def refresh_fast_path(self) -> None:
-        """Forget the NumPy decoding step's weight copies (needed only after writing weights through ``p.data``,
-        which no version counter records); they are rebuilt on the next cached step."""
+        """Forget the NumPy decoding step's weight copies; they are rebuilt on the next cached step. Needed
+        only after changes no counter records: writing into weights through ``p.data`` or changing a module's
+        settings (such as a LayerNorm's ``eps``)."""
         self.__dict__.pop("_numpy_step", None)
 
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:

@@ -194,6 +194,22 @@ def test_probe_uses_the_fused_kernel_on_cupy(monkeypatch, pos, policy):
                                                "lambda(g=2, w=6)": (6, 2)}[policy and str(policy)]
 
 
+def test_probe_keeps_the_explicit_route_where_the_kernel_cannot_go(monkeypatch):
+    """float64 (no kernel dtype) falls back instead of raising; a window longer than the text is capped."""
+    from workbench import kernels
+    from workbench.attention import capture as C
+
+    monkeypatch.setattr(C, "_kernels_run_here", lambda t: True)
+    m = tiny("rope", n_head=2).double()
+    want = explicit_forward(m, list(TEXT.encode()))[0][1, [1, 0]]
+    torch.testing.assert_close(AttentionProbe(m, TEXT).probs(1, [1, 0]), want.float(), atol=1e-6, rtol=1e-5)
+    seen = []
+    real = kernels.attention
+    monkeypatch.setattr(kernels, "attention", lambda *a, **k: seen.append(k) or real(*a, **k))
+    AttentionProbe(tiny("rope", n_head=2), TEXT, policy=lambda_mask(10**10, 10**10)).probs(0, [0])
+    assert (seen[0]["window"], seen[0]["sinks"]) == (len(TEXT), len(TEXT))
+
+
 @pytest.mark.parametrize("policy", [None, sliding_window(6), lambda_mask(2, 6)], ids=str)
 def test_probe_metrics_equal_capture_metrics(policy):
     from workbench.attention import METRICS, head_metrics, repeated_random_ids

@@ -123,7 +123,23 @@ def test_module_replacement_optimizer_steps_and_data_writes_are_seen(calls):
         m.blocks[0].attn.proj.weight.data.mul_(3.0)  # invisible to every counter: the documented refresh
     m.refresh_fast_path()
     check()
-    assert calls[0] == 15
+    vec = torch.nn.utils.parameters_to_vector(m.blocks.parameters())
+    torch.nn.utils.vector_to_parameters(vec * 1.5, m.blocks.parameters())  # swaps storages (p.data = ...)
+    check()
+    assert calls[0] == 18
+
+
+def test_an_added_submodule_rebuilds_the_copies(monkeypatch):
+    m = make()
+    built = []
+    init = NumpyStep.__init__
+    monkeypatch.setattr(NumpyStep, "__init__", lambda self, model: built.append(1) or init(self, model))
+    with torch.no_grad():
+        _cached(m, torch.zeros(1, 4, dtype=torch.long), [2, 1, 1])
+        assert len(built) == 1
+        m.blocks[1].extra = torch.nn.Linear(2, 2).eval()  # a new key under an existing module
+        _cached(m, torch.zeros(1, 4, dtype=torch.long), [2, 1, 1])
+    assert len(built) == 2
 
 
 def test_forward_hooks_and_training_submodules_take_the_torch_path(calls):
