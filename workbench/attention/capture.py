@@ -190,13 +190,6 @@ def capture_bytes(n_layers: int, n_heads: int, n_queries: int, n_keys: int) -> i
     return n_layers * n_heads * n_queries * n_keys * BYTES_PER_PROB
 
 
-def _kernels_run_here(t: torch.Tensor) -> bool:
-    """Whether the CUDA kernels (not their reference) would run on ``t``: CUDA and the CuPy back-end."""
-    from workbench import kernels
-
-    return t.is_cuda and kernels.backend() == "cupy"
-
-
 def _torch_module_of(model):
     from .hf_values import _torch_module
 
@@ -310,7 +303,7 @@ class AttentionProbe:
         cfg = self.model.config
         q = self._q[0]
         if (cfg.pos == "alibi" or cfg.head_dim not in kernels.SUPPORTED_HEAD_DIMS
-                or q.dtype not in kernels.SUPPORTED_DTYPES or not _kernels_run_here(q)):
+                or q.dtype not in kernels.SUPPORTED_DTYPES or not kernels.kernels_run_for(q.is_cuda)):
             return None
         pol = self.policy
         if pol is None or pol.kind == "dense":

@@ -23,6 +23,8 @@ from .reference_gpt import ReferenceGPT
 
 # The shipped docs-byte shape (without dropout, which the reference does not model).
 SHAPE = dict(vocab_size=257, **{k: v for k, v in RECIPES["docs-byte"]["config"].items() if k != "dropout"})
+#: Tokens decoded one by one after a prefill, as generation does (steps follow steps, caches warm).
+DECODE_STEPS = 8
 
 
 def _peak_mb() -> float:
@@ -64,7 +66,7 @@ def _decode(T: int, reps: int) -> dict:
     ref = ReferenceGPT(m.config, sdpa=True).load_tinygpt(m).eval()  # the plain-PyTorch GPT has no cache
     ids = torch.randint(0, 257, (1, T))
     cached, full, ref_full = [], [], []
-    k = 8  # decode the last k tokens one by one, as generation does (steps follow steps, not a prefill)
+    k = DECODE_STEPS
     for _ in range(reps):
         cache = m.new_cache(1)
         m.step(ids[:, : T - k], cache)
@@ -127,7 +129,7 @@ def main(argv=None):
         print(f"  ratio TinyGPT / {kind}: {ratio:.2f}  ({verdict} the >= 0.95 target)")
     d = _run("decode", args)
     verdict = "meets" if min(d["speedup"], d["speedup_vs_reference"]) >= 5 else "MISSES"
-    print(f"\ndecoding at T={args.T} (median one-token step over the last 8 tokens): TinyGPT cached "
+    print(f"\ndecoding at T={args.T} (median one-token step over the last {DECODE_STEPS} tokens): TinyGPT cached "
           f"{d['cached_ms']:.2f} ms vs recomputing all {args.T} tokens: TinyGPT {d['recompute_ms']:.2f} ms = "
           f"{d['speedup']:.1f}x, plain-PyTorch reference {d['reference_recompute_ms']:.2f} ms = "
           f"{d['speedup_vs_reference']:.1f}x  ({verdict} the >= 5x target); peak RSS {d['peak_mb']:.0f} MB")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import kernels
 from .noise import NoiseStream
 from .pipeline import Pipeline
 from .processors import DecodingError
@@ -43,10 +44,11 @@ def kernel_params(pipe: Pipeline) -> dict | None:
 
 
 def resolve_draw(draw: str, pipe: Pipeline, on_cuda: bool) -> dict | None:
-    """The kernel parameters when this decoding should draw with the fused kernels, else None."""
+    """The kernel parameters when this decoding should draw with the fused kernels, else None (also for a
+    greedy pipeline, which needs no draw)."""
     if draw not in DRAWS:
         raise DecodingError(f"draw must be one of {DRAWS}, got {draw!r}")
-    if draw == "noise":
+    if draw == "noise" or pipe.greedy:
         return None
     params = kernel_params(pipe)
     if draw == "kernel":
@@ -56,22 +58,13 @@ def resolve_draw(draw: str, pipe: Pipeline, on_cuda: bool) -> dict | None:
                 f"min_tokens_to_keep 1); {pipe!r} needs the plain path: use draw='noise' or 'auto'"
             )
         return params
-    return params if params is not None and kernels_run_here(on_cuda) else None
-
-
-def kernels_run_here(on_cuda: bool) -> bool:
-    """Whether the CUDA kernels (not their reference) would run: CUDA tensors and the CuPy back-end."""
-    from .. import kernels
-
-    return on_cuda and kernels.backend() == "cupy"
+    return params if params is not None and kernels.kernels_run_for(on_cuda) else None
 
 
 def kernel_draw(logits: torch.Tensor, params: dict, noise: NoiseStream, position: int,
                 purpose: str = "sample") -> torch.Tensor:
     """Tokens ``(B,)`` from logits ``(B, V)`` through the fused sampling kernel, seeded by (seed, position,
     purpose); row ``b`` draws from the kernel's noise row ``b``, so row 0 of a batch equals a one-row draw."""
-    from .. import kernels
-
     tok = kernels.sample(logits, seed=noise.key(position, purpose), **params)
     if bool((tok < 0).any()):
         raise DecodingError("every logit is -inf: there is no token to draw")
@@ -80,8 +73,6 @@ def kernel_draw(logits: torch.Tensor, params: dict, noise: NoiseStream, position
 
 def kernel_probs(logits: torch.Tensor, params: dict) -> torch.Tensor:
     """The distribution ``(..., V)`` the sampling kernel draws from (float32, on the logits' device)."""
-    from .. import kernels
-
     V = logits.size(-1)
     return kernels.truncated_probs(logits.reshape(-1, V), dtype=torch.float32, **params).reshape(logits.shape)
 

@@ -41,7 +41,8 @@ def check_logits(logits: torch.Tensor, where: str = "logits") -> torch.Tensor:
         raise DecodingError(f"{where} must have shape (..., V) with V >= 1, got {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise DecodingError(f"{where} must be floating point, got {logits.dtype}")
-    if logits.numel() and not float(logits.max()) < math.inf:  # max propagates NaN: one reduction and sync covers NaN and +inf
+    # max propagates NaN: one reduction and one sync cover both NaN and +inf
+    if logits.numel() and not float(logits.max()) < math.inf:
         if bool(torch.isnan(logits).any()):
             raise DecodingError(
                 f"{where} contain NaN: the model produced an invalid distribution (check the weights/inputs); "

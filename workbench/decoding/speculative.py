@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from .. import kernels
 from .fused import kernel_draw, kernel_probs, resolve_draw
 from .noise import NoiseStream, sample_with_noise
 from .pipeline import Pipeline, as_pipeline
@@ -101,15 +102,17 @@ def verify_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u: tor
     return Verdict(n_acc, rejected, ratio, dist)
 
 
-def _verify_one(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u: torch.Tensor, n_draft: int) -> Verdict:
+def _verify_one(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u: torch.Tensor | None, n_draft: int,
+                decided: int | None = None) -> Verdict:
     """:func:`verify_drafts` for one sequence (speculative decoding's every round): the same float32 arithmetic
     on the same tensors, with the accept/reject walk in Python, so it is bit-for-bit the batched result in
-    about a third of the tensor operations. Tests compare the two row by row."""
+    about a third of the tensor operations. Tests compare the two row by row. ``decided`` gives the number of
+    accepted drafts instead of walking ``u`` (a round the verification kernel decided, seen by the trace)."""
     G = drafts.size(1)
     idx = drafts[0, :, None]
     ratio = _default_accept(p[0, :G].gather(-1, idx).squeeze(-1), q[0].gather(-1, idx).squeeze(-1))  # (G,)
-    n = 0
-    for ui, ri in zip(u[0].tolist()[:n_draft], ratio.tolist()):
+    n = 0 if decided is None else decided
+    for ui, ri in zip(u[0].tolist()[:n_draft] if decided is None else (), ratio.tolist()):
         if not ui < ri:
             break
         n += 1
@@ -123,19 +126,6 @@ def _verify_one(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u: torch
             dist = res / mass.clamp_min(1e-38)
     dev = p.device
     return Verdict(torch.tensor([n], device=dev), torch.tensor([rejected], device=dev), ratio[None], dist[None])
-
-
-def _kernel_verdict(ps: torch.Tensor, qt: torch.Tensor, dr: torch.Tensor, n: int, rejected: bool) -> Verdict:
-    """The trace's view of a round the verification kernel decided: p/q ratios, and the distribution the new
-    token came from (the residual at the kernel's first rejection, else the bonus position's p)."""
-    g = dr.size(1)
-    ratio = _default_accept(ps[:g].gather(-1, dr[0, :, None]).squeeze(-1), qt[0].gather(-1, dr[0, :, None]).squeeze(-1))
-    dist = ps[n]
-    if rejected:
-        res = _default_residual(ps[n], qt[0, n])
-        if float(res.sum()) > 0:
-            dist = res / res.sum()
-    return Verdict(torch.tensor([n]), torch.tensor([rejected]), ratio[None], dist[None])
 
 
 def _rows_noise(noise: NoiseStream, positions: torch.Tensor, rows: torch.Tensor, B: int, V: int | None,
@@ -232,7 +222,6 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
     # accepted exactly when it equals the target's arg-max, and the residual is the target's arg-max.
     argmax_only = not trace and greedy_pipe and all(st.name == "temperature" for st in pipe.stages)
     fused = resolve_draw(draw, pipe, dev_t.type == "cuda" and dev_d.type == "cuda")
-    fused = None if greedy_pipe else fused
     t_full, n_full = 0.0, 0  # verification calls of full rounds (g == gamma), for the stats
     t_start = time.perf_counter()
     while n_gen < max_new_tokens:
@@ -299,13 +288,11 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
                 else ps.new_zeros(1, 0)
         dr = torch.tensor([drafts], dtype=torch.long, device=ps.device).reshape(1, g)
         if fused is not None:  # acceptance, residual and the new token in one kernel launch
-            from .. import kernels
-
             toks, n_acc = kernels.verify_speculative(ps[None], qt, dr, uniforms=u, seed=noise.key(pos, "residual"))
             n = int(n_acc[0])
             rejected = n < g
             nxt = int(toks[0, n])
-            verdict = _kernel_verdict(ps, qt, dr, n, rejected) if trace else None
+            verdict = _verify_one(ps[None], qt, dr, None, g, decided=n) if trace else None  # for the trace
         else:
             verdict = verify_drafts(ps[None], qt, dr, u)
             n = int(verdict.n_accepted[0])

@@ -144,7 +144,6 @@ def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0,
     V = logits.size(-1)
     greedy_pipe = pipe.greedy
     fused = resolve_draw(draw, pipe, logits.is_cuda)
-    fused = None if greedy_pipe else fused
     for t in range(max_new_tokens):
         if fused is not None:  # temperature, truncation and the draw in one kernel launch
             tok = int(kernel_draw(P.check_logits(logits), fused, noise, t)[0])
@@ -211,7 +210,6 @@ def sample_batch(model, prompt_ids, max_new_tokens: int, num_samples: int, pipel
     hist = ids.expand(B, -1) if pipe.needs_ids else None
     V = logits.size(-1)
     fused = resolve_draw(draw, pipe, logits.is_cuda)
-    fused = None if pipe.greedy else fused
     toks = []
     for t in range(max_new_tokens):
         if fused is not None:

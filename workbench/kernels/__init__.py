@@ -36,6 +36,7 @@ from .backend import (
     KernelInputError,
     backend,
     backend_info,
+    kernels_run_for,
     probe_cupy,
     resolve_for,
     set_backend,
@@ -44,7 +45,7 @@ from .reference import attention_mask, truncated_probs
 
 __all__ = [
     "attention", "sample", "verify_speculative", "truncated_probs", "attention_mask",
-    "backend", "backend_info", "set_backend", "BACKENDS", "BackendInfo",
+    "backend", "backend_info", "set_backend", "kernels_run_for", "BACKENDS", "BackendInfo",
     "KernelError", "KernelInputError", "BackendUnavailableError",
     "SUPPORTED_DTYPES", "SUPPORTED_HEAD_DIMS", "reference", "kernel_source",
 ]

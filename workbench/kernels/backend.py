@@ -128,6 +128,12 @@ def set_backend(name: str) -> BackendInfo:
     return _state
 
 
+def kernels_run_for(tensor_is_cuda: bool) -> bool:
+    """Whether the CUDA kernels, not their reference, serve tensors on CUDA (``tensor_is_cuda``) by default:
+    callers that choose between a kernel route and their own use this; it never raises."""
+    return tensor_is_cuda and backend() == "cupy"
+
+
 def resolve_for(tensor_is_cuda: bool, override: str | None = None) -> str:
     """Back-end for one call: the kernels run only on CUDA tensors with the cupy back-end.
 

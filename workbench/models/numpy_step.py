@@ -20,8 +20,9 @@ The copies are rebuilt when a parameter changes in place (``load_state_dict``, `
 optimizer step (a global post-step hook, since fused optimizers bump no version counters), when a parameter or
 submodule is replaced or added, or a parameter's storage moves (``model.double()``, ``p.data = ...``,
 ``vector_to_parameters``). What it cannot see is writing into a tensor through ``p.data`` (``p.data.mul_()``)
-or changing a module's settings (a LayerNorm's ``eps``): call :meth:`TinyGPT.refresh_fast_path` after that. Modules with forward hooks (head
-ablations, probes) or in training mode always take the torch path, so hooks run.
+or changing a module's settings (a LayerNorm's ``eps``): call :meth:`TinyGPT.refresh_fast_path` after that.
+Modules with forward hooks (head ablations, probes) or in training mode always take the torch path, so hooks
+run.
 """
 from __future__ import annotations
 

@@ -78,7 +78,6 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, layer, ctx):
         """x ``(B, T, D)`` -> ``(B, T, D)``; ``ctx`` carries positions, rope angles, cache and capture flag."""
         B, T, D = x.shape
-        # (B, T, 3, H, Dh) -> (3, B, H, T, Dh); RoPE rotates queries and keys in one pass
         # split/unbind/squeeze rather than indexing or permuting first: in training their backward is a
         # cat/stack into the projection's layout, not zero-filled buffers and copies
         qk, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).split((2, 1), dim=2)

@@ -170,7 +170,6 @@ def test_probe_uses_the_fused_kernel_on_cupy(monkeypatch, pos, policy):
     heads' probabilities (stood in for here by its reference, which runs on a CPU): same probabilities as the
     explicit route, for every mask the kernel supports; ALiBi keeps the explicit route."""
     from workbench import kernels
-    from workbench.attention import capture as C
 
     m = tiny(pos, n_head=2)  # head size 16, one the kernel supports
     want = AttentionProbe(m, TEXT, policy=policy).probs(1, [1, 0], window=(5, 30))
@@ -182,7 +181,7 @@ def test_probe_uses_the_fused_kernel_on_cupy(monkeypatch, pos, policy):
         return real(*a, **k)
 
     monkeypatch.setattr(kernels, "attention", recording)
-    monkeypatch.setattr(C, "_kernels_run_here", lambda t: True)
+    monkeypatch.setattr(kernels, "kernels_run_for", lambda is_cuda: True)
     got = AttentionProbe(m, TEXT, policy=policy).probs(1, [1, 0], window=(5, 30))
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     if pos == "alibi":
@@ -197,9 +196,8 @@ def test_probe_uses_the_fused_kernel_on_cupy(monkeypatch, pos, policy):
 def test_probe_keeps_the_explicit_route_where_the_kernel_cannot_go(monkeypatch):
     """float64 (no kernel dtype) falls back instead of raising; a window longer than the text is capped."""
     from workbench import kernels
-    from workbench.attention import capture as C
 
-    monkeypatch.setattr(C, "_kernels_run_here", lambda t: True)
+    monkeypatch.setattr(kernels, "kernels_run_for", lambda is_cuda: True)
     m = tiny("rope", n_head=2).double()
     want = explicit_forward(m, list(TEXT.encode()))[0][1, [1, 0]]
     torch.testing.assert_close(AttentionProbe(m, TEXT).probs(1, [1, 0]), want.float(), atol=1e-6, rtol=1e-5)

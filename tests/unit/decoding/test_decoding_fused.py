@@ -6,6 +6,8 @@ in tests/unit/kernels.
 """
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +36,7 @@ def test_which_pipelines_the_kernels_express():
 
 def test_resolving_the_draw(monkeypatch):
     assert fused.resolve_draw("noise", HF, True) is None
+    assert fused.resolve_draw("kernel", Pipeline.preset("hf", temperature=0.0), True) is None  # greedy: no draw
     assert fused.resolve_draw("kernel", HF, False) == fused.kernel_params(HF)
     with pytest.raises(DecodingError, match="fused kernels apply temperature, top_k, top_p, min_p"):
         fused.resolve_draw("kernel", Pipeline.preset("hf", typical=0.9), False)
@@ -41,7 +44,8 @@ def test_resolving_the_draw(monkeypatch):
         fused.resolve_draw("gpu", HF, True)
     assert fused.resolve_draw("auto", HF, False) is None  # CPU tensors: the plain path
     assert fused.resolve_draw("auto", HF, True) is None  # no CuPy back-end here
-    monkeypatch.setattr(kernels, "backend", lambda: "cupy")  # as on a GPU machine (or with cupy forced)
+    # as on a GPU machine (or with cupy forced): the back-end module answers "cupy"
+    monkeypatch.setattr(importlib.import_module("workbench.kernels.backend"), "backend", lambda: "cupy")
     assert fused.resolve_draw("auto", HF, False) is None  # still the plain path for CPU tensors, no error
     assert fused.resolve_draw("auto", HF, True) == fused.kernel_params(HF)
     assert fused.resolve_draw("auto", Pipeline.preset("hf", temperature=0.9, repetition_penalty=1.2), True) is None
@@ -114,7 +118,7 @@ def test_auto_uses_the_kernels_when_the_backend_is_cupy(monkeypatch):
     monkeypatch.setattr(kernels, "sample", rec_sample)
     monkeypatch.setattr(kernels, "verify_speculative", rec_verify)
     # as on a GPU machine with CUDA logits (the recorders still run the reference, which a CPU can)
-    monkeypatch.setattr(fused, "kernels_run_here", lambda on_cuda: True)
+    monkeypatch.setattr(kernels, "kernels_run_for", lambda is_cuda: True)
     assert sample(target, PROMPT, 12, HF, seed=4).tokens == want_s
     assert calls["sample"] == 12
     r = speculative_decode(target, draft, PROMPT, 12, gamma=3, pipeline=HF, seed=4)
