@@ -190,6 +190,19 @@ def capture_bytes(n_layers: int, n_heads: int, n_queries: int, n_keys: int) -> i
     return n_layers * n_heads * n_queries * n_keys * BYTES_PER_PROB
 
 
+def _check_budget(n_layers: int, n_heads: int, start: int, end: int, budget_mb: float | None) -> None:
+    """Raise :class:`BudgetExceededError`, saying how to narrow the request, when a capture would not fit."""
+    need = capture_bytes(n_layers, n_heads, end - start, end)
+    if budget_mb is not None and need > budget_mb * 2**20:
+        per_head = capture_bytes(1, 1, end - start, end)
+        raise BudgetExceededError(
+            f"capturing {n_layers} layers x {n_heads} heads x {end - start} queries x {end} keys needs "
+            f"{need / 2**20:.0f} MB > budget {budget_mb} MB: narrow the request with layers=[...], heads=[...] "
+            f"(one head is {per_head / 2**20:.1f} MB) or window=n (the last n queries) / (start, end), "
+            "or raise budget_mb"
+        )
+
+
 def _torch_module_of(model):
     from .hf_values import _torch_module
 
@@ -474,15 +487,7 @@ class AttentionProbe:
         ls = _select("layer", layers, self.n_layer)
         hs = _select("head", heads, self.n_head)
         start, end = _window(window, self.T)
-        need = capture_bytes(len(ls), len(hs), end - start, end)
-        if self.budget_mb is not None and need > self.budget_mb * 2**20:
-            per_head = capture_bytes(1, 1, end - start, end)
-            raise BudgetExceededError(
-                f"capturing {len(ls)} layers x {len(hs)} heads x {end - start} queries x {end} keys needs "
-                f"{need / 2**20:.0f} MB > budget {self.budget_mb} MB: narrow the request with layers=[...], "
-                f"heads=[...] (one head is {per_head / 2**20:.1f} MB) or window=n (the last n queries) / "
-                "(start, end), or raise budget_mb"
-            )
+        _check_budget(len(ls), len(hs), start, end, self.budget_mb)
         probs = np.empty((len(ls), len(hs), end - start, end), dtype=np.float32)
         vn = np.empty((len(ls), len(hs), end), dtype=np.float32) if (value_norms and self.has_value_norms) else None
         for a, layer in enumerate(ls):
@@ -538,15 +543,7 @@ def capture_attention(
     hs = _select("head", heads, cfg.n_head)
     ids = encode_input(model, text_or_ids)
     start, end = _window(window, int(ids.numel()))
-    need = capture_bytes(len(ls), len(hs), end - start, end)
-    if budget_mb is not None and need > budget_mb * 2**20:
-        per_head = capture_bytes(1, 1, end - start, end)
-        raise BudgetExceededError(
-            f"capturing {len(ls)} layers x {len(hs)} heads x {end - start} queries x {end} keys needs "
-            f"{need / 2**20:.0f} MB > budget {budget_mb} MB: narrow the request with layers=[...], heads=[...] "
-            f"(one head is {per_head / 2**20:.1f} MB) or window=n (the last n queries) / (start, end), "
-            "or raise budget_mb"
-        )
+    _check_budget(len(ls), len(hs), start, end, budget_mb)
     probe = AttentionProbe(model, ids, policy=policy, budget_mb=budget_mb, recompute=recompute)
     cap = probe.capture(ls, hs, (start, end), value_norms=value_norms)
     cap.seconds = time.perf_counter() - t0

@@ -105,7 +105,10 @@ def floor_encode(tok: BPETokenizer, text: str) -> list[int]:
 # -- HF ---------------------------------------------------------------------------------------------
 
 
-def hf_train(text: str, vocab_size: int, pattern: str, digits: str):
+def hf_train(texts, vocab_size: int, pattern: str = "gpt2", digits: str = "none", special_tokens=()):
+    """HF's BpeTrainer in the configuration that matches :class:`BPETokenizer` (the reference for the parity
+    tests too): Split(regex, isolated) steps, then ByteLevel(add_prefix_space=False, use_regex=False), the full
+    byte alphabet, special tokens first. ``texts``: one string or a list of them."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     pre = PreTokenizer(pattern, digits)
@@ -115,10 +118,16 @@ def hf_train(text: str, vocab_size: int, pattern: str, digits: str):
         + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     tok.decoder = decoders.ByteLevel()
+    if special_tokens:
+        # Added before training so HF, like BPETokenizer, cuts them out of the training text.
+        tok.add_special_tokens(list(special_tokens))
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
-    tok.train_from_iterator([text], trainer)
+    tok.train_from_iterator([texts] if isinstance(texts, str) else list(texts), trainer)
     return tok
 
 

@@ -212,30 +212,22 @@ def run_sweep(configs, token_budgets, corpus, store, executor=None, *, batch_siz
     skipped = [s.key for s in specs if done[s.key] is not None]
     trained, failures = [], {}
     bar = tqdm(total=len(specs), initial=len(skipped), desc="sweep", disable=not progress)
+    # (setting, call that returns its record): run here one by one, or collected from the executor as they finish
     if executor is None:
-        for s in pending:
-            try:
-                rec = train_one(s, ids, progress=progress)
-            except Exception as exc:  # noqa: BLE001 - recorded and re-raised after the others finish
-                failures[s.key] = repr(exc)
-            else:
-                store.put(rec)
-                done[s.key] = rec
-                trained.append(s.key)
-            bar.update(1)
+        outcomes = ((s, lambda s=s: train_one(s, ids, progress=progress)) for s in pending)
     else:
         futures = {executor.submit(train_one, s, ids): s for s in pending}
-        for fut in as_completed(futures):
-            s = futures[fut]
-            try:
-                rec = fut.result()
-            except Exception as exc:  # noqa: BLE001
-                failures[s.key] = repr(exc)
-            else:
-                store.put(rec)
-                done[s.key] = rec
-                trained.append(s.key)
-            bar.update(1)
+        outcomes = ((futures[fut], fut.result) for fut in as_completed(futures))
+    for s, result in outcomes:
+        try:
+            rec = result()
+        except Exception as exc:  # noqa: BLE001 - recorded and re-raised after the others finish
+            failures[s.key] = repr(exc)
+        else:
+            store.put(rec)
+            done[s.key] = rec
+            trained.append(s.key)
+        bar.update(1)
     bar.close()
     if failures:
         raise SweepRunError(failures)
