@@ -3,18 +3,19 @@
 Public API (torch tensors in, torch tensors out, on the inputs' device)::
 
     from workbench import kernels
-    kernels.backend()                       # "cupy" or "reference"
+    kernels.backend()                       # "cupy", "emulator" or "reference"
     out = kernels.attention(q, k, v, causal=True, window=None, sinks=0)
     out, probs = kernels.attention(q, k, v, return_probs_heads=[0, 3])
     tok = kernels.sample(logits, temperature=0.8, top_k=50, top_p=0.9, min_p=0.05, seed=1)
     tokens, n_acc = kernels.verify_speculative(p, q, draft_tokens, seed=1)
 
 Which code runs: the CuPy kernels when the back-end is ``cupy`` *and* the inputs are CUDA
-tensors; otherwise the torch reference (:mod:`workbench.kernels.reference`) on the inputs'
+tensors (or the same kernels compiled for the CPU when it is ``emulator`` and they are CPU
+tensors); otherwise the torch reference (:mod:`workbench.kernels.reference`) on the inputs'
 device. Both follow the same contract and validation, and the same seed gives the same tokens.
 The back-end is chosen once (see :mod:`workbench.kernels.backend`), may be forced with
 :func:`set_backend` or the ``WORKBENCH_KERNELS`` environment variable, or per call with
-``backend="reference"`` / ``backend="cupy"``.
+``backend="reference"`` / ``"cupy"`` / ``"emulator"``.
 
 Non-contiguous inputs: the kernels take arbitrary batch/head/row strides, so views such as
 ``x.transpose(1, 2)`` of a (B, T, H, D) tensor are used without a copy as long as the last
@@ -105,7 +106,7 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None,
         scale: score scale, default ``1 / sqrt(D)``.
         return_probs_heads: ``None`` or a sequence of head indices whose attention
             probabilities are also returned.
-        backend: ``None`` (the chosen back-end), ``"cupy"`` or ``"reference"``.
+        backend: ``None`` (the chosen back-end), ``"cupy"``, ``"emulator"`` or ``"reference"``.
 
     Returns:
         out (B, H, Tq, D) in q's dtype; or ``(out, probs)`` when ``return_probs_heads`` is given,
@@ -157,9 +158,9 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None,
         if len(set(heads)) != len(heads):
             raise KernelInputError(f"return_probs_heads has duplicates: {list(return_probs_heads)}")
     which = resolve_for(q.is_cuda, backend)
-    if which == "cupy":
+    if which != "reference":   # cupy, or the emulator on CPU tensors
         if H > _MAX_GRID_YZ or B > _MAX_GRID_YZ:
-            raise KernelInputError(f"the cupy attention kernel supports B, H <= {_MAX_GRID_YZ}")
+            raise KernelInputError(f"the attention kernel supports B, H <= {_MAX_GRID_YZ}")
         from . import cupy_ops
 
         q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
@@ -211,7 +212,7 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=
         min_p: ``None`` (off) or in [0, 1]: keep tokens with ``p_i >= min_p * max_j p_j``.
         seed: int in [0, 2**64); the draw is a deterministic function of (seed, row, logits).
             Use a new seed for each decoding step.
-        backend: ``None``, ``"cupy"`` or ``"reference"``.
+        backend: ``None``, ``"cupy"``, ``"emulator"`` or ``"reference"``.
 
     Returns:
         (B,) int64 token ids (``-1`` for a row with no finite logit). The exact distribution
@@ -226,7 +227,7 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=
         temperature, top_k, top_p, min_p, seed)
     which = resolve_for(logits.is_cuda, backend)
     kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
-    if which == "cupy":
+    if which != "reference":   # cupy, or the emulator on CPU tensors
         from . import cupy_ops
 
         x = _last_dim_contiguous(logits.float())
@@ -247,7 +248,7 @@ def verify_speculative(p, q, draft_tokens, *, seed=0, uniforms=None, backend=Non
         seed: int; drives the acceptance uniforms (if not given) and the resampling draw.
         uniforms: optional (B, G) acceptance uniforms in [0, 1): draft g is accepted while
             ``u_g * q_g(x_g) < p_g(x_g)``, i.e. with probability min(1, p/q).
-        backend: ``None``, ``"cupy"`` or ``"reference"``.
+        backend: ``None``, ``"cupy"``, ``"emulator"`` or ``"reference"``.
 
     Returns:
         ``(tokens, n_accepted)``: tokens (B, G+1) int64 holds the n accepted drafts, then one new
@@ -291,7 +292,7 @@ def verify_speculative(p, q, draft_tokens, *, seed=0, uniforms=None, backend=Non
     q32 = q.float().contiguous()
     d64 = draft_tokens.long().contiguous()
     u32 = None if uniforms is None else uniforms.float().contiguous()
-    if which == "cupy":
+    if which != "reference":   # cupy, or the emulator on CPU tensors
         from . import cupy_ops
 
         return cupy_ops.verify_speculative(p32, q32, d64, seed=seed, uniforms=u32)

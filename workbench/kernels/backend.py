@@ -2,20 +2,26 @@
 
 The choice is made once, lazily, the first time it is needed:
 
-* ``WORKBENCH_KERNELS`` environment variable, if set: ``auto`` (default), ``cupy`` or ``reference``;
+* ``WORKBENCH_KERNELS`` environment variable, if set: ``auto`` (default), ``cupy``, ``emulator``
+  or ``reference``;
 * ``auto`` picks ``cupy`` when ``import cupy`` works *and* ``cupy.is_available()`` says a CUDA
   device is usable (both inside one ``try``: a machine without a driver imports CuPy fine and only
   fails on first device use), otherwise ``reference``.
+* ``emulator`` (never picked by ``auto``) runs the same ``.cu`` kernels on CPU tensors, compiled
+  with g++ (:mod:`workbench.kernels.emulator`): slow, for reading and checking a kernel where no
+  GPU is present.
 
 ``set_backend("cupy")`` on a machine without a usable GPU raises :class:`BackendUnavailableError`
-with the reason. Importing :mod:`workbench.kernels` never touches CuPy or the GPU.
+with the reason (``"emulator"`` likewise without g++). Importing :mod:`workbench.kernels` never
+touches CuPy or the GPU.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-BACKENDS = ("auto", "cupy", "reference")
+BACKENDS = ("auto", "cupy", "emulator", "reference")
+KERNEL_BACKENDS = ("cupy", "emulator")   # the back-ends that run the .cu kernels
 ENV_VAR = "WORKBENCH_KERNELS"
 
 
@@ -35,10 +41,11 @@ class BackendUnavailableError(KernelError, RuntimeError):
 class BackendInfo:
     """What was chosen and why.
 
-    name: ``"cupy"`` or ``"reference"``.
-    requested: what the user or environment asked for (``auto``/``cupy``/``reference``).
+    name: ``"cupy"``, ``"emulator"`` or ``"reference"``.
+    requested: what the user or environment asked for (``auto``/``cupy``/``emulator``/``reference``).
     reason: a sentence explaining the choice (e.g. why CuPy is not usable).
-    device: the CUDA device name when ``name == "cupy"``, else ``None``.
+    device: the CUDA device name when ``name == "cupy"``, ``"CPU (emulated)"`` for the emulator,
+        else ``None``.
     """
 
     name: str
@@ -89,6 +96,13 @@ def _resolve(requested: str, fresh: bool = False) -> BackendInfo:
         )
     if requested == "reference":
         return BackendInfo("reference", requested, "reference back-end requested")
+    if requested == "emulator":
+        from .emulator import available
+
+        ok, why = available()
+        if not ok:
+            raise BackendUnavailableError(f"the emulator back-end cannot run here: {why}")
+        return BackendInfo("emulator", requested, f"the .cu kernels run on the CPU: {why}", "CPU (emulated)")
     global _probe_cache
     if fresh:
         _probe_cache = None
@@ -113,12 +127,12 @@ def backend_info() -> BackendInfo:
 
 
 def backend() -> str:
-    """Name of the active back-end: ``"cupy"`` or ``"reference"``."""
+    """Name of the active back-end: ``"cupy"``, ``"emulator"`` or ``"reference"``."""
     return backend_info().name
 
 
 def set_backend(name: str) -> BackendInfo:
-    """Force a back-end: ``"auto"``, ``"cupy"`` or ``"reference"``.
+    """Force a back-end: ``"auto"``, ``"cupy"``, ``"emulator"`` or ``"reference"``.
 
     Probes CuPy afresh. Raises :class:`BackendUnavailableError` for ``"cupy"`` without a usable
     GPU (the previous choice stays in place), :class:`KernelInputError` for an unknown name.
@@ -128,39 +142,46 @@ def set_backend(name: str) -> BackendInfo:
     return _state
 
 
+def _serves(name: str, tensor_is_cuda: bool) -> bool:
+    """cupy runs the kernels on CUDA tensors, the emulator on CPU tensors."""
+    return name == ("cupy" if tensor_is_cuda else "emulator")
+
+
 def kernels_run_for(tensor_is_cuda: bool) -> bool:
-    """Whether the CUDA kernels, not their reference, serve tensors on CUDA (``tensor_is_cuda``) by default:
-    callers that choose between a kernel route and their own use this; it never raises."""
-    return tensor_is_cuda and backend() == "cupy"
+    """Whether the kernels, not their reference, serve tensors on CUDA (``tensor_is_cuda``) or on the CPU
+    by default: callers that choose between a kernel route and their own use this; it never raises."""
+    return _serves(backend(), tensor_is_cuda)
 
 
 def resolve_for(tensor_is_cuda: bool, override: str | None = None) -> str:
-    """Back-end for one call: the kernels run only on CUDA tensors with the cupy back-end.
+    """Back-end for one call: ``"cupy"`` (CUDA tensors), ``"emulator"`` (CPU tensors) or ``"reference"``.
 
-    ``override`` (a per-call ``backend=`` argument) is ``None``, ``"cupy"`` or ``"reference"``.
-    With the cupy back-end forced (globally or per call) and CPU tensors, raises
-    :class:`KernelInputError`; with ``auto`` CPU tensors quietly take the reference path.
+    ``override`` (a per-call ``backend=`` argument) is ``None``, ``"cupy"``, ``"emulator"`` or
+    ``"reference"``. With a kernel back-end forced (globally or per call) and tensors on the other
+    device, raises :class:`KernelInputError`; with ``auto`` they quietly take the reference path.
     """
     if override is not None:
         override = override.strip().lower()
-        if override not in ("cupy", "reference"):
+        if override not in ("cupy", "emulator", "reference"):
             raise KernelInputError(
-                f"unknown per-call back-end {override!r}; supported: 'cupy', 'reference' or None"
+                f"unknown per-call back-end {override!r}; supported: 'cupy', 'emulator', 'reference' or None"
             )
         if override == "reference":
             return "reference"
-        info = _resolve("cupy")  # raises BackendUnavailableError without a GPU
+        info = _resolve(override)  # raises BackendUnavailableError where it cannot run
         forced = True
     else:
         info = backend_info()
-        forced = info.requested == "cupy"
-    if info.name != "cupy":
+        forced = info.requested in KERNEL_BACKENDS
+    if info.name == "reference":
         return "reference"
-    if not tensor_is_cuda:
+    if not _serves(info.name, tensor_is_cuda):
         if forced:
             raise KernelInputError(
-                "the cupy back-end runs on CUDA tensors only; got CPU tensors. "
-                "Move them with .cuda() or use the 'reference' back-end."
+                "the cupy back-end runs on CUDA tensors only; got CPU tensors. Move them with .cuda() or "
+                "use the 'reference' back-end." if info.name == "cupy" else
+                "the emulator back-end runs the kernels on CPU tensors only; got CUDA tensors. Move them "
+                "with .cpu() or use the 'cupy' or 'reference' back-end."
             )
         return "reference"
-    return "cupy"
+    return info.name

@@ -8,6 +8,8 @@ Tensors cross between torch and CuPy zero-copy through DLPack (:func:`to_cupy`,
 :func:`to_torch`); outputs are allocated by torch, so torch's caching allocator and
 ``torch.cuda.max_memory_allocated`` see them, and kernels run on torch's current stream.
 This module imports CuPy only inside functions: importing it on a machine without CuPy is fine.
+CPU tensors take the same launchers through the CPU emulator (:mod:`workbench.kernels.emulator`),
+which stands in for CuPy: same sources, same arguments, same launch geometry.
 Inputs are assumed validated by :mod:`workbench.kernels`.
 """
 from __future__ import annotations
@@ -32,8 +34,15 @@ def kernel_source(name: str) -> str:
     return resources.files("workbench.kernels").joinpath("cu", name).read_text()
 
 
+EMULATED = -1   # the device index of CPU tensors: their kernels run in the emulator
+
+
 @lru_cache(maxsize=None)
 def _module(code: str, device_index: int):
+    if device_index == EMULATED:
+        from . import emulator
+
+        return emulator.load(code, "attention" if "wb_attn" in code else "sampling")
     import cupy
 
     with cupy.cuda.Device(device_index):
@@ -48,14 +57,17 @@ def _function(file: str, kernel: str, device_index: int, source: str | None = No
 
 
 def to_cupy(t: torch.Tensor):
-    """Zero-copy view of a CUDA tensor as a CuPy array (DLPack).
+    """Zero-copy view of a CUDA tensor as a CuPy array (DLPack); a CPU tensor is passed as itself
+    (the emulator reads its memory).
 
     16-bit floats are viewed as int16 first (CuPy has no bfloat16): the kernels read raw bits.
     """
-    import cupy
-
     if t.dtype in (torch.float16, torch.bfloat16):
         t = t.view(torch.int16)
+    if not t.is_cuda:
+        return t
+    import cupy
+
     return cupy.from_dlpack(t)
 
 
@@ -80,9 +92,18 @@ def _external_stream(ptr: int, device_index):
         return cupy.cuda.ExternalStream(ptr, -1 if device_index is None else device_index)
 
 
+def _device_index(device: torch.device) -> int:
+    if device.type != "cuda":
+        return EMULATED
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def _launch(fn, grid, block, make_args, device: torch.device, device_index: int):
     """Run ``fn`` on torch's current stream. ``make_args`` builds the arguments (the DLPack
     views) inside the stream context, so the DLPack hand-over is on that same stream."""
+    if device_index == EMULATED:
+        fn(grid, block, make_args())
+        return
     import cupy
 
     with cupy.cuda.Device(device_index), _stream(device):
@@ -124,7 +145,7 @@ def attention(q, k, v, *, causal=True, window=None, sinks=0, scale=None, probs_h
     B, H, Tq, D = q.shape
     Tk = k.shape[-2]
     dev = q.device
-    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    idx = _device_index(dev)
     out = torch.empty((B, H, Tq, D), dtype=q.dtype, device=dev)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     i32, i64 = np.int32, np.int64
@@ -177,7 +198,7 @@ def sample(logits, *, temperature=1.0, top_k=None, top_p=None, min_p=None, seed=
     ``source``: compile this text instead of cu/sampling.cu (tests of a wrong variant)."""
     B, V = logits.shape
     dev = logits.device
-    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    idx = _device_index(dev)
     fn = _function("sampling.cu", "wb_sample_rows", idx, source)
     out = torch.empty((B,), dtype=torch.int64, device=dev)
     t = float(temperature)
@@ -201,7 +222,7 @@ def verify_speculative(p, q, draft_tokens, *, seed=0, uniforms=None):
     B, G1, V = p.shape
     G = G1 - 1
     dev = p.device
-    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    idx = _device_index(dev)
     fn = _function("sampling.cu", "wb_verify_speculative", idx)
     tokens = torch.empty((B, G + 1), dtype=torch.int64, device=dev)
     n_acc = torch.empty((B,), dtype=torch.int64, device=dev)

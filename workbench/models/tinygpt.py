@@ -95,7 +95,7 @@ class CausalSelfAttention(nn.Module):
             ctx.attentions.append(att)
             y = F.dropout(att, drop, self.training) @ v
         elif _use_gpu_kernel(q, ctx):
-            # inference on a CUDA tensor with the CuPy back-end: the workbench's own fused attention kernel
+            # inference with the cupy (CUDA tensors) or emulator (CPU tensors) back-end: the fused attention kernel
             from .. import kernels
 
             y = kernels.attention(q, k, v, causal=True)
@@ -109,12 +109,20 @@ class CausalSelfAttention(nn.Module):
 
 
 def _use_gpu_kernel(q: torch.Tensor, ctx) -> bool:
-    """The fused CuPy attention kernel serves dense causal inference on CUDA tensors (it has no backward)."""
-    if not q.is_cuda or torch.is_grad_enabled() or ctx._slopes is not None or not (ctx.simple_causal or ctx.no_mask):
+    """The fused attention kernel serves dense causal inference (it has no backward): on CUDA tensors with
+    the cupy back-end, and on CPU tensors with the emulator back-end."""
+    if torch.is_grad_enabled() or ctx._slopes is not None or not (ctx.simple_causal or ctx.no_mask):
         return False
     from .. import kernels
 
-    return kernels.backend() == "cupy" and q.dtype in kernels.SUPPORTED_DTYPES and q.size(-1) in kernels.SUPPORTED_HEAD_DIMS
+    return (kernels.kernels_run_for(q.is_cuda) and q.dtype in kernels.SUPPORTED_DTYPES
+            and q.size(-1) in kernels.SUPPORTED_HEAD_DIMS)
+
+
+def _kernels_on_cpu() -> bool:
+    from .. import kernels
+
+    return kernels.kernels_run_for(False)
 
 
 class MLP(nn.Module):
@@ -281,9 +289,11 @@ class TinyGPT(nn.Module):
     def _numpy_step_for(self, ids, cache, capture):
         """The :class:`NumpyStep` for this call, or None when the torch path must run: gradients wanted,
         capture, an attention variant, ALiBi, a cache policy other than the plain cache, a GPU, more
-        than a few new tokens, forward hooks or a submodule in training mode."""
+        than a few new tokens, forward hooks, a submodule in training mode, or the emulator back-end (whose
+        attention kernel must then run)."""
         if (ids.size(1) > MAX_NEW_TOKENS or type(cache) is not KVCache or capture or self.mask_fn is not None
-                or self.config.pos == "alibi" or self.training or torch.is_grad_enabled() or ids.is_cuda):
+                or self.config.pos == "alibi" or self.training or torch.is_grad_enabled() or ids.is_cuda
+                or _kernels_on_cpu()):
             return None
         w = self.wte.weight
         if w.dtype not in (torch.float32, torch.float64) or cache.k.dtype != w.dtype or cache.k.is_cuda:

@@ -24,7 +24,7 @@ def test_import_does_not_touch_cupy():
 
 def test_backend_is_reported(restore_backend):
     name = kernels.backend()
-    assert name in ("cupy", "reference")
+    assert name in ("cupy", "reference")   # auto never picks the emulator
     info = kernels.backend_info()
     assert info.name == name and info.reason
 
@@ -35,7 +35,7 @@ def test_reference_can_be_forced(restore_backend):
 
 
 def test_unknown_backend_name(restore_backend):
-    with pytest.raises(KernelInputError, match="supported: auto, cupy, reference"):
+    with pytest.raises(KernelInputError, match="supported: auto, cupy, emulator, reference"):
         kernels.set_backend("triton")
     with pytest.raises(KernelInputError, match="per-call back-end"):
         kernels.attention(*qkv(), backend="cuda")

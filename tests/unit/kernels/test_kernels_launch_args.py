@@ -1,21 +1,20 @@
 """The CuPy launchers pass arguments that match the kernels' C signatures, checked without a GPU.
 
-A stand-in ``cupy`` module records each launch; the recorded arguments are compared, position by
-position, with the parameter lists parsed from the ``.cu`` sources (count, scalar widths, pointer
-element types), and the launch geometry with ``__launch_bounds__``. A mismatch here would be
-silent memory corruption on a GPU.
+CPU tensors take the launchers' emulator route (the device index is ``EMULATED``); a stand-in for
+the emulator's module records each launch instead of running it. The recorded arguments are
+compared, position by position, with the parameter lists parsed from the ``.cu`` sources (count,
+scalar widths, pointer element types), and the launch geometry with ``__launch_bounds__``. A
+mismatch here would be silent memory corruption on a GPU. (The emulator itself checks argument
+sizes too; this checks types.)
 """
 import re
-import sys
-import types
-from contextlib import nullcontext
 
 import numpy as np
 import pytest
 import torch
 
 from workbench import kernels
-from workbench.kernels import cupy_ops
+from workbench.kernels import cupy_ops, emulator
 
 
 # ---------------------------------------------------------------- signatures from the sources
@@ -61,12 +60,7 @@ POINTEE = {"float*": {torch.float32}, "int*": {torch.int32}, "long long*": {torc
            "unsigned short*": {torch.int16}, "wb_f16*": {torch.int16}, "wb_bf16*": {torch.int16}}
 
 
-# ---------------------------------------------------------------- a recording stand-in for cupy
-class _Array:
-    def __init__(self, t):
-        self.tensor = t
-
-
+# ---------------------------------------------------------------- a recording stand-in
 class _Fn:
     def __init__(self, name, log):
         self.name, self.log = name, log
@@ -80,22 +74,15 @@ class _Fn:
 def launches(monkeypatch):
     log = []
 
-    class RawModule:
-        def __init__(self, code, options=()):
+    class Module:
+        def __init__(self, code, tag):
             self.code = code
 
         def get_function(self, name):
             assert re.search(r"\b" + name + r"\b", self.code), f"{name} is not in the source"
             return _Fn(name, log)
 
-    fake = types.ModuleType("cupy")
-    fake.RawModule = RawModule
-    fake.from_dlpack = _Array
-    fake.cuda = types.SimpleNamespace(Device=lambda i=None: nullcontext(),
-                                      ExternalStream=lambda ptr, dev=-1: nullcontext())
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=0))
+    monkeypatch.setattr(emulator, "load", Module)
     for f in (cupy_ops._module, cupy_ops._function, cupy_ops._external_stream):
         f.cache_clear()
     yield log
@@ -113,8 +100,8 @@ def check_launch(entry):
             if isinstance(a, np.uint64):
                 assert int(a) == 0, f"{where}: a non-null raw integer"
             else:
-                assert isinstance(a, _Array), f"{where}: got {type(a).__name__}"
-                assert a.tensor.dtype in POINTEE[ctype], f"{where}: tensor of {a.tensor.dtype}"
+                assert isinstance(a, torch.Tensor), f"{where}: got {type(a).__name__}"
+                assert a.dtype in POINTEE[ctype], f"{where}: tensor of {a.dtype}"
         else:
             assert type(a) is SCALAR[ctype], f"{where}: got {type(a).__name__}"
     assert block == (threads,), f"{name}: block {block}, kernel is built for {threads} threads"
@@ -143,9 +130,9 @@ def test_attention_launch(launches, dtype, D, probs):
     check_launch(entry)
     bm = cupy_ops.MMA_BLOCK_M if want == "mma" else cupy_ops.ATTN_BLOCK_M[D]
     assert grid == (-(-70 // bm), 3, 2)
-    assert args[3].tensor.data_ptr() == out.data_ptr()
+    assert args[3].data_ptr() == out.data_ptr()
     if probs is not None:
-        assert p.shape == (2, 1, 70, 90) and args[4].tensor.data_ptr() == p.data_ptr()
+        assert p.shape == (2, 1, 70, 90) and args[4].data_ptr() == p.data_ptr()
 
 
 def test_sample_launch(launches):

@@ -17,6 +17,8 @@
 // inputs and outputs can be fp32, fp16 or bf16. This file is compiled by CuPy with NVRTC, which
 // has no host headers: no <cuda_fp16.h>, <float.h>, INFINITY or FLT_MAX. Constants and 16-bit
 // conversions are defined here (PTX cvt instructions, sm_80+ for bf16).
+// Under WB_CPU_EMULATION (workbench/kernels/emulator, which runs this file on a CPU) the inline
+// PTX is replaced by the emulator's C++ versions of the same instructions.
 
 #define WB_NEG_INF (__int_as_float(0xff800000))
 #define WB_LOG2E 1.4426950408889634f
@@ -28,23 +30,35 @@ struct wb_bf16 { unsigned short bits; };
 
 __device__ __forceinline__ float wb_to_f32(float x) { return x; }
 __device__ __forceinline__ float wb_to_f32(wb_f16 x) {
+#ifdef WB_CPU_EMULATION
+    return wb_emu::f16_to_f32(x.bits);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
     return f;
+#endif
 }
 __device__ __forceinline__ float wb_to_f32(wb_bf16 x) {
     return __uint_as_float(((unsigned int)x.bits) << 16);
 }
 __device__ __forceinline__ void wb_store(float* dst, float x) { *dst = x; }
 __device__ __forceinline__ void wb_store(wb_f16* dst, float x) {
+#ifdef WB_CPU_EMULATION
+    dst->bits = wb_emu::f32_to_f16(x);
+#else
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
     dst->bits = h;
+#endif
 }
 __device__ __forceinline__ void wb_store(wb_bf16* dst, float x) {
+#ifdef WB_CPU_EMULATION
+    dst->bits = wb_emu::f32_to_bf16(x);
+#else
     unsigned short h;
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
     dst->bits = h;
+#endif
 }
 
 __device__ __forceinline__ bool wb_visible(int pos, int j, int causal, int window, int sinks) {
@@ -259,27 +273,26 @@ __device__ __forceinline__ unsigned int wb_ld32(const unsigned short* p) {
     return *reinterpret_cast<const unsigned int*>(p);
 }
 // Pack two fp32 values into one register of two 16-bit floats (first value in the low half).
-__device__ __forceinline__ unsigned int wb_pack2(float lo, float hi, wb_f16) {
-    unsigned short a, b;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(a) : "f"(lo));
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(b) : "f"(hi));
-    return ((unsigned int)b << 16) | a;
-}
-__device__ __forceinline__ unsigned int wb_pack2(float lo, float hi, wb_bf16) {
-    unsigned short a, b;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(a) : "f"(lo));
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(hi));
-    return ((unsigned int)b << 16) | a;
+template <typename T>
+__device__ __forceinline__ unsigned int wb_pack2(float lo, float hi, T) {
+    T a, b;
+    wb_store(&a, lo);
+    wb_store(&b, hi);
+    return ((unsigned int)b.bits << 16) | a.bits;
 }
 // The B fragment of V (16 keys x 8 dims) from row-major V in shared memory: ldmatrix .trans hands
 // lane (g, c) the pair V[k0 + c][n0 + g], V[k0 + c + 1][n0 + g] (and the same 8 keys further on).
 // Lanes 0..15 give the addresses of rows k0 .. k0 + 15 at column n0.
 __device__ __forceinline__ void wb_ldmatrix_trans_x2(const unsigned short* row_ptr,
                                                      unsigned int& b0, unsigned int& b1) {
+#ifdef WB_CPU_EMULATION
+    wb_emu::ldmatrix_x2_trans(row_ptr, b0, b1);
+#else
     unsigned int addr;
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(addr) : "l"(row_ptr));
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
                  : "=r"(b0), "=r"(b1) : "r"(addr));
+#endif
 }
 // Round to the 16-bit type and back, so the row sum l uses exactly the weights that P V uses.
 __device__ __forceinline__ float wb_round16(float x, wb_f16) {
@@ -295,19 +308,27 @@ __device__ __forceinline__ float wb_round16(float x, wb_bf16) {
 // d += a * b for one 16x8x16 tile.
 __device__ __forceinline__ void wb_mma(float* d, const unsigned int* a, unsigned int b0,
                                        unsigned int b1, wb_f16) {
+#ifdef WB_CPU_EMULATION
+    wb_emu::mma_m16n8k16(d, a, b0, b1, false);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 __device__ __forceinline__ void wb_mma(float* d, const unsigned int* a, unsigned int b0,
                                        unsigned int b1, wb_bf16) {
+#ifdef WB_CPU_EMULATION
+    wb_emu::mma_m16n8k16(d, a, b0, b1, true);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Copy rows [row0, row0 + ROWS) x D of a 16-bit matrix into shared memory (row stride SROW);
