@@ -78,6 +78,17 @@ def test_forced_cupy_without_gpu_is_a_specific_error(restore_backend, monkeypatc
     assert kernels.attention(*qkv()).shape == (1, 2, 8, 16)
 
 
+def test_forced_emulator_without_a_compiler_is_a_specific_error(restore_backend, monkeypatch):
+    from workbench.kernels import emulator
+
+    monkeypatch.setattr(emulator, "available", lambda: (False, "no C++ compiler: install g++ (12 or newer)"))
+    with pytest.raises(BackendUnavailableError, match="emulator back-end cannot run here: no C.. compiler"):
+        kernels.set_backend("emulator")
+    with pytest.raises(BackendUnavailableError, match="install g.. .12 or newer"):
+        kernels.attention(*qkv(), backend="emulator")
+    assert kernels.backend() == "reference"   # the previous choice stays
+
+
 def test_environment_variable(restore_backend, monkeypatch):
     monkeypatch.setenv("WORKBENCH_KERNELS", "reference")
     assert kernels.backend() == "reference"
