@@ -89,10 +89,16 @@ def available() -> tuple[bool, str]:
 
 
 def _cache_dir() -> Path:
+    """Where built libraries are kept; the temporary directory when the home directory is read-only."""
     root = os.environ.get("WORKBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lm-workbench")
-    path = Path(root) / "kernel-emulator"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    for path in (Path(root) / "kernel-emulator", Path(tempfile.gettempdir()) / "lm-workbench-kernel-emulator"):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if os.access(path, os.W_OK):
+                return path
+        except OSError:
+            continue
+    raise EmulationError(f"no writable directory for emulator builds (tried {root} and the temporary directory)")
 
 
 def kernel_names(source: str) -> list[str]:
