@@ -310,7 +310,8 @@ class AttentionProbe:
 
     def _kernel_masks(self) -> tuple | None:
         """(window, sinks) for the fused attention kernel when it can compute this probe's probabilities
-        (CUDA tensors with the CuPy back-end, a mask it supports, no ALiBi, a supported head size), else None."""
+        (CUDA tensors with the cupy back-end or CPU tensors with the emulator, a mask it supports, no ALiBi, a
+        supported head size), else None."""
         from workbench import kernels
 
         cfg = self.model.config

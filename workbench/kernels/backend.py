@@ -149,8 +149,14 @@ def _serves(name: str, tensor_is_cuda: bool) -> bool:
 
 def kernels_run_for(tensor_is_cuda: bool) -> bool:
     """Whether the kernels, not their reference, serve tensors on CUDA (``tensor_is_cuda``) or on the CPU
-    by default: callers that choose between a kernel route and their own use this; it never raises."""
-    return _serves(backend(), tensor_is_cuda)
+    by default: callers that choose between a kernel route and their own use this; it never raises (a
+    back-end that cannot be had, e.g. ``WORKBENCH_KERNELS=cupy`` without a GPU, means the caller's own route;
+    the kernel calls themselves still report it)."""
+    try:
+        name = backend()
+    except KernelError:
+        return False
+    return _serves(name, tensor_is_cuda)
 
 
 def resolve_for(tensor_is_cuda: bool, override: str | None = None) -> str:

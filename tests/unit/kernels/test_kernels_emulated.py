@@ -7,6 +7,7 @@ nothing about the hardware (see workbench/kernels/emulator). The last section sh
 checks catch what they claim to. Skipped when g++ cannot build the emulator.
 """
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -163,6 +164,7 @@ def run(src, name, grid, block, *args):
 
 
 BASE = """
+__device__ __attribute__((noinline)) void wait_all() { __syncthreads(); }
 extern "C" __global__ void k(float* out, int n) {
     __shared__ float s[64];
     const int t = threadIdx.x;
@@ -190,13 +192,26 @@ def test_a_correct_probe_kernel_runs():
     ("float x = 0; if (t % 32 < 8) x = __shfl_xor_sync(0xffffffffu, 1.0f, 1); out[t] = x;",
      "warp collective .* but not thread 8,0,0, which has exited"),
     ("out[t] = __shfl_xor_sync(0x0000ffffu, 1.0f, 1);", "partial mask"),
+    # one barrier, inside a helper, reached from two divergent call sites
+    ("if (t < 16) { wait_all(); out[t] = 1; } else { out[t] = 2; wait_all(); out[t] += n; }",
+     "different __syncthreads calls"),
     ("out[t + n] = 1;", "wrote outside argument 0: up to 256 bytes past the end"),
     ("out[t - 2] = 1;", "wrote outside argument 0: up to 8 bytes before"),
-    ("out[t] = s[t + 64 * n];", r"UBSan report:\n.*probe.cu:5:\d+: runtime error: index 4096 out of bounds"),
+    ("if (t == 0) ((long long*)out)[n / 2] = -1;", "wrote outside argument 0: up to 8 bytes past the end"),
+    ("out[t] = s[t + 64 * n];", r"UBSan: probe.cu:6:\d+: index 4096 out of bounds for type 'float \[64\]' "
+                                r"\(block 0,0,0, thread 0,0,0\)"),
+    ("out[t] = (float)(n * 2147483647);", "UBSan: .*signed integer multiplication overflow"),
 ])
 def test_emulator_catches_kernel_bugs(body, message):
     with pytest.raises(EmulationError, match=message):
         run(probe(body), "k", (1,), (64,), torch.zeros(64), np.int32(64))
+
+
+def test_every_violation_is_reported_not_only_the_first():
+    src = probe("out[t] = s[t + 64 * n];")
+    for _ in range(2):
+        with pytest.raises(EmulationError, match="out of bounds"):
+            run(src, "k", (1,), (64,), torch.zeros(64), np.int32(64))
 
 
 def test_stale_shared_memory_reads_as_nan():
@@ -231,13 +246,27 @@ def test_real_kernel_mutations_are_caught():
     assert got.tolist() != kernels.sample(x, temperature=1.0, top_k=20, seed=1, backend="reference").tolist()
 
 
-def test_arguments_are_checked_against_the_signature():
+def test_arguments_and_geometry_are_checked():
     fn = emulator.load(kernels.kernel_source("sampling.cu"), "sampling").get_function("wb_sample_rows")
+    x, out = torch.zeros(1, 4), torch.zeros(1, dtype=torch.int64)
+    good = [x, np.int64(4), np.int32(4), np.float32(1), np.float32(1), np.int32(0), np.float32(1), np.float32(0),
+            np.uint64(0), out]
+    fn((1,), (1024,), tuple(good))
     with pytest.raises(EmulationError, match="takes 10 arguments, got 2"):
-        fn((1,), (1024,), (torch.zeros(1, 4), np.int64(4)))
-    with pytest.raises(EmulationError, match="argument 2: 8 bytes given for a 4-byte parameter"):
-        fn((1,), (1024,), (torch.zeros(1, 4), np.int64(4), np.int64(4), *[np.float32(1)] * 2, np.int32(0),
-                           *[np.float32(1)] * 2, np.uint64(0), torch.zeros(1, dtype=torch.int64)))
+        fn((1,), (1024,), (x, np.int64(4)))
+    for i, bad, message in [(2, np.int64(4), "argument 2: 8 bytes given for a 4-byte parameter"),
+                            (2, np.float32(4), "argument 2: float32 given for a integer parameter"),
+                            (3, np.int32(1), "argument 3: int32 given for a floating-point parameter"),
+                            (1, x, "argument 1: a tensor given for a non-pointer parameter"),
+                            (0, np.uint64(8), "argument 0: a pointer parameter takes a tensor or a null")]:
+        args = list(good)
+        args[i] = bad
+        with pytest.raises(EmulationError, match=message):
+            fn((1,), (1024,), tuple(args))
+    for grid, block in [((0,), (1024,)), ((1, 70000), (1024,)), ((1,), (1025,)), ((1,), (1, 1, 65)),
+                        ((1,), (64, 32))]:
+        with pytest.raises(EmulationError, match="outside CUDA's limits"):
+            fn(grid, block, tuple(good))
 
 
 def test_every_kernel_is_built_and_its_shared_memory_found():
@@ -248,4 +277,7 @@ def test_every_kernel_is_built_and_its_shared_memory_found():
         mod = emulator.load(kernels.kernel_source(file), file.split(".")[0])
         names |= set(mod.kernels)
         assert mod.shared, f"no __shared__ statics found in {file}"
+        # none is a GNU-unique symbol, which would bind process-wide and be shared with a variant library
+        nm = subprocess.run(["nm", "--defined-only", mod.path], capture_output=True, text=True).stdout
+        assert not [ln for ln in nm.splitlines() if ln.split()[-1] in mod.shared and ln.split()[1] == "u"]
     assert names == set(SIGS)

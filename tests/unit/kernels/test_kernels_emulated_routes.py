@@ -87,12 +87,18 @@ def test_speculative_decoding_uses_the_verification_kernel(launches):
 
 
 @pytest.mark.parametrize("policy", [None, sliding_window(6), lambda_mask(2, 6)], ids=str)
-def test_attention_probe_takes_probabilities_from_the_kernel(launches, policy):
+def test_attention_probe_takes_probabilities_from_the_kernel(launches, monkeypatch, policy):
     m = model(4, pos="rope")
     want = AttentionProbe(m, TEXT, policy=policy).probs(1, [1, 0], window=(5, 30))
     kernels.set_backend("emulator")
-    got = AttentionProbe(m, TEXT, policy=policy).probs(1, [1, 0], window=(5, 30))
-    assert launches.get("wb_attn_fwd_f32_d16", 0) >= 1
+    probe = AttentionProbe(m, TEXT, policy=policy)
+    before = dict(launches)
+    asked = []
+    real = kernels.attention
+    monkeypatch.setattr(kernels, "attention", lambda *a, **k: asked.append(k) or real(*a, **k))
+    got = probe.probs(1, [1, 0], window=(5, 30))
+    assert [k.get("return_probs_heads") for k in asked] == [range(2)]     # the click asked the kernel
+    assert launches["wb_attn_fwd_f32_d16"] == before.get("wb_attn_fwd_f32_d16", 0) + 1
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 

@@ -8,6 +8,8 @@ mismatch here would be silent memory corruption on a GPU. (The emulator itself c
 sizes too; this checks types.)
 """
 import re
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -155,3 +157,39 @@ def test_verify_launch(launches, G, given_u):
     args = check_launch(launches[0])
     assert launches[0][1] == (4,)
     assert isinstance(args[3], np.uint64) == (u is None or G == 0)
+
+
+# ---------------------------------------------------------------- the CUDA branch of the launcher
+def test_cuda_launch_runs_on_torchs_stream_with_arguments_made_inside(monkeypatch):
+    """On a GPU, _launch enters the device and torch's current stream (as a CuPy stream), builds the DLPack
+    arguments inside them and launches there; CPU tensors are routed to the emulator instead."""
+    events = []
+
+    class Ctx:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            events.append(("enter", self.name))
+
+        def __exit__(self, *exc):
+            events.append(("exit", self.name))
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(Device=lambda i: Ctx(f"device {i}"),
+                                      ExternalStream=lambda ptr, dev: Ctx(f"stream {ptr} on {dev}"))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=1234))
+    cupy_ops._external_stream.cache_clear()
+
+    def make_args():
+        events.append("arguments")
+        return (1, 2)
+
+    cupy_ops._launch(lambda grid, block, args: events.append(("launch", grid, block, args)), (3,), (128,),
+                     make_args, torch.device("cuda", 1), 1)
+    cupy_ops._external_stream.cache_clear()
+    assert events == [("enter", "device 1"), ("enter", "stream 1234 on 1"), "arguments",
+                      ("launch", (3,), (128,), (1, 2)), ("exit", "stream 1234 on 1"), ("exit", "device 1")]
+    assert cupy_ops._device_index(torch.device("cuda", 2)) == 2
+    assert cupy_ops._device_index(torch.device("cpu")) == cupy_ops.EMULATED

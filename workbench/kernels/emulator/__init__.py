@@ -10,14 +10,20 @@ fiber, a block's threads take turns at each barrier) and strict:
   call sites, stops the launch with :class:`EmulationError` instead of hanging;
 * shared memory is filled with 0xFF bytes (NaN floats) before every block, so a kernel that reads
   it before writing shows NaNs;
-* every tensor argument is run in a copy with 4 KiB of 0xFF bytes on each side: reads past the
-  ends give NaN, writes past them raise :class:`EmulationError`;
-* the code is built with UBSan's array-bounds, alignment, shift and signed-overflow checks, and a
-  report becomes an :class:`EmulationError`.
+* every tensor argument is run in a copy with 4 KiB of canary bytes on each side, a pattern that
+  reads as NaN in float32/float64: reads past the ends give NaN, writes past them raise
+  :class:`EmulationError` (unless they happen to write the pattern itself);
+* arguments are checked against the kernel's C signature (count, byte size, pointer / integer /
+  floating point) and the launch geometry against CUDA's limits;
+* the code is built with UBSan's array-bounds, alignment, shift and signed-overflow checks, handled
+  by the emulator itself: each one stops the launch with an :class:`EmulationError` naming the
+  thread (every time, not once per process as with the UBSan runtime).
 
 What it cannot say: anything about the hardware (timings, real races between warps, the PTX
-itself, which ``nvcc -ptx`` and NVRTC check), and CPU ``expf``/``logf`` round slightly
-differently from CUDA's.
+itself, which ``nvcc -ptx`` and NVRTC check). Results can differ from a GPU's in the last bits:
+CPU ``expf``/``logf`` round differently from CUDA's, g++ here does not fuse multiply-adds where
+nvcc does, and the emulated ``mma`` sums in double and rounds once. Equal tokens in the emulator
+therefore make equal tokens on a GPU likely, not certain (the GPU tests allow rare ties).
 
 The launchers of :mod:`workbench.kernels.cupy_ops` send CPU tensors here (this module stands in
 for ``cupy.RawModule``), so the same launch code runs; the usual way in is the back-end::
@@ -38,8 +44,8 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
+import threading
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -51,10 +57,19 @@ from ..backend import KernelError
 
 __all__ = ["EmulationError", "available", "build", "load", "kernel_names", "EmulatedModule"]
 
-CXX_FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-Wno-unknown-pragmas",
+# Compile flags. Frame pointers: the scheduler identifies a synchronisation by its call path. Hidden
+# visibility and no GNU-unique symbols: each library keeps its own statics (its __shared__ memory)
+# even when variants of one kernel are loaded side by side. The sanitizer checks call the emulator's
+# own handlers (cuda_on_cpu.h); the link step adds no UBSan runtime.
+CXX_FLAGS = ("-std=c++20", "-O2", "-fPIC", "-Wno-unknown-pragmas", "-fno-omit-frame-pointer",
+             "-fno-gnu-unique", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
              "-fsanitize=bounds,alignment,shift,signed-integer-overflow")
+LINK_FLAGS = ("-shared", "-Wl,--no-undefined")
 PAD = 4096          # canary bytes on each side of every buffer argument
 _ALIGN = 256        # copies keep the original pointer's address modulo this
+# Canary bytes: NaN as float32 (0x7FF7A5A5) and float64 (0x7FF7A5A57FF7A5A5), and no small integer.
+_CANARY = np.frombuffer(bytes([0xA5, 0xA5, 0xF7, 0x7F]), dtype=np.uint8)
+_LAUNCH = threading.Lock()   # the emulator's launch state is process-wide: one launch at a time
 
 
 class EmulationError(KernelError, RuntimeError):
@@ -69,36 +84,56 @@ def _header() -> Path:
     return Path(str(resources.files("workbench.kernels.emulator").joinpath("cuda_on_cpu.h")))
 
 
+def _compile(cxx: str, main: Path, out: Path) -> subprocess.CompletedProcess:
+    """Compile ``main`` with the emulator's flags, then link it into the shared library ``out``."""
+    obj = out.with_suffix(".o")
+    res = subprocess.run([cxx, *CXX_FLAGS, "-I", str(main.parent), "-c", str(main), "-o", str(obj)],
+                         capture_output=True, text=True)
+    if res.returncode == 0:
+        res = subprocess.run([cxx, *LINK_FLAGS, str(obj), "-o", str(out)], capture_output=True, text=True)
+    return res
+
+
+_PROBE = 'extern "C" __global__ void wb_probe(float* x) { __syncthreads(); x[threadIdx.x] += 1.0f; }\n'
+
+
 @lru_cache(maxsize=None)
 def available() -> tuple[bool, str]:
-    """``(ok, reason)``: can this machine build emulated kernels (g++ with C++20, nm, UBSan)?"""
+    """``(ok, reason)``: can this machine build emulated kernels (g++ with C++20 and ``_Float16``, nm)?"""
     cxx = _compiler()
     if cxx is None:
         return False, "no C++ compiler: install g++ (12 or newer) to run the kernels on the CPU"
     if shutil.which("nm") is None:
         return False, "nm (binutils) not found"
     with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "probe.cpp"
-        src.write_text('#include <bit>\nextern "C" int f(float x) { return std::bit_cast<int>(x) '
-                       '+ (int)(float)(_Float16)x; }\n')
-        res = subprocess.run([cxx, *CXX_FLAGS, str(src), "-o", str(Path(d) / "probe.so")],
-                             capture_output=True, text=True)
+        main = Path(d) / "main.cpp"
+        main.write_text(f'#include "{_header()}"\n{_PROBE}WB_EMU_EXPORT(WB_EMU_KERNEL(wb_probe))\n')
+        res = _compile(cxx, main, Path(d) / "probe.so")
     if res.returncode != 0:
-        return False, f"{cxx} cannot build the emulator (needs C++20, _Float16, UBSan): {res.stderr[-400:]}"
+        return False, f"{cxx} cannot build the emulator (needs C++20 and _Float16): {res.stderr[-400:]}"
     return True, f"{cxx} builds the CPU emulator"
 
 
+def _private_dir(path: Path) -> bool:
+    """Make ``path`` (mode 0700) or accept it if it exists, belongs to this user and no one else can write it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022 and os.access(path, os.W_OK)
+
+
 def _cache_dir() -> Path:
-    """Where built libraries are kept; the temporary directory when the home directory is read-only."""
+    """Where built libraries are kept: a directory only this user can write (the libraries are loaded
+    into the process). Falls back to a per-user directory under the temporary directory."""
     root = os.environ.get("WORKBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lm-workbench")
-    for path in (Path(root) / "kernel-emulator", Path(tempfile.gettempdir()) / "lm-workbench-kernel-emulator"):
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if os.access(path, os.W_OK):
-                return path
-        except OSError:
-            continue
-    raise EmulationError(f"no writable directory for emulator builds (tried {root} and the temporary directory)")
+    for path in (Path(root) / "kernel-emulator",
+                 Path(tempfile.gettempdir()) / f"lm-workbench-{os.getuid()}" / "kernel-emulator"):
+        if _private_dir(path.parent) and _private_dir(path):
+            return path
+    raise EmulationError(f"no private writable directory for emulator builds (tried {root} and the "
+                         "temporary directory)")
 
 
 def kernel_names(source: str) -> list[str]:
@@ -132,9 +167,7 @@ def build(source: str, tag: str = "kernel") -> Path:
         (Path(d) / f"{tag}.cu").write_text(source)
         (Path(d) / "main.cpp").write_text(main)
         tmp = Path(d) / "out.so"
-        res = subprocess.run([cxx, *CXX_FLAGS, f"-ffile-prefix-map={d}/=", "-I", d, str(Path(d) / "main.cpp"),
-                              "-o", str(tmp)],
-                             capture_output=True, text=True)
+        res = _compile(cxx, Path(d) / "main.cpp", tmp)
         if res.returncode != 0:
             raise EmulationError(f"g++ could not build {tag} for the CPU emulator:\n{res.stderr[-3000:]}")
         os.replace(tmp, lib)   # atomic: a half-written library never sits at the cached name
@@ -148,87 +181,93 @@ class EmulatedKernel:
     def __init__(self, module: EmulatedModule, index: int, name: str):
         self.module, self.index, self.name = module, index, name
         lib = module.lib
-        self.arg_sizes = [lib.wb_emu_kernel_arg_size(index, a) for a in range(lib.wb_emu_kernel_n_args(index))]
+        n = lib.wb_emu_kernel_n_args(index)
+        self.arg_sizes = [lib.wb_emu_kernel_arg_size(index, a) for a in range(n)]
+        self.arg_kinds = [chr(lib.wb_emu_kernel_arg_kind(index, a)) for a in range(n)]
+
+    def _geometry(self, grid, block) -> tuple[tuple, tuple]:
+        """Grid and block as 3-tuples, within CUDA's limits."""
+        grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
+        block = tuple(int(b) for b in block) + (1,) * (3 - len(block))
+        if len(grid) != 3 or not (1 <= grid[0] < 2 ** 31 and 1 <= grid[1] <= 65535 and 1 <= grid[2] <= 65535):
+            raise EmulationError(f"{self.name}: grid {grid} outside CUDA's limits (x < 2**31, y, z <= 65535, all >= 1)")
+        if (len(block) != 3 or min(block) < 1 or block[0] > 1024 or block[1] > 1024 or block[2] > 64
+                or block[0] * block[1] * block[2] > 1024):
+            raise EmulationError(f"{self.name}: block {block} outside CUDA's limits (x, y <= 1024, z <= 64, "
+                                 "at most 1024 threads)")
+        return grid, block
+
+    def _marshal(self, i: int, a, box: _Sandbox) -> bytes:
+        """The bytes of argument ``i`` as the C parameter holds them, after checking its kind and size."""
+        kind, size = self.arg_kinds[i], self.arg_sizes[i]
+        where = f"{self.name} argument {i}"
+        if isinstance(a, torch.Tensor):
+            if kind != "p":
+                raise EmulationError(f"{where}: a tensor given for a non-pointer parameter")
+            if a.is_cuda:
+                raise EmulationError(f"{where}: the emulator runs on CPU tensors")
+            return np.array([box.pointer(a, i)], dtype=np.uint64).tobytes()
+        a = np.asarray(a)
+        if kind == "p" and not (a.dtype.kind in "iu" and a.ndim == 0 and int(a) == 0):
+            raise EmulationError(f"{where}: a pointer parameter takes a tensor or a null (0), got {a!r}")
+        if kind == "f" and a.dtype.kind != "f" or kind == "i" and a.dtype.kind not in "iub":
+            raise EmulationError(f"{where}: {a.dtype} given for a {'floating-point' if kind == 'f' else 'integer'} "
+                                 "parameter")
+        raw = a.tobytes()
+        if len(raw) != size:
+            raise EmulationError(f"{where}: {len(raw)} bytes given for a {size}-byte parameter ({a.dtype})")
+        return raw
 
     def __call__(self, grid, block, args, **kwargs):
         if kwargs:
             raise EmulationError(f"{self.name}: launch options {sorted(kwargs)} are not emulated")
-        grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
-        block = tuple(int(b) for b in block) + (1,) * (3 - len(block))
+        grid, block = self._geometry(grid, block)
         if len(args) != len(self.arg_sizes):
             raise EmulationError(f"{self.name} takes {len(self.arg_sizes)} arguments, got {len(args)}")
-        with _Sandbox() as box:
-            holders = []
-            for i, (a, size) in enumerate(zip(args, self.arg_sizes)):
-                if isinstance(a, torch.Tensor):
-                    if a.is_cuda:
-                        raise EmulationError(f"{self.name} argument {i}: the emulator runs on CPU tensors")
-                    raw = np.array([box.pointer(a, i)], dtype=np.uint64).tobytes()
-                else:
-                    raw = np.asarray(a).tobytes()
-                if len(raw) != size:
-                    raise EmulationError(f"{self.name} argument {i}: {len(raw)} bytes given for a "
-                                         f"{size}-byte parameter ({type(a).__name__})")
-                holders.append(ctypes.create_string_buffer(raw, len(raw)))
+        with _LAUNCH, _Sandbox() as box:
+            holders = [ctypes.create_string_buffer(raw, len(raw))
+                       for raw in (self._marshal(i, a, box) for i, a in enumerate(args))]
             argv = (ctypes.c_void_p * max(1, len(holders)))(*(ctypes.addressof(h) for h in holders))
             err = ctypes.create_string_buffer(2048)
-            with _sanitizer_reports(self.name):
-                rc = self.module.lib.wb_emu_launch(self.index, (ctypes.c_uint * 3)(*grid),
-                                                   (ctypes.c_uint * 3)(*block), argv, err, len(err))
+            rc = self.module.lib.wb_emu_launch(self.index, (ctypes.c_uint * 3)(*grid),
+                                               (ctypes.c_uint * 3)(*block), argv, err, len(err))
             if rc != 0:
                 raise EmulationError(f"{self.name}: {err.value.decode(errors='replace')}")
             box.check(self.name)
 
 
-@contextlib.contextmanager
-def _sanitizer_reports(kernel: str):
-    """UBSan writes its reports to file descriptor 2 (its report-path setting is not honoured for them
-    here): catch fd 2 during a launch, raise on a report, pass anything else through."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
-    if "runtime error:" in text:
-        raise EmulationError(f"{kernel}: UBSan report:\n{text[-3000:]}")
-    if text:
-        os.write(2, text.encode())
-
-
 class _Sandbox(contextlib.AbstractContextManager):
-    """Copies of the tensors' storages with canary bytes around them; written back on success."""
+    """Copies of the tensors' storages with canary bytes around them. After a clean launch, the storages the
+    kernel changed are written back (only those: inputs, possibly read-only, are left alone)."""
 
     def __init__(self):
-        self.copies = {}   # storage pointer -> (raw array, start offset, storage, nbytes, arg index)
+        self.copies = {}   # storage pointer -> (raw bytes, canary pattern, start offset, nbytes, arg index)
 
     def pointer(self, t: torch.Tensor, arg: int) -> int:
         st = t.untyped_storage()
         sp, n = st.data_ptr(), st.nbytes()
         if sp not in self.copies:
-            raw = np.full(n + 2 * PAD + _ALIGN, 0xFF, dtype=np.uint8)
+            size = n + 2 * PAD + _ALIGN
+            pattern = np.resize(_CANARY, size)
+            raw = pattern.copy()
             base = raw.ctypes.data
             start = PAD + (sp - base - PAD) % _ALIGN
             ctypes.memmove(base + start, sp, n)
-            self.copies[sp] = (raw, start, n, arg)
-        raw, start, _, _ = self.copies[sp]
+            self.copies[sp] = (raw, pattern, start, n, arg)
+        raw, _, start, _, _ = self.copies[sp]
         return raw.ctypes.data + start + (t.data_ptr() - sp)
 
     def check(self, name: str):
-        for sp, (raw, start, n, arg) in self.copies.items():
-            before = np.flatnonzero(raw[:start] != 0xFF)
-            after = np.flatnonzero(raw[start + n:] != 0xFF)
+        for sp, (raw, pattern, start, n, arg) in self.copies.items():
+            before = np.flatnonzero(raw[:start] != pattern[:start])
+            after = np.flatnonzero(raw[start + n:] != pattern[start + n:])
             if before.size or after.size:
                 where = (f"{start - before[0]} bytes before" if before.size
                          else f"{after[-1] + 1} bytes past the end of")
                 raise EmulationError(f"{name} wrote outside argument {arg}: up to {where} its buffer")
-        for sp, (raw, start, n, _) in self.copies.items():
-            ctypes.memmove(sp, raw.ctypes.data + start, n)
+        for sp, (raw, _, start, n, _) in self.copies.items():
+            if n and ctypes.string_at(sp, n) != raw[start:start + n].tobytes():
+                ctypes.memmove(sp, raw.ctypes.data + start, n)
 
     def __exit__(self, *exc):
         self.copies.clear()
@@ -240,7 +279,8 @@ class EmulatedModule:
 
     def __init__(self, source: str, tag: str = "kernel"):
         path = build(source, tag)
-        self.lib = ctypes.CDLL(str(path))
+        self.path = str(path)
+        self.lib = ctypes.CDLL(self.path)
         lib = self.lib
         lib.wb_emu_kernel_name.restype = ctypes.c_char_p
         lib.wb_emu_add_shared.argtypes = [ctypes.c_void_p, ctypes.c_long]

@@ -6,7 +6,10 @@
 // control to a scheduler, which also checks that the kernel synchronises the way CUDA requires:
 //   __syncthreads()            all threads of the block, at the same call site, none exited;
 //   __shfl_xor_sync, mma, ldmatrix   all 32 lanes of the warp (full mask), at the same call site.
-// A violation, or a deadlock, stops the launch with an error message instead of hanging.
+// "Call site" is the whole call path (return addresses up the fiber's stack, so the build keeps
+// frame pointers): a helper that synchronises, called from two divergent branches, is two sites.
+// A violation, or a deadlock, stops the launch with an error message instead of hanging, and so
+// do the UBSan checks the build enables (handlers below, reported for the thread that hit them).
 // __shared__ variables become function statics (shared by the fibers of a block); the Python
 // side fills them with 0xFF bytes (NaN for floats) before every block, as stale shared memory.
 // The PTX instructions the kernels use through inline asm (cvt to/from 16-bit floats, mma.sync
@@ -14,7 +17,9 @@
 // PTX ISA; the kernels call them under #ifdef WB_CPU_EMULATION.
 #pragma once
 
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <bit>
 #include <cmath>
@@ -23,6 +28,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -51,13 +57,32 @@ struct Fiber {
     uint3 idx;
     int linear = 0;
     State state = READY;
-    void* site = nullptr;       // call site of the synchronisation it waits at
+    uintptr_t site = 0;         // call path of the synchronisation it waits at
+    uintptr_t stack_lo = 0, stack_hi = 0;
     uint64_t slot[12] = {};     // what this lane contributes to a warp collective
+};
+
+// Fiber stacks with an inaccessible guard page below each one: an overflow faults instead of
+// silently corrupting the neighbouring fiber. Pages are touched only as fibers use them.
+struct Stacks {
+    char* base = nullptr;
+    size_t page = 0, slot = 0, len = 0;
+    Stacks(size_t n, size_t stack_bytes) {
+        page = (size_t)sysconf(_SC_PAGESIZE);
+        slot = stack_bytes + page;
+        len = n * slot;
+        void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) { len = 0; return; }
+        base = static_cast<char*>(p);
+        for (size_t i = 0; i < n; ++i) mprotect(base + i * slot, page, PROT_NONE);
+    }
+    ~Stacks() { if (base) munmap(base, len); }
+    char* stack(size_t i) const { return base + i * slot + page; }   // above slot i's guard page
 };
 
 struct Launch {
     std::vector<Fiber> fibers;
-    std::unique_ptr<char[]> stacks;   // not zero-filled: pages are touched only as fibers use them
+    std::unique_ptr<Stacks> stacks;
     ucontext_t scheduler;
     dim3 grid, block;
     uint3 block_idx;
@@ -67,6 +92,8 @@ struct Launch {
     std::string error;
 };
 
+// One library is one translation unit, built with hidden visibility and -fno-gnu-unique, so these
+// (and the kernels' __shared__ statics) belong to that library alone.
 inline Launch* g_launch = nullptr;
 inline Fiber* g_cur = nullptr;
 constexpr size_t kStack = 64 * 1024;
@@ -83,14 +110,29 @@ inline std::string where() {
            ", thread " + std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
 }
 
+// The call path of the current fiber: its return addresses, hashed, read by walking the frame
+// pointers up to the top of its own stack.
+__attribute__((noinline)) inline uintptr_t call_path() {
+    uintptr_t h = 1469598103934665603ull;
+    void** fp = static_cast<void**>(__builtin_frame_address(0));
+    const uintptr_t lo = g_cur->stack_lo, hi = g_cur->stack_hi;
+    while ((uintptr_t)fp >= lo && (uintptr_t)fp + 2 * sizeof(void*) <= hi) {
+        h = (h ^ (uintptr_t)fp[1]) * 1099511628211ull;
+        void** next = static_cast<void**>(fp[0]);
+        if (next <= fp) break;
+        fp = next;
+    }
+    return h;
+}
+
 // Park the current fiber at a warp- or block-wide synchronisation point.
-inline void wait(State s, void* site) {
+inline void wait(State s) {
     g_cur->state = s;
-    g_cur->site = site;
+    g_cur->site = call_path();
     swapcontext(&g_cur->ctx, &g_launch->scheduler);
 }
 
-__attribute__((noinline)) inline void syncthreads() { wait(WAIT_BLOCK, __builtin_return_address(0)); }
+__attribute__((noinline)) inline void syncthreads() { wait(WAIT_BLOCK); }
 
 inline int lane() { return g_cur->linear & 31; }
 inline Fiber& lane_fiber(int l) { return g_launch->fibers[(g_cur->linear & ~31) + l]; }
@@ -104,12 +146,11 @@ template <typename T>
 __attribute__((noinline)) T shfl_xor(unsigned int mask, T v, int lane_mask) {
     static_assert(sizeof(T) <= 8, "shuffle of a type wider than 8 bytes");
     check_full_mask(mask, "__shfl_xor_sync");
-    void* site = __builtin_return_address(0);
     std::memcpy(g_cur->slot, &v, sizeof(T));
-    wait(WAIT_WARP, site);                       // every lane has written its value
+    wait(WAIT_WARP);                             // every lane has written its value
     T r;
     std::memcpy(&r, lane_fiber((lane() ^ lane_mask) & 31).slot, sizeof(T));
-    wait(WAIT_WARP, site);                       // every lane has read before slots are reused
+    wait(WAIT_WARP);                             // every lane has read before slots are reused
     return r;
 }
 
@@ -133,15 +174,16 @@ inline float half_hi(unsigned int r, bool bf16) {
 // ---- mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32: d = A B + d ----
 // Fragments (PTX ISA, "Matrix fragments for mma.m16n8k16"), g = lane / 4, c = 2 * (lane % 4):
 //   A: a0 = A[g][c..c+1], a1 = A[g+8][c..c+1], a2 = A[g][c+8..c+9], a3 = A[g+8][c+8..c+9]
-//   B: b0 = B[c..c+1][g], b1 = B[c+8..c+9][g]        C/D: {A[g][c], [g][c+1], [g+8][c], [g+8][c+1]}
+//   B: b0 = B[c..c+1][g], b1 = B[c+8..c+9][g]        C/D: {D[g][c], D[g][c+1], D[g+8][c], D[g+8][c+1]}
+// The products of 16-bit floats are exact; this sums them in double and rounds once, where the
+// hardware accumulates in fp32 in an unspecified order: results can differ in the last bits.
 __attribute__((noinline)) inline void mma_m16n8k16(float* d, const unsigned int* a, unsigned int b0,
                                                    unsigned int b1, bool bf16) {
-    void* site = __builtin_return_address(0);
     unsigned int* mine = reinterpret_cast<unsigned int*>(g_cur->slot);
     for (int i = 0; i < 4; ++i) mine[i] = a[i];
     mine[4] = b0;
     mine[5] = b1;
-    wait(WAIT_WARP, site);
+    wait(WAIT_WARP);
     float A[16][16], B[16][8];
     for (int l = 0; l < 32; ++l) {
         const unsigned int* f = reinterpret_cast<const unsigned int*>(lane_fiber(l).slot);
@@ -156,7 +198,7 @@ __attribute__((noinline)) inline void mma_m16n8k16(float* d, const unsigned int*
         B[c + 8][g] = half_lo(f[5], bf16);
         B[c + 9][g] = half_hi(f[5], bf16);
     }
-    wait(WAIT_WARP, site);
+    wait(WAIT_WARP);
     const int g = lane() / 4, c = 2 * (lane() % 4);
     const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {c, c + 1, c, c + 1};
     for (int e = 0; e < 4; ++e) {
@@ -171,11 +213,10 @@ __attribute__((noinline)) inline void mma_m16n8k16(float* d, const unsigned int*
 // With .trans, lane (g, c) receives {M[c][g], M[c+1][g]} of each matrix (low half first).
 __attribute__((noinline)) inline void ldmatrix_x2_trans(const unsigned short* row_ptr, unsigned int& b0,
                                                         unsigned int& b1) {
-    void* site = __builtin_return_address(0);
     if (reinterpret_cast<uintptr_t>(row_ptr) % 16 != 0)
         fail("ldmatrix row address is not 16-byte aligned" + where());
     std::memcpy(g_cur->slot, &row_ptr, sizeof(row_ptr));
-    wait(WAIT_WARP, site);
+    wait(WAIT_WARP);
     const int g = lane() / 4, c = 2 * (lane() % 4);
     unsigned int out[2];
     for (int m = 0; m < 2; ++m) {
@@ -185,7 +226,7 @@ __attribute__((noinline)) inline void ldmatrix_x2_trans(const unsigned short* ro
         std::memcpy(&r1, lane_fiber(8 * m + c + 1).slot, sizeof(r1));
         out[m] = (unsigned int)r0[g] | ((unsigned int)r1[g] << 16);
     }
-    wait(WAIT_WARP, site);
+    wait(WAIT_WARP);
     b0 = out[0];
     b1 = out[1];
 }
@@ -205,8 +246,10 @@ inline bool run_block(Launch& L) {
         Fiber& f = L.fibers[i];
         f.state = READY;
         getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = L.stacks.get() + (size_t)i * kStack;
+        f.ctx.uc_stack.ss_sp = L.stacks->stack(i);
         f.ctx.uc_stack.ss_size = kStack;
+        f.stack_lo = reinterpret_cast<uintptr_t>(L.stacks->stack(i));
+        f.stack_hi = f.stack_lo + kStack;
         f.ctx.uc_link = nullptr;
         const uintptr_t p = reinterpret_cast<uintptr_t>(&f);
         makecontext(&f.ctx, (void (*)())fiber_main, 2, (unsigned int)(p >> 32), (unsigned int)p);
@@ -279,7 +322,12 @@ struct Kernel {
     Entry entry;
     int n_args;
     int arg_sizes[kMaxArgs];
+    char arg_kinds[kMaxArgs];   // 'p' pointer, 'f' floating point, 'i' integer
 };
+template <typename A>
+constexpr char kind_of() {
+    return std::is_pointer_v<A> ? 'p' : std::is_floating_point_v<A> ? 'f' : 'i';
+}
 
 template <typename... A, size_t... I>
 void invoke(void (*f)(A...), void** args, std::index_sequence<I...>) {
@@ -291,7 +339,8 @@ Kernel describe(const char* name, void (*f)(A...)) {
     Entry e = [](void* fp, void** args) {
         invoke(reinterpret_cast<void (*)(A...)>(fp), args, std::index_sequence_for<A...>{});
     };
-    return Kernel{name, reinterpret_cast<void*>(f), e, (int)sizeof...(A), {(int)sizeof(A)...}};
+    return Kernel{name, reinterpret_cast<void*>(f), e, (int)sizeof...(A), {(int)sizeof(A)...},
+                  {kind_of<A>()...}};
 }
 
 // The kernels' __shared__ statics (address, bytes), found by the Python side in the symbol table.
@@ -312,7 +361,11 @@ inline int launch(const Kernel& k, const unsigned int* grid, const unsigned int*
         rc = 2;
     } else {
         L.fibers.resize(n);
-        L.stacks.reset(new char[(size_t)n * kStack]);
+        L.stacks = std::make_unique<Stacks>((size_t)n, kStack);
+        if (!L.stacks->base) {
+            std::snprintf(err, (size_t)err_len, "could not map %ld fiber stacks", n);
+            return 2;
+        }
         for (long i = 0; i < n; ++i) {
             L.fibers[i].idx = uint3{(unsigned)(i % block[0]), (unsigned)(i / block[0] % block[1]),
                                     (unsigned)(i / ((long)block[0] * block[1]))};
@@ -333,7 +386,50 @@ inline int launch(const Kernel& k, const unsigned int* grid, const unsigned int*
     return rc;
 }
 
+// ---- UBSan handlers (the build links no UBSan runtime): each report fails the current thread ----
+struct SourceLocation { const char* file; unsigned int line, column; };
+struct TypeDescriptor { unsigned short kind, info; char name[1]; };   // name is quoted: 'float [64]'
+struct OutOfBoundsData { SourceLocation loc; const TypeDescriptor* array; const TypeDescriptor* index; };
+struct TypeMismatchData { SourceLocation loc; const TypeDescriptor* type; unsigned char log_align, check_kind; };
+struct ShiftData { SourceLocation loc; const TypeDescriptor* lhs; const TypeDescriptor* rhs; };
+struct OverflowData { SourceLocation loc; const TypeDescriptor* type; };
+
+inline void ubsan(const SourceLocation& loc, const std::string& what) {
+    const char* slash = std::strrchr(loc.file, '/');
+    std::string msg = "UBSan: " + std::string(slash ? slash + 1 : loc.file) + ":" + std::to_string(loc.line) +
+                      ":" + std::to_string(loc.column) + ": " + what;
+    if (!g_launch || !g_cur) {   // not inside a kernel thread: nothing to stop
+        std::fprintf(stderr, "%s\n", msg.c_str());
+        return;
+    }
+    fail(msg + where());
+}
+
 }  // namespace wb_emu
+
+#define WB_EMU_API extern "C" __attribute__((visibility("default")))
+WB_EMU_API void __ubsan_handle_out_of_bounds(wb_emu::OutOfBoundsData* d, uintptr_t index) {
+    wb_emu::ubsan(d->loc, "index " + std::to_string((long long)index) + " out of bounds for type " +
+                              d->array->name);
+}
+WB_EMU_API void __ubsan_handle_type_mismatch_v1(wb_emu::TypeMismatchData* d, uintptr_t ptr) {
+    wb_emu::ubsan(d->loc, std::string(ptr ? "misaligned" : "null") + " access of type " + d->type->name +
+                              " (needs " + std::to_string(1u << d->log_align) + "-byte alignment)");
+}
+WB_EMU_API void __ubsan_handle_shift_out_of_bounds(wb_emu::ShiftData* d, uintptr_t, uintptr_t) {
+    wb_emu::ubsan(d->loc, std::string("shift out of bounds for type ") + d->lhs->name);
+}
+#define WB_EMU_OVERFLOW(NAME, WHAT)                                                        \
+    WB_EMU_API void NAME(wb_emu::OverflowData* d, uintptr_t, uintptr_t) {                  \
+        wb_emu::ubsan(d->loc, std::string("signed integer " WHAT " overflow in type ") + d->type->name); \
+    }
+WB_EMU_OVERFLOW(__ubsan_handle_add_overflow, "addition")
+WB_EMU_OVERFLOW(__ubsan_handle_sub_overflow, "subtraction")
+WB_EMU_OVERFLOW(__ubsan_handle_mul_overflow, "multiplication")
+WB_EMU_OVERFLOW(__ubsan_handle_divrem_overflow, "division")
+WB_EMU_API void __ubsan_handle_negate_overflow(wb_emu::OverflowData* d, uintptr_t) {
+    wb_emu::ubsan(d->loc, std::string("signed integer negation overflow in type ") + d->type->name);
+}
 
 #define threadIdx (::wb_emu::g_cur->idx)
 #define blockIdx (::wb_emu::g_launch->block_idx)
@@ -360,14 +456,15 @@ inline T max(T a, T b) { return a < b ? b : a; }
 #define WB_EMU_KERNEL(name) ::wb_emu::describe(#name, &name)
 #define WB_EMU_EXPORT(...)                                                                      \
     static const ::wb_emu::Kernel wb_emu_table[] = {__VA_ARGS__};                               \
-    extern "C" int wb_emu_n_kernels() { return (int)(sizeof(wb_emu_table) / sizeof(wb_emu_table[0])); } \
-    extern "C" const char* wb_emu_kernel_name(int i) { return wb_emu_table[i].name; }           \
-    extern "C" int wb_emu_kernel_n_args(int i) { return wb_emu_table[i].n_args; }               \
-    extern "C" int wb_emu_kernel_arg_size(int i, int a) { return wb_emu_table[i].arg_sizes[a]; } \
-    extern "C" void wb_emu_add_shared(void* p, long bytes) {                                    \
+    WB_EMU_API int wb_emu_n_kernels() { return (int)(sizeof(wb_emu_table) / sizeof(wb_emu_table[0])); } \
+    WB_EMU_API const char* wb_emu_kernel_name(int i) { return wb_emu_table[i].name; }           \
+    WB_EMU_API int wb_emu_kernel_n_args(int i) { return wb_emu_table[i].n_args; }               \
+    WB_EMU_API int wb_emu_kernel_arg_size(int i, int a) { return wb_emu_table[i].arg_sizes[a]; } \
+    WB_EMU_API int wb_emu_kernel_arg_kind(int i, int a) { return wb_emu_table[i].arg_kinds[a]; } \
+    WB_EMU_API void wb_emu_add_shared(void* p, long bytes) {                                    \
         ::wb_emu::g_shared.emplace_back(static_cast<char*>(p), (size_t)bytes);                  \
     }                                                                                           \
-    extern "C" int wb_emu_launch(int i, const unsigned int* grid, const unsigned int* block,    \
+    WB_EMU_API int wb_emu_launch(int i, const unsigned int* grid, const unsigned int* block,    \
                                  void** args, char* err, int err_len) {                         \
         return ::wb_emu::launch(wb_emu_table[i], grid, block, args, err, err_len);              \
     }
