@@ -189,6 +189,10 @@ def test_a_correct_probe_kernel_runs():
     ("if (t < 16) __syncthreads(); out[t] = 1;", "__syncthreads reached by 16 threads after 48 had exited"),
     ("if (t < 16) { __syncthreads(); out[t] = 1; } else { out[t] = 2; __syncthreads(); out[t] += n; }",
      "different __syncthreads calls"),
+    # the divergent barriers last in the kernel (a sibling call would make them one jump)
+    ("if (t < 16) { out[t] = 1; __syncthreads(); } else { out[t] = 2; __syncthreads(); }",
+     "different __syncthreads calls"),
+    ("if (t < 16) { out[t] = 1; wait_all(); } else { out[t] = 2; wait_all(); }", "different __syncthreads calls"),
     ("float x = 0; if (t % 32 < 8) x = __shfl_xor_sync(0xffffffffu, 1.0f, 1); out[t] = x;",
      "warp collective .* but not thread 8,0,0, which has exited"),
     ("out[t] = __shfl_xor_sync(0x0000ffffu, 1.0f, 1);", "partial mask"),
@@ -205,6 +209,28 @@ def test_a_correct_probe_kernel_runs():
 def test_emulator_catches_kernel_bugs(body, message):
     with pytest.raises(EmulationError, match=message):
         run(probe(body), "k", (1,), (64,), torch.zeros(64), np.int32(64))
+
+
+@pytest.mark.parametrize("body", [
+    "if (t < 16) s[t] = 1; __syncthreads(); if (t < 16) out[t] = s[t + 1]; else out[t] = 3;",
+    "float a = 0; if (t < n) a = out[t]; __syncthreads(); if (t < n) out[t] = a;",
+    "for (int i = 0; i < 4; ++i) { if (t < 16) s[t] = i; __syncthreads(); if (t < 16) out[t] += s[t]; "
+    "__syncthreads(); }",
+    "if (t < 16) out[t] = 1; wait_all(); if (t < 16) out[t] += 1;",
+])
+def test_barriers_after_conditional_code_are_one_barrier(body):
+    """Correct kernels whose barrier sits between thread-dependent branches: the build must not copy the
+    barrier call into each branch (jump threading), which would look like divergence."""
+    run(probe(body), "k", (1,), (64,), torch.zeros(64), np.int32(16))
+
+
+def test_canaries_read_as_nan_in_every_float_dtype():
+    raw = np.resize(emulator._CANARY, 64)
+    for dtype in (np.float16, np.float32, np.float64):
+        assert np.isnan(raw.view(dtype)).all(), dtype
+    bf16_as_f32 = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    assert np.isnan(bf16_as_f32).all()
+    assert -1 not in raw.view(np.int64) and -1 not in raw.view(np.int32)
 
 
 def test_every_violation_is_reported_not_only_the_first():

@@ -186,9 +186,11 @@ def test_cuda_launch_runs_on_torchs_stream_with_arguments_made_inside(monkeypatc
         events.append("arguments")
         return (1, 2)
 
-    cupy_ops._launch(lambda grid, block, args: events.append(("launch", grid, block, args)), (3,), (128,),
-                     make_args, torch.device("cuda", 1), 1)
-    cupy_ops._external_stream.cache_clear()
+    try:
+        cupy_ops._launch(lambda grid, block, args: events.append(("launch", grid, block, args)), (3,), (128,),
+                         make_args, torch.device("cuda", 1), 1)
+    finally:
+        cupy_ops._external_stream.cache_clear()
     assert events == [("enter", "device 1"), ("enter", "stream 1234 on 1"), "arguments",
                       ("launch", (3,), (128,), (1, 2)), ("exit", "stream 1234 on 1"), ("exit", "device 1")]
     assert cupy_ops._device_index(torch.device("cuda", 2)) == 2

@@ -46,6 +46,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -57,18 +58,24 @@ from ..backend import KernelError
 
 __all__ = ["EmulationError", "available", "build", "load", "kernel_names", "EmulatedModule"]
 
-# Compile flags. Frame pointers: the scheduler identifies a synchronisation by its call path. Hidden
-# visibility and no GNU-unique symbols: each library keeps its own statics (its __shared__ memory)
-# even when variants of one kernel are loaded side by side. The sanitizer checks call the emulator's
-# own handlers (cuda_on_cpu.h); the link step adds no UBSan runtime.
+# Compile flags. Frame pointers: the scheduler identifies a synchronisation by its call path, so no
+# pass may copy a call to a barrier (jump threading, cross-jumping, tail merging: a correct kernel would
+# seem to wait at two barriers) or turn it into a jump (sibling calls: a divergent one would seem to
+# wait at one). Hidden visibility and no GNU-unique symbols: each library keeps its own statics (its
+# __shared__ memory) even when variants of one kernel are loaded side by side. The sanitizer checks call
+# the emulator's own handlers (cuda_on_cpu.h); the link step adds no UBSan runtime.
 CXX_FLAGS = ("-std=c++20", "-O2", "-fPIC", "-Wno-unknown-pragmas", "-fno-omit-frame-pointer",
+             "-fno-thread-jumps", "-fno-optimize-sibling-calls", "-fno-crossjumping", "-fno-tree-tail-merge",
              "-fno-gnu-unique", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
              "-fsanitize=bounds,alignment,shift,signed-integer-overflow")
 LINK_FLAGS = ("-shared", "-Wl,--no-undefined")
 PAD = 4096          # canary bytes on each side of every buffer argument
 _ALIGN = 256        # copies keep the original pointer's address modulo this
-# Canary bytes: NaN as float32 (0x7FF7A5A5) and float64 (0x7FF7A5A57FF7A5A5), and no small integer.
-_CANARY = np.frombuffer(bytes([0xA5, 0xA5, 0xF7, 0x7F]), dtype=np.uint8)
+# Canary bytes F7 7F repeated: NaN as float16 and bfloat16 (0x7FF7), float32 (0x7FF77FF7) and float64,
+# and no small integer (-1 = 0xFF... written past the end is caught).
+_CANARY = np.frombuffer(bytes([0xF7, 0x7F]), dtype=np.uint8)
+_memcmp = ctypes.CDLL(None).memcmp
+_memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
 _LAUNCH = threading.Lock()   # the emulator's launch state is process-wide: one launch at a time
 
 
@@ -128,9 +135,12 @@ def _cache_dir() -> Path:
     """Where built libraries are kept: a directory only this user can write (the libraries are loaded
     into the process). Falls back to a per-user directory under the temporary directory."""
     root = os.environ.get("WORKBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lm-workbench")
-    for path in (Path(root) / "kernel-emulator",
-                 Path(tempfile.gettempdir()) / f"lm-workbench-{os.getuid()}" / "kernel-emulator"):
+    first = Path(root) / "kernel-emulator"
+    for path in (first, Path(tempfile.gettempdir()) / f"lm-workbench-{os.getuid()}" / "kernel-emulator"):
         if _private_dir(path.parent) and _private_dir(path):
+            if path is not first:
+                warnings.warn(f"{first} is not a private writable directory (others may write it, or it is "
+                              f"read-only): emulator builds go to {path}", stacklevel=3)
             return path
     raise EmulationError(f"no private writable directory for emulator builds (tried {root} and the "
                          "temporary directory)")
@@ -156,7 +166,7 @@ def build(source: str, tag: str = "kernel") -> Path:
         raise EmulationError(f"no extern \"C\" __global__ kernels found in {tag}")
     cxx = _compiler()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([source, _header().read_text(), " ".join(CXX_FLAGS), version])
+    key = hashlib.sha256("\0".join([source, _header().read_text(), " ".join(CXX_FLAGS + LINK_FLAGS), version])
                          .encode()).hexdigest()[:20]
     lib = _cache_dir() / f"{tag}-{key}.so"
     if lib.exists():
@@ -266,7 +276,7 @@ class _Sandbox(contextlib.AbstractContextManager):
                          else f"{after[-1] + 1} bytes past the end of")
                 raise EmulationError(f"{name} wrote outside argument {arg}: up to {where} its buffer")
         for sp, (raw, _, start, n, _) in self.copies.items():
-            if n and ctypes.string_at(sp, n) != raw[start:start + n].tobytes():
+            if n and _memcmp(sp, raw.ctypes.data + start, n) != 0:
                 ctypes.memmove(sp, raw.ctypes.data + start, n)
 
     def __exit__(self, *exc):

@@ -74,7 +74,8 @@ struct Stacks {
         void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) { len = 0; return; }
         base = static_cast<char*>(p);
-        for (size_t i = 0; i < n; ++i) mprotect(base + i * slot, page, PROT_NONE);
+        for (size_t i = 0; i < n; ++i)
+            if (mprotect(base + i * slot, page, PROT_NONE) != 0) { munmap(base, len); base = nullptr; return; }
     }
     ~Stacks() { if (base) munmap(base, len); }
     char* stack(size_t i) const { return base + i * slot + page; }   // above slot i's guard page
@@ -408,26 +409,28 @@ inline void ubsan(const SourceLocation& loc, const std::string& what) {
 }  // namespace wb_emu
 
 #define WB_EMU_API extern "C" __attribute__((visibility("default")))
-WB_EMU_API void __ubsan_handle_out_of_bounds(wb_emu::OutOfBoundsData* d, uintptr_t index) {
+// Hidden: bound inside this library, so a UBSan runtime elsewhere in the process cannot take them over.
+#define WB_EMU_UBSAN extern "C" __attribute__((visibility("hidden")))
+WB_EMU_UBSAN void __ubsan_handle_out_of_bounds(wb_emu::OutOfBoundsData* d, uintptr_t index) {
     wb_emu::ubsan(d->loc, "index " + std::to_string((long long)index) + " out of bounds for type " +
                               d->array->name);
 }
-WB_EMU_API void __ubsan_handle_type_mismatch_v1(wb_emu::TypeMismatchData* d, uintptr_t ptr) {
+WB_EMU_UBSAN void __ubsan_handle_type_mismatch_v1(wb_emu::TypeMismatchData* d, uintptr_t ptr) {
     wb_emu::ubsan(d->loc, std::string(ptr ? "misaligned" : "null") + " access of type " + d->type->name +
                               " (needs " + std::to_string(1u << d->log_align) + "-byte alignment)");
 }
-WB_EMU_API void __ubsan_handle_shift_out_of_bounds(wb_emu::ShiftData* d, uintptr_t, uintptr_t) {
+WB_EMU_UBSAN void __ubsan_handle_shift_out_of_bounds(wb_emu::ShiftData* d, uintptr_t, uintptr_t) {
     wb_emu::ubsan(d->loc, std::string("shift out of bounds for type ") + d->lhs->name);
 }
 #define WB_EMU_OVERFLOW(NAME, WHAT)                                                        \
-    WB_EMU_API void NAME(wb_emu::OverflowData* d, uintptr_t, uintptr_t) {                  \
+    WB_EMU_UBSAN void NAME(wb_emu::OverflowData* d, uintptr_t, uintptr_t) {                  \
         wb_emu::ubsan(d->loc, std::string("signed integer " WHAT " overflow in type ") + d->type->name); \
     }
 WB_EMU_OVERFLOW(__ubsan_handle_add_overflow, "addition")
 WB_EMU_OVERFLOW(__ubsan_handle_sub_overflow, "subtraction")
 WB_EMU_OVERFLOW(__ubsan_handle_mul_overflow, "multiplication")
 WB_EMU_OVERFLOW(__ubsan_handle_divrem_overflow, "division")
-WB_EMU_API void __ubsan_handle_negate_overflow(wb_emu::OverflowData* d, uintptr_t) {
+WB_EMU_UBSAN void __ubsan_handle_negate_overflow(wb_emu::OverflowData* d, uintptr_t) {
     wb_emu::ubsan(d->loc, std::string("signed integer negation overflow in type ") + d->type->name);
 }
 
