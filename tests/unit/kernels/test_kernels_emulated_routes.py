@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workbench import kernels
-from workbench.attention import AttentionProbe, dense, lambda_mask, sliding_window
+from workbench.attention import AttentionProbe, lambda_mask, sliding_window
 from workbench.decoding import Pipeline, sample, speculative_decode
 from workbench.kernels import cupy_ops, emulator
 from workbench.models import GPTConfig, TinyGPT

@@ -4,12 +4,10 @@ Run on a GPU machine:  pip install -e .[gpu,dev] && pytest -m gpu tests/unit/ker
 """
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from workbench import kernels
-from workbench.kernels import reference
 from workbench.kernels.backend import probe_cupy
 from workbench.kernels.reference import chi_square_pvalue
 

@@ -1,6 +1,5 @@
 """Speculative verification reference: decisions against a textbook loop, and the theorem that
 the emitted tokens follow the target distribution."""
-import pytest
 import torch
 
 from workbench import kernels
