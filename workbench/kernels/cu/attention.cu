@@ -67,6 +67,12 @@ __device__ __forceinline__ bool wb_visible(int pos, int j, int causal, int windo
     return true;
 }
 
+// A key tile [j0, j0 + BN) that no query row of the block can see through a sliding window: every key is
+// older than the window for the block's first row (the one that sees the oldest keys) and none is a sink.
+__device__ __forceinline__ bool wb_tile_outside_window(int j0, int BN, int first_pos, int window, int sinks) {
+    return window > 0 && j0 >= sinks && j0 + BN - 1 <= first_pos - window;
+}
+
 // Reduce across the TPR (=4) neighbouring lanes that share a query row.
 __device__ __forceinline__ float wb_row_max(float x) {
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
@@ -77,6 +83,24 @@ __device__ __forceinline__ float wb_row_sum(float x) {
     x += __shfl_xor_sync(0xffffffffu, x, 1);
     x += __shfl_xor_sync(0xffffffffu, x, 2);
     return x;
+}
+
+// Stage rows [j0, j0 + BN) of K or V (row stride st) in shared memory as fp32; rows past Tk are zero.
+template <typename T, int D, int BN>
+__device__ __forceinline__ void wb_load_tile(float (*s)[D + 1], const T* src, long long st, int j0, int Tk) {
+    for (int idx = threadIdx.x; idx < BN * D; idx += blockDim.x) {
+        int r = idx / D, d = idx % D;
+        s[r][d] = (j0 + r < Tk) ? wb_to_f32(src[(long long)(j0 + r) * st + d]) : 0.0f;
+    }
+}
+
+// q . k for one query row and one staged key row (q already scaled).
+template <int D>
+__device__ __forceinline__ float wb_dot(const float* q, const float* k) {
+    float dot = 0.0f;
+#pragma unroll 16
+    for (int d = 0; d < D; ++d) dot = fmaf(q[d], k[d], dot);
+    return dot;
 }
 
 template <typename T, int D, int BM>
@@ -133,13 +157,10 @@ __device__ void wb_attn_fwd(
 
     for (int j0 = 0; j0 < j_end; j0 += BN) {
         // Skip tiles that are older than the window for every row and hold no sink.
-        if (window > 0 && j0 >= sinks && j0 + BN - 1 <= first_pos - window) continue;
+        if (wb_tile_outside_window(j0, BN, first_pos, window, sinks)) continue;
 
         __syncthreads();   // previous V tile fully consumed (and sQ written on the first pass)
-        for (int idx = tid; idx < BN * D; idx += blockDim.x) {
-            int r = idx / D, d = idx % D;
-            sKV[r][d] = (j0 + r < Tk) ? wb_to_f32(kb[(long long)(j0 + r) * k_st + d]) : 0.0f;
-        }
+        wb_load_tile<T, D, BN>(sKV, kb, k_st, j0, Tk);
         __syncthreads();
 
         // S = Q K^T for this row's CPT columns, masked.
@@ -149,9 +170,7 @@ __device__ void wb_attn_fwd(
         for (int c = 0; c < CPT; ++c) {
             const int jj = sub + WB_TPR * c;
             const int j = j0 + jj;
-            float dot = 0.0f;
-#pragma unroll 16
-            for (int d = 0; d < D; ++d) dot = fmaf(sQ[row][d], sKV[jj][d], dot);
+            const float dot = wb_dot<D>(sQ[row], sKV[jj]);
             const bool ok = j < Tk && wb_visible(pos, j, causal, window, sinks);
             s[c] = ok ? dot : WB_NEG_INF;
             tile_max = fmaxf(tile_max, s[c]);
@@ -173,10 +192,7 @@ __device__ void wb_attn_fwd(
         for (int t = 0; t < DPT; ++t) acc[t] *= alpha;
 
         __syncthreads();   // K tile consumed, P tile written
-        for (int idx = tid; idx < BN * D; idx += blockDim.x) {
-            int r = idx / D, d = idx % D;
-            sKV[r][d] = (j0 + r < Tk) ? wb_to_f32(vb[(long long)(j0 + r) * v_st + d]) : 0.0f;
-        }
+        wb_load_tile<T, D, BN>(sKV, vb, v_st, j0, Tk);
         __syncthreads();
 
         // acc += P V
@@ -200,20 +216,15 @@ __device__ void wb_attn_fwd(
     const float m_use = (m_i == WB_NEG_INF) ? 0.0f : m_i;
     float* prow = probs + (((long long)b * n_slots + slot) * Tq + qi) * Tk;
     for (int j0 = 0; j0 < j_end; j0 += BN) {
-        if (window > 0 && j0 >= sinks && j0 + BN - 1 <= first_pos - window) continue;
+        if (wb_tile_outside_window(j0, BN, first_pos, window, sinks)) continue;
         __syncthreads();
-        for (int idx = tid; idx < BN * D; idx += blockDim.x) {
-            int r = idx / D, d = idx % D;
-            sKV[r][d] = (j0 + r < Tk) ? wb_to_f32(kb[(long long)(j0 + r) * k_st + d]) : 0.0f;
-        }
+        wb_load_tile<T, D, BN>(sKV, kb, k_st, j0, Tk);
         __syncthreads();
 #pragma unroll
         for (int c = 0; c < CPT; ++c) {
             const int jj = sub + WB_TPR * c;
             const int j = j0 + jj;
-            float dot = 0.0f;
-#pragma unroll 16
-            for (int d = 0; d < D; ++d) dot = fmaf(sQ[row][d], sKV[jj][d], dot);
+            const float dot = wb_dot<D>(sQ[row], sKV[jj]);
             if (row_ok && j < Tk && wb_visible(pos, j, causal, window, sinks))
                 prow[j] = exp2f(dot - m_use) * inv_l;
         }
@@ -406,7 +417,7 @@ __device__ void wb_attn_mma(
     float l_run[2] = {0.0f, 0.0f};
 
     for (int j0 = 0; j0 < j_end; j0 += BN) {
-        if (window > 0 && j0 >= sinks && j0 + BN - 1 <= first_pos - window) continue;
+        if (wb_tile_outside_window(j0, BN, first_pos, window, sinks)) continue;
         __syncthreads();   // everyone is done with the previous tile (or with the Q staging)
         wb_load_tile16<BN, D, SK>(sK, kb, k_st, j0, Tk, vec);
         wb_load_tile16<BN, D, SK>(sV, vb, v_st, j0, Tk, vec);
