@@ -32,6 +32,7 @@ import torch
 
 from .errors import CaptureNotSupportedError
 from .hf_values import _torch_module
+from .hooks import HookedRecorder
 
 RECOMPUTE_SUPPORTED = "GPT-2 (GPT2Attention); Llama-style (LlamaAttention, MistralAttention, Qwen2Attention)"
 
@@ -128,17 +129,17 @@ def _llama_layout(name, attn, H) -> QKLayout:
     return QKLayout("llama", attn, H, n_kv, Dh, scales, windows, rope)
 
 
-class QKRecorder:
+class QKRecorder(HookedRecorder):
     """Hooks that keep each layer's queries ``(H, T, Dh)`` and keys ``(n_kv, T, Dh)`` (post-RoPE, float32, batch
     0) during one forward pass, and compute probabilities from them on demand."""
 
     def __init__(self, layout: QKLayout):
+        super().__init__()
         self.layout = layout
         L = len(layout.attn_modules)
         self.q: list = [None] * L
         self.k: list = [None] * L
         self._raw: list = [None] * L  # Llama-style: (q, k) before RoPE, waiting for the module's cos/sin
-        self._hooks: list = []
         self._bias_cache: dict = {}
 
     # -- hooks --------------------------------------------------------------------------------------------------
@@ -157,12 +158,6 @@ class QKRecorder:
                     lambda m, args, kwargs, i=i: self._pos(i, args, kwargs), with_kwargs=True))
                 self._hooks.append(attn.register_forward_hook(lambda m, inp, out, i=i: self._llama(i)))
         return self
-
-    def __exit__(self, *exc):
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
-        return False
 
     def _gpt2(self, i, out):
         lay = self.layout

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import CaptureNotSupportedError
+from .hooks import HookedRecorder
 
 SUPPORTED = ("GPT-2 (h.N.attn.c_attn + c_proj); "
              "Llama-style models (layers.N.self_attn.v_proj + o_proj: Llama, Mistral, Qwen2, ...)")
@@ -119,25 +120,19 @@ def value_layout(model) -> ValueLayout:
     )
 
 
-class ValueRecorder:
+class ValueRecorder(HookedRecorder):
     """Forward hooks that keep each layer's per-head values ``(H, T, Dh)`` during one forward pass."""
 
     def __init__(self, layout: ValueLayout):
+        super().__init__()
         self.layout = layout
         self.values: list = [None] * len(layout.value_modules)
-        self._hooks = []
 
     def __enter__(self):
         for i, mod in enumerate(self.layout.value_modules):
             self._hooks.append(mod.register_forward_hook(
                 lambda m, inp, out, i=i: self.values.__setitem__(i, self.layout.values(out).detach())))
         return self
-
-    def __exit__(self, *exc):
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
-        return False
 
     def vectors(self, layer: int, head: int, end: int | None = None) -> torch.Tensor:
         """``f_j = v_j^h W_O^h`` ``(Tk, D)`` for keys ``0 .. end - 1``."""
