@@ -5,6 +5,11 @@ A widget holds no science: it calls a core function in ``workbench`` and draws t
 from __future__ import annotations
 
 import asyncio
+import base64
+import html as _html
+import re
+import time
+from pathlib import Path
 from typing import Callable
 
 import ipywidgets as W
@@ -146,6 +151,159 @@ class WorkbenchWidget(W.VBox):
     def _repr_keys(self):  # ipywidgets uses this for its default repr; keep it empty and stable
         return iter(())
 
+    # --- export (see widgets/export.py) -------------------------------------------------------------------
+    #: where the export buttons (and calls without a path) write; relative to the notebook's folder
+    export_dir: Path | str = Path("exports")
+    #: files under this size also get a download link (a data: URL) in the notice
+    export_link_limit: int = 8 * 2**20
+
+    def export_tables(self) -> dict[str, dict[str, list]]:
+        """The data behind the figures: every ``ColumnDataSource`` the widget holds as an attribute (or in a dict
+        attribute, as ``name.key``), by attribute name, each as ``{column: values}``."""
+        from bokeh.models import ColumnDataSource
+
+        out, seen = {}, set()
+        for name, v in vars(self).items():
+            items = [(name, v)] if isinstance(v, ColumnDataSource) else (
+                [(f"{name}.{k}", s) for k, s in v.items() if isinstance(s, ColumnDataSource)] if isinstance(v, dict)
+                else [])
+            for n, src in items:
+                if id(src) not in seen and not n.startswith("_"):
+                    seen.add(id(src))
+                    out[n] = {c: list(vals) if not hasattr(vals, "dtype") else vals for c, vals in src.data.items()}
+        return out
+
+    def export_state(self) -> dict:
+        """What the view shows besides its tables (the core result, the settings); labs add theirs."""
+        return {}
+
+    def _export_meta(self) -> dict:
+        return {"widget": type(self).__name__, "summary": self._summary,
+                "exported": time.strftime("%Y-%m-%dT%H:%M:%S"), "state": self.export_state()}
+
+    def _export_path(self, path, suffix: str) -> Path:
+        if path:
+            return Path(path)
+        stem = f"{re.sub(r'(?<!^)(?=[A-Z])', '-', type(self).__name__).lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+        base, k = Path(self.export_dir), 2
+        out = base / f"{stem}{suffix}"
+        while out.exists():
+            out, k = base / f"{stem}-{k}{suffix}", k + 1
+        return out
+
+    def _export_notice_widget(self) -> W.HTML:
+        info = getattr(self, "info", None)
+        if isinstance(info, W.HTML):
+            return info
+        if not hasattr(self, "_export_info"):
+            self._export_info = notice()
+        return self._export_info
+
+    def _export_done(self, path: Path, what: str) -> None:
+        link = ""
+        try:
+            size = path.stat().st_size
+            if size <= self.export_link_limit:
+                mime = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}.get(
+                    path.suffix.lower(), "application/octet-stream")
+                url = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+                link = (f' <a download="{_html.escape(path.name)}" href="{url}" '
+                        f'style="text-decoration:underline">download</a>')
+        except OSError:
+            pass
+        w = self._export_notice_widget()
+        set_notice(w, f"saved {what} to {path}", "info", html_suffix=link)
+        self._export_notice_value = w.value
+
+    def _export_write(self, path: Path, write: Callable[[Path], None]) -> None:
+        from .export import ExportError
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(path)
+        except OSError as e:
+            raise ExportError(f"cannot write {path}: {e.strerror or e}") from e
+
+    def _export_failed(self, e: Exception) -> None:
+        w = self._export_notice_widget()
+        set_notice(w, f"export failed: {e}", "error")
+        self._export_notice_value = w.value
+
+    def export_view_png(self, path: str | Path | None = None, scale: float = 1.5) -> Path:
+        """Draw the figures the widget shows now (only the selected tab, nothing hidden) into one PNG, without a
+        browser (matplotlib redraws the bokeh figures). ``path``: default ``export_dir/<widget>-<time>.png``."""
+        from .export import ExportError, render_png, shown_layout
+
+        path = self._export_path(path, ".png")
+        try:
+            if path.suffix.lower() != ".png":
+                raise ExportError(f"a PNG export needs a .png path, got {path.name!r}")
+            layout = shown_layout(self)
+            if layout is None:
+                raise ExportError("nothing to export: the widget shows no figure")
+            figs = [f for f, *_ in layout.place(0, 0)]
+            if not any(len(next(iter(r.data_source.data.values()), ()))
+                       for f in figs for r in f.renderers if hasattr(r, "data_source") and r.data_source.data):
+                raise ExportError("nothing to export yet: the figures shown have no data")
+            shown = self._export_notice_widget().value  # the lab's own message, not a previous export's
+            text = "" if shown == getattr(self, "_export_notice_value", None) else re.sub(r"<[^>]+>", "", shown)
+            header = f"{type(self).__name__}({self._summary})" + (f"  |  {_html.unescape(text)}" if text else "")
+            self._export_write(path, lambda p: render_png(layout, p, header=header[:160], scale=scale))
+        except ExportError as e:
+            self._export_failed(e)
+            raise
+        self._export_done(path, "PNG")
+        return path
+
+    export_png = export_view_png
+
+    def export_data(self, path: str | Path | None = None, table: str | None = None) -> Path:
+        """Write the data the widget shows: ``.json`` (every table and the state), ``.npz`` (the same as arrays,
+        ``<table>.<column>``, plus ``meta.json``) or ``.csv`` (one table: ``table`` or the first non-empty one).
+        ``path``: default ``export_dir/<widget>-<time>.json``."""
+        from .export import ExportError, write_data
+
+        path = self._export_path(path, ".json")
+        try:
+            tables = self.export_tables()
+            if not any(len(v) for cols in tables.values() for v in cols.values()):
+                raise ExportError("nothing to export yet: the view has no data")
+            self._export_write(path, lambda p: write_data(p, tables, self._export_meta(), table))
+        except ExportError as e:
+            self._export_failed(e)
+            raise
+        self._export_done(path, "data")
+        return path
+
+    def export_controls(self, formats=(".json", ".csv", ".npz"), default: str = ".json") -> W.HBox:
+        """"Export PNG" and "Export data" buttons (with the data format) for the widget's controls row; they write
+        into ``export_dir`` and say where in the notice, with a download link. Built once per widget."""
+        if getattr(self, "_export_box", None) is None:
+            self.export_png_button = W.Button(description="Export PNG", icon="image", layout=W.Layout(width="112px"),
+                                              tooltip="draw what the widget shows into a PNG in export_dir")
+            self.export_data_button = W.Button(description="Export data", icon="download",
+                                               layout=W.Layout(width="112px"),
+                                               tooltip="write the data behind the figures in the chosen format")
+            self.export_format = W.Dropdown(options=list(formats), value=default, layout=W.Layout(width="72px"))
+            self.export_png_button.on_click(lambda _: self._click_export("png"))
+            self.export_data_button.on_click(lambda _: self._click_export("data"))
+            self._export_box = W.HBox([self.export_png_button, self.export_data_button, self.export_format],
+                                      layout=W.Layout(flex="0 0 auto"))
+        return self._export_box
+
+    def _click_export(self, kind: str) -> Path | None:
+        """What a button does: the export, and every error as a visible notice (never a traceback)."""
+        try:
+            if kind == "png":
+                return self.export_view_png()
+            return self.export_data(self._export_path(None, self.export_format.value))
+        except Exception as e:  # noqa: BLE001 - a student sees the message, not a traceback in the log
+            from .export import ExportError
+
+            if not isinstance(e, ExportError):
+                self._export_failed(Exception(f"{type(e).__name__}: {e}"))
+            return None
+
 
 def _panes(widget):
     """Every :class:`BokehPane` below ``widget`` in the children tree."""
@@ -165,7 +323,9 @@ def notice(text: str = "", kind: str = "info") -> W.HTML:
     return w
 
 
-def set_notice(w: W.HTML, text: str, kind: str = "info") -> None:
+def set_notice(w: W.HTML, text: str, kind: str = "info", html_suffix: str = "") -> None:
+    """Show ``text`` (escaped) in ``w``; ``html_suffix``: trusted HTML after it (a download link)."""
     import html
 
-    w.value = f'<span style="color:{_NOTICE_COLOURS[kind]}">{html.escape(text)}</span>' if text else ""
+    w.value = (f'<span style="color:{_NOTICE_COLOURS[kind]}">{html.escape(text)}{html_suffix}</span>'
+               if text else "")
