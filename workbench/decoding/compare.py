@@ -41,31 +41,33 @@ class Strategy:
             inner = "; ".join(x for x in (pipe, extra) if x)
             self.name = f"{self.kind}({inner})" if inner else self.kind
 
-    def run(self, model, prompt_ids, max_new_tokens: int, seed: int = 0, draft=None):
-        """Run on ``model``; returns ``(tokens, result)`` with the strategy's own result dataclass."""
+    def run(self, model, prompt_ids, max_new_tokens: int, seed: int = 0, draft=None, mask_undecodable: bool = False):
+        """Run on ``model`` (prompt as text or ids); returns ``(tokens, result)`` with the strategy's own result
+        dataclass. ``mask_undecodable`` is passed on unless ``params`` sets it."""
         from . import speculative as S
         from . import strategies as St
 
+        params = {"mask_undecodable": mask_undecodable, **self.params}
         if self.kind == "greedy":
-            r = St.greedy(model, prompt_ids, max_new_tokens, **self.params)
+            r = St.greedy(model, prompt_ids, max_new_tokens, **params)
             return r.tokens, r
         if self.kind == "sample":
-            r = St.sample(model, prompt_ids, max_new_tokens, self.pipeline, seed, **self.params)
+            r = St.sample(model, prompt_ids, max_new_tokens, self.pipeline, seed, **params)
             return r.tokens, r
         if self.kind == "beam":
-            r = St.beam_search(model, prompt_ids, max_new_tokens=max_new_tokens, pipeline=self.pipeline, **self.params)
+            r = St.beam_search(model, prompt_ids, max_new_tokens=max_new_tokens, pipeline=self.pipeline, **params)
             return r.tokens, r
         if self.kind == "diverse_beam":
             r = St.diverse_beam_search(model, prompt_ids, max_new_tokens=max_new_tokens, pipeline=self.pipeline,
-                                       **self.params)
+                                       **params)
             return r.tokens, r
         if self.kind == "prompt_lookup":
-            r = St.prompt_lookup(model, prompt_ids, max_new_tokens, **self.params)
+            r = St.prompt_lookup(model, prompt_ids, max_new_tokens, **params)
             return r.tokens, r
         if draft is None:
             raise DecodingError("a speculative strategy needs a draft model: compare(..., draft=...)")
         r = S.speculative_decode(model, draft, prompt_ids, max_new_tokens, pipeline=self.pipeline, seed=seed,
-                                 **self.params)
+                                 **params)
         return r.tokens, r
 
 
@@ -97,14 +99,20 @@ def first_divergence(*seqs) -> int | None:
     return None
 
 
-def compare(model, prompt_ids, strategies, max_new_tokens: int, seed: int = 0, *, draft=None) -> Comparison:
-    """Run 2-4 :class:`Strategy` objects (or kind strings) on one prompt with one seed."""
+def compare(model, prompt_ids, strategies, max_new_tokens: int, seed: int = 0, *, draft=None,
+            mask_undecodable: bool = False) -> Comparison:
+    """Run 2-4 :class:`Strategy` objects (or kind strings) on one prompt (text or ids) with one seed;
+    ``mask_undecodable`` as in :func:`~workbench.decoding.sample`, for every strategy."""
+    from .strategies import prepare_prompt
+
     strategies = [Strategy(s) if isinstance(s, str) else s for s in strategies]
     if not 2 <= len(strategies) <= 4:
         raise DecodingError(f"compare takes 2 to 4 strategies, got {len(strategies)}")
+    if isinstance(prompt_ids, str):  # encode once, so every strategy sees the same ids
+        prompt_ids = prepare_prompt(model, prompt_ids, max_new_tokens)[0].cpu()
     toks, results, texts = [], [], []
     for s in strategies:
-        t, r = s.run(model, prompt_ids, max_new_tokens, seed, draft)
+        t, r = s.run(model, prompt_ids, max_new_tokens, seed, draft, mask_undecodable)
         toks.append(list(t))
         results.append(r)
         texts.append(getattr(r, "text", None))

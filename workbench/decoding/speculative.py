@@ -12,6 +12,12 @@ that costs ``c`` target calls, the wall-clock speedup is ``(1 - a^(g+1)) / ((1 -
 Randomness comes from :class:`NoiseStream` keyed by generated position: drafts use the ``"sample"`` stream (the
 one plain :func:`sample` uses, so a perfect draft reproduces plain sampling token for token), acceptance tests
 the ``"accept"`` stream and residual draws the ``"residual"`` stream. The bonus token uses ``"sample"``.
+
+Target and draft must share a vocabulary: the same number of model ids, and tokenizers whose ids mean the same
+tokens (:meth:`~workbench.tokenizers.base.Tokenizer.same_vocab`, which compares the vocabularies themselves, so
+two copies of one HF tokenizer loaded from different folders match). ``mask_undecodable`` removes ids without
+text from both models' distributions (see :mod:`.strategies`); the output is then distributed as the target's
+masked distribution.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from .fused import kernel_draw, kernel_probs, resolve_draw
 from .noise import NoiseStream, sample_with_noise
 from .pipeline import Pipeline, as_pipeline
 from .processors import DecodingError, check_logits
-from .strategies import _check_eos, _decode_text, model_device, prepare_prompt
+from .strategies import _check_eos, _decode_text, apply_mask, model_device, prepare_prompt, undecodable_index
 from .trace import SpecRound, SpeculativeResult, SpeculativeStats
 
 
@@ -145,6 +151,8 @@ def _rows_noise(noise: NoiseStream, positions: torch.Tensor, rows: torch.Tensor,
 
 
 def _check_pair(target, draft):
+    """Speculative decoding compares the two models' probabilities id by id: the models must have the same
+    number of ids, and their tokenizers (when both have one) the same vocabulary, however each is stored."""
     vt, vd = target.config.vocab_size, draft.config.vocab_size
     if vt != vd:
         raise DecodingError(
@@ -152,13 +160,19 @@ def _check_pair(target, draft):
             "their probabilities token by token, so they must share one tokenizer"
         )
     tt, td = getattr(target, "tokenizer", None), getattr(draft, "tokenizer", None)
-    if tt is not None and td is not None and hasattr(tt, "to_dict") and hasattr(td, "to_dict"):
-        try:
-            same = tt.to_dict() == td.to_dict()
-        except NotImplementedError:
-            same = True
-        if not same:
-            raise DecodingError("draft and target have different tokenizers with the same vocabulary size")
+    if tt is None or td is None:
+        return
+    if not hasattr(tt, "same_vocab"):
+        raise DecodingError(
+            f"cannot compare the target's tokenizer ({type(tt).__name__}) with the draft's: it is not a workbench "
+            "Tokenizer (wrap an HF tokenizer with HFTokenizer)"
+        )
+    diff = tt.vocab_difference(td)
+    if diff is not None:
+        raise DecodingError(
+            f"draft and target have different vocabularies although both models have {vt} ids ({diff}): "
+            "speculative decoding compares their probabilities token by token, so they must share one tokenizer"
+        )
 
 
 def _validate_gamma(gamma):
@@ -186,22 +200,24 @@ def _probs(pipe: Pipeline, logits: torch.Tensor, hists) -> torch.Tensor:
 @torch.inference_mode()
 def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: int = 4, pipeline=None, seed: int = 0,
                        *, eos_id: int | None = None, cost_ratio: float | None = None, trace: bool = True,
-                       top_residual: int = 5, draw: str = "auto") -> SpeculativeResult:
+                       top_residual: int = 5, draw: str = "auto", mask_undecodable: bool = False) -> SpeculativeResult:
     """Speculative decoding of one prompt on the two models' KV caches (rejected drafts are cropped away).
 
     ``pipeline`` processes both models' logits (temperature 0 makes it greedy speculative decoding, whose output
     equals greedy decoding of the target). ``cost_ratio`` ``c`` for the formulas defaults to the measured
     mean draft-call time over mean target-call time (prefill calls excluded). ``draw`` as in
     :func:`~workbench.decoding.sample`: with the fused kernels, drafts come from the sampling kernel and each
-    round's acceptance tests and new token from the verification kernel. Returns the tokens, one
-    :class:`SpecRound` per round and :class:`SpeculativeStats`.
+    round's acceptance tests and new token from the verification kernel. ``prompt_ids`` may be text (encoded
+    with the target's tokenizer); ``mask_undecodable`` as in :func:`~workbench.decoding.sample`, for both
+    models. Returns the tokens, one :class:`SpecRound` per round and :class:`SpeculativeStats`.
     """
     _check_pair(target, draft)
     _validate_gamma(gamma)
     pipe = as_pipeline(pipeline)
     ids = prepare_prompt(target, prompt_ids, max_new_tokens)
-    prepare_prompt(draft, prompt_ids, max_new_tokens)
+    prepare_prompt(draft, ids[0].cpu(), max_new_tokens)
     _check_eos(target, eos_id)
+    mask = undecodable_index(target, mask_undecodable)
     noise = NoiseStream(seed)
     greedy_pipe = pipe.greedy
     dev_t = ids.device
@@ -232,7 +248,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
         for i in range(g):
             feed = (seq + drafts)[dcache.length:]
             t0 = time.perf_counter()
-            lg = draft.step(torch.tensor([feed], device=dev_d), dcache).logits[:, -1]
+            lg = apply_mask(draft.step(torch.tensor([feed], device=dev_d), dcache).logits[:, -1], mask)
             dt = time.perf_counter() - t0
             n_draft_calls += 1
             if dcache.length > len(feed):  # not the prefill
@@ -257,7 +273,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
         feed = (seq + drafts)[tcache.length:]
         prefill = tcache.length == 0
         t0 = time.perf_counter()
-        lg = target.step(torch.tensor([feed], device=dev_t), tcache).logits[0, -(g + 1):]
+        lg = apply_mask(target.step(torch.tensor([feed], device=dev_t), tcache).logits[0, -(g + 1):], mask)
         dt = time.perf_counter() - t0
         n_target_calls += 1
         if not prefill:
@@ -353,7 +369,7 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
 @torch.inference_mode()
 def speculative_sample_batch(target, draft, prompt_ids, max_new_tokens: int, gamma: int, num_samples: int,
                              pipeline=None, seed: int = 0, *, accept_rule: Callable | None = None,
-                             residual_rule: Callable | None = None) -> torch.Tensor:
+                             residual_rule: Callable | None = None, mask_undecodable: bool = False) -> torch.Tensor:
     """``num_samples`` independent speculative decodings of one prompt, batched: ``(num_samples, max_new_tokens)``.
 
     The same rounds as :func:`speculative_decode` (same drafting, :func:`verify_drafts`, noise keyed by position,
@@ -367,6 +383,7 @@ def speculative_sample_batch(target, draft, prompt_ids, max_new_tokens: int, gam
     if pipe.needs_ids:
         raise DecodingError("speculative_sample_batch does not support history-dependent stages")
     ids = prepare_prompt(target, prompt_ids, max_new_tokens)
+    mask = undecodable_index(target, mask_undecodable)
     B, T, V = num_samples, ids.size(1), target.config.vocab_size
     noise = NoiseStream(seed)
     buf = torch.zeros(B, T + max_new_tokens + gamma + 1, dtype=torch.long)
@@ -387,7 +404,7 @@ def speculative_sample_batch(target, draft, prompt_ids, max_new_tokens: int, gam
         qs, drafts = [], []
         for i in range(G):
             Lm = int(wl.max())
-            lg = draft.forward(work[:, :Lm].to(model_device(draft))).logits.float().cpu()
+            lg = apply_mask(draft.forward(work[:, :Lm].to(model_device(draft))).logits.float(), mask).cpu()
             q = pipe.probs(lg[ar, wl - 1])
             x = sample_with_noise(q, _rows_noise(noise, pos + i, act, B, V, "sample"))
             work[ar, wl] = x
@@ -395,7 +412,7 @@ def speculative_sample_batch(target, draft, prompt_ids, max_new_tokens: int, gam
             qs.append(q)
             drafts.append(x)
         Lm = int(wl.max())
-        lg = target.forward(work[:, :Lm].to(ids.device)).logits.float().cpu()
+        lg = apply_mask(target.forward(work[:, :Lm].to(ids.device)).logits.float(), mask).cpu()
         ps = torch.stack([pipe.probs(lg[ar, (lens[act] - 1 + j).clamp(max=Lm - 1)]) for j in range(G + 1)], 1)
         if G:
             u = torch.stack([_rows_noise(noise, pos + i, act, B, None, "accept") for i in range(G)], 1)

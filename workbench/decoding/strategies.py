@@ -8,8 +8,18 @@
 * :func:`diverse_beam_search`: Vijayakumar et al.'s groups with a Hamming diversity penalty.
 * :func:`prompt_lookup`: greedy decoding with n-gram drafts copied from the context, verified in one call.
 
-Every function takes a model, prompt ids (a list, ``(T,)`` or ``(1, T)``) and ``max_new_tokens``; the prompt
-plus ``max_new_tokens`` must fit in the model's context (``config.block_size``), else :class:`DecodingError`.
+Every function takes a model, a prompt and ``max_new_tokens``. The prompt is either text (a ``str``, encoded with
+the model's tokenizer, no BOS added) or token ids (a list, ``(T,)`` or ``(1, T)``); the prompt plus
+``max_new_tokens`` must fit in the model's context (``config.block_size``), else :class:`DecodingError`.
+
+**Ids without text.** A model may score more ids than its tokenizer can decode (a padded embedding, as in
+Pythia, Qwen or Phi checkpoints). Results keep such ids as they are; their ``text`` shows each one as the
+placeholder ``<id N>`` (:meth:`~workbench.tokenizers.base.Tokenizer.decode_with_placeholders`). Every function
+takes ``mask_undecodable``: True removes those ids (logits set to ``-inf``) before any pipeline stage, as HF's
+``suppress_tokens`` does, so they are never sampled, chosen or kept in a beam. The default is False: decoding
+samples from the model's own distribution, exactly as HF ``generate`` does, so results stay comparable with
+HF and with each other (speculative decoding's exactness, beam scores); a trained checkpoint gives its padding
+ids almost no probability anyway, and where a random or small model does, the placeholders make it visible.
 """
 from __future__ import annotations
 
@@ -39,11 +49,34 @@ def model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
+def encode_prompt(model, prompt):
+    """Text -> ids with the model's tokenizer (no BOS added); ids (list, tuple, tensor, array) pass through."""
+    if isinstance(prompt, str):
+        tok = getattr(model, "tokenizer", None)
+        if tok is None:
+            raise DecodingError("this model has no tokenizer, so a text prompt cannot be encoded: pass token ids")
+        return tok.encode(prompt)
+    if isinstance(prompt, (bytes, bytearray)):
+        raise DecodingError("the prompt is bytes: pass text as a str (encoded with the model's tokenizer) or token ids")
+    return prompt
+
+
 def prepare_prompt(model, prompt_ids, max_new_tokens, batch_ok: bool = False) -> torch.Tensor:
-    """Validate the prompt and length budget; return the prompt as a ``(B, T)`` long tensor on the model."""
+    """Validate the prompt (text or ids, see :func:`encode_prompt`) and the length budget; return the prompt as a
+    ``(B, T)`` long tensor on the model's device."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise DecodingError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    ids = prompt_ids if isinstance(prompt_ids, torch.Tensor) else torch.as_tensor(list(prompt_ids), dtype=torch.long)
+    prompt_ids = encode_prompt(model, prompt_ids)
+    if isinstance(prompt_ids, torch.Tensor):
+        ids = prompt_ids
+    else:
+        try:
+            ids = torch.as_tensor(list(prompt_ids), dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise DecodingError(
+                f"the prompt must be text (str) or integer token ids of shape (T,) or (1, T); got "
+                f"{type(prompt_ids).__name__} that is neither ({e})"
+            ) from None
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)
     if ids.dim() != 2 or ids.is_floating_point():
@@ -70,13 +103,46 @@ def _check_eos(model, eos_id):
 
 
 def _decode_text(model, ids) -> str | None:
+    """The text of ``ids``, ids without text shown as ``<id N>``; None when the model has no tokenizer."""
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         return None
     try:
-        return tok.decode(list(ids))
-    except Exception:  # a partial multi-byte character etc.: the text view is optional
+        return tok.decode_with_placeholders([int(i) for i in ids])
+    except Exception:  # a tokenizer outside this package's interface: the text view is optional
         return None
+
+
+MASK_STAGE = "mask ids without text"
+
+
+def undecodable_index(model, mask_undecodable: bool, V: int | None = None) -> torch.Tensor | None:
+    """The ids ``(n,)`` to remove when ``mask_undecodable``: model ids its tokenizer cannot decode (padding ids
+    past the tokenizer's vocabulary, unassigned ids). None when nothing is to be masked."""
+    if not isinstance(mask_undecodable, bool):
+        raise DecodingError(f"mask_undecodable must be True or False, got {mask_undecodable!r}")
+    if not mask_undecodable:
+        return None
+    tok = getattr(model, "tokenizer", None)
+    if tok is None or not hasattr(tok, "undecodable_ids"):
+        raise DecodingError(
+            "mask_undecodable=True needs the model's tokenizer to know which ids have text; this model has none "
+            "(use mask_undecodable=False)"
+        )
+    V = model.config.vocab_size if V is None else V
+    bad = tok.undecodable_ids(V)
+    if not bad:
+        return None
+    if len(bad) >= V:
+        raise DecodingError(f"none of the model's {V} ids has text in its tokenizer: nothing is left to decode")
+    return torch.tensor(bad, dtype=torch.long, device=model_device(model))
+
+
+def apply_mask(logits: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` ``(..., V)`` with the ids in ``index`` set to ``-inf`` (a copy; unchanged when index is None)."""
+    if index is None:
+        return logits
+    return logits.index_fill(-1, index.to(logits.device), float("-inf"))
 
 
 def _last_logits(out) -> torch.Tensor:
@@ -84,12 +150,18 @@ def _last_logits(out) -> torch.Tensor:
 
 
 def trace_step(logits: torch.Tensor, pipeline: Pipeline, ids=None, chosen: int | None = None, step: int = 0,
-               top_n: int = 12) -> StepTrace:
+               top_n: int = 12, mask: torch.Tensor | None = None) -> StepTrace:
     """Trace one step: logits ``(V,)`` through every stage of ``pipeline``; ``chosen`` defaults to the arg-max
     of the final distribution. Candidates: the raw top ``top_n``, then any token in a later stage's top ``top_n``
-    that is not among them yet (penalties re-rank), then the chosen token if still missing."""
+    that is not among them yet (penalties re-rank), then the chosen token if still missing. ``mask`` (ids, from
+    :func:`undecodable_index`) adds a first stage named :data:`MASK_STAGE` that removes them."""
     logits = logits.reshape(-1).float()
-    stages = pipeline.run(logits, None if ids is None else torch.as_tensor(ids).reshape(-1))
+    hist = None if ids is None else torch.as_tensor(ids).reshape(-1)
+    if mask is None:
+        stages = pipeline.run(logits, hist)
+    else:
+        masked = apply_mask(logits, mask)
+        stages = [("raw", logits), (MASK_STAGE, masked)] + pipeline.run(masked, hist)[1:]
     raw_probs = stages[0][1].softmax(-1)
     final = stages[-1][1]
     final_probs = final.softmax(-1)
@@ -117,19 +189,22 @@ def trace_step(logits: torch.Tensor, pipeline: Pipeline, ids=None, chosen: int |
 # -------------------------------------------------------------------------------------- greedy / sampling
 @torch.inference_mode()
 def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0, *, eos_id: int | None = None,
-           trace: bool = True, top_n: int = 12, strategy: str | None = None, draw: str = "auto") -> DecodeTrace:
+           trace: bool = True, top_n: int = 12, strategy: str | None = None, draw: str = "auto",
+           mask_undecodable: bool = False) -> DecodeTrace:
     """Ancestral sampling through ``pipeline`` with noise from ``NoiseStream(seed)``; one model call per token.
 
     Token ``t`` (0-based after the prompt) is ``argmax(probs / E_t)`` with ``E_t`` the stream's exponential noise
     for position ``t``, so two pipelines run with the same seed share their randomness. A greedy pipeline
     (temperature 0) returns the arg-max. ``draw``: ``"auto"`` draws with the fused GPU sampling kernel when the
     logits are on CUDA with the CuPy back-end and the pipeline fits it (see :mod:`.fused`), ``"kernel"``
-    always does (the kernels' reference on a CPU), ``"noise"`` never does. Returns a :class:`DecodeTrace`
-    (steps filled when ``trace``).
+    always does (the kernels' reference on a CPU), ``"noise"`` never does. ``mask_undecodable`` removes ids
+    the tokenizer cannot decode before the pipeline (see the module docstring; the trace shows it as a stage).
+    ``prompt_ids`` may be text. Returns a :class:`DecodeTrace` (steps filled when ``trace``).
     """
     pipe = as_pipeline(pipeline)
     ids = prepare_prompt(model, prompt_ids, max_new_tokens)
     _check_eos(model, eos_id)
+    mask = undecodable_index(model, mask_undecodable)
     noise = NoiseStream(seed)
     T = ids.size(1)
     cache = model.new_cache(1, max_len=T + max_new_tokens)
@@ -145,16 +220,17 @@ def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0,
     greedy_pipe = pipe.greedy
     fused = resolve_draw(draw, pipe, logits.is_cuda)
     for t in range(max_new_tokens):
+        live = apply_mask(logits, mask)
         if fused is not None:  # temperature, truncation and the draw in one kernel launch
-            tok = int(kernel_draw(P.check_logits(logits), fused, noise, t)[0])
+            tok = int(kernel_draw(P.check_logits(live), fused, noise, t)[0])
         else:
-            final = pipe(logits, hist)
+            final = pipe(live, hist)
             if greedy_pipe:  # one finite entry left: no noise needed
                 tok = int(final[0].argmax())
             else:
                 tok = int(sample_with_noise(final.softmax(-1), noise.exponential(t, (1, V)))[0])
         if trace:
-            out.steps.append(trace_step(logits[0], pipe, None if hist is None else hist[0], tok, t, top_n))
+            out.steps.append(trace_step(logits[0], pipe, None if hist is None else hist[0], tok, t, top_n, mask))
         out.tokens.append(tok)
         if (eos_id is not None and tok == eos_id) or t == max_new_tokens - 1:
             break
@@ -168,43 +244,46 @@ def sample(model, prompt_ids, max_new_tokens: int, pipeline=None, seed: int = 0,
 
 
 def greedy(model, prompt_ids, max_new_tokens: int, *, eos_id: int | None = None, trace: bool = True,
-           top_n: int = 12) -> DecodeTrace:
+           top_n: int = 12, mask_undecodable: bool = False) -> DecodeTrace:
     """Greedy decoding: the arg-max at every step (first index on exact ties); ``sample`` at temperature 0."""
     return sample(model, prompt_ids, max_new_tokens, Pipeline([("temperature", 0.0)], name="greedy"), 0,
-                  eos_id=eos_id, trace=trace, top_n=top_n, strategy="greedy")
+                  eos_id=eos_id, trace=trace, top_n=top_n, strategy="greedy", mask_undecodable=mask_undecodable)
 
 
 @torch.inference_mode()
-def greedy_fast(model, prompt_ids, max_new_tokens: int) -> list[int]:
+def greedy_fast(model, prompt_ids, max_new_tokens: int, *, mask_undecodable: bool = False) -> list[int]:
     """Greedy tokens only, no tracing or per-step checks: the loop the benchmark times."""
     ids = prepare_prompt(model, prompt_ids, max_new_tokens)
+    mask = undecodable_index(model, mask_undecodable)
     cache = model.new_cache(1, max_len=ids.size(1) + max_new_tokens)
-    logits = model.step(ids, cache).logits[:, -1]
+    logits = apply_mask(model.step(ids, cache).logits[:, -1], mask)
     out = []
     for t in range(max_new_tokens):
         nxt = logits.argmax(-1, keepdim=True)
         out.append(nxt)
         if t < max_new_tokens - 1:
-            logits = model.step(nxt, cache).logits[:, -1]
+            logits = apply_mask(model.step(nxt, cache).logits[:, -1], mask)
     return torch.cat(out, 1)[0].tolist() if out else []
 
 
 @torch.inference_mode()
 def sample_batch(model, prompt_ids, max_new_tokens: int, num_samples: int, pipeline=None, seed: int = 0, *,
-                 draw: str = "auto") -> torch.Tensor:
+                 draw: str = "auto", mask_undecodable: bool = False) -> torch.Tensor:
     """``num_samples`` independent samples of one prompt, decoded together as a batch: ``(num_samples, n)``.
 
     Row ``b`` at position ``t`` uses row ``b`` of ``NoiseStream(seed).exponential(t, (num_samples, V))``, so row 0
-    equals ``sample(..., seed=seed)``; ``draw`` as in :func:`sample` (the kernel's noise row 0 likewise).
+    equals ``sample(..., seed=seed)``; ``draw`` and ``mask_undecodable`` as in :func:`sample` (the kernel's
+    noise row 0 likewise).
     """
     pipe = as_pipeline(pipeline)
     ids = prepare_prompt(model, prompt_ids, max_new_tokens)
+    mask = undecodable_index(model, mask_undecodable)
     if not isinstance(num_samples, int) or num_samples < 1:
         raise DecodingError(f"num_samples must be an int >= 1, got {num_samples!r}")
     B = num_samples
     noise = NoiseStream(seed)
     cache = model.new_cache(1, max_len=ids.size(1) + max_new_tokens)
-    logits = _last_logits(model.step(ids, cache))
+    logits = apply_mask(_last_logits(model.step(ids, cache)), mask)
     cache.reorder(torch.zeros(B, dtype=torch.long, device=ids.device))
     logits = logits.expand(B, -1)
     hist = ids.expand(B, -1) if pipe.needs_ids else None
@@ -221,7 +300,7 @@ def sample_batch(model, prompt_ids, max_new_tokens: int, num_samples: int, pipel
         if t < max_new_tokens - 1:
             if hist is not None:
                 hist = torch.cat([hist, tok], 1)
-            logits = _last_logits(model.step(tok, cache))
+            logits = apply_mask(_last_logits(model.step(tok, cache)), mask)
     return torch.cat(toks, 1) if toks else torch.zeros(B, 0, dtype=torch.long)
 
 
@@ -329,19 +408,20 @@ def _hypothesis(nodes, nid, score, raw, lp, group) -> BeamHypothesis:
 def diverse_beam_search(model, prompt_ids, num_beams: int = 4, max_new_tokens: int = 20, *, num_groups: int = 2,
                         diversity_penalty: float = 1.0, length_penalty: float = 1.0,
                         early_stopping: bool | str = False, eos_id: int | None = None, pipeline=None,
-                        num_return_sequences: int | None = None) -> BeamResult:
+                        num_return_sequences: int | None = None, mask_undecodable: bool = False) -> BeamResult:
     """Diverse beam search (Vijayakumar et al.): ``num_groups`` groups of ``num_beams / num_groups`` beams.
 
     At each step the groups move in order; group ``g``'s log-probs are lowered by ``diversity_penalty`` times
     the number of beams of earlier groups that chose that token at this step (Hamming diversity), as HF's
     former ``HammingDiversityLogitsProcessor`` did. Scores accumulate the penalised log-probs (the augmented
     objective), so transition scores still sum to the raw score; ``logprob`` is the plain model log-prob.
-    With ``num_groups == 1`` this is :func:`beam_search`.
+    With ``num_groups == 1`` this is :func:`beam_search`. ``mask_undecodable`` as in :func:`beam_search`.
     """
     lp, dp = _validate_beam(num_beams, length_penalty, early_stopping, num_groups, diversity_penalty)
     pipe = as_pipeline(pipeline) if pipeline is not None else None
     ids = prepare_prompt(model, prompt_ids, max_new_tokens)
     _check_eos(model, eos_id)
+    mask = undecodable_index(model, mask_undecodable)
     if max_new_tokens < 1:
         raise DecodingError("beam search needs max_new_tokens >= 1")
     T, dev = ids.size(1), ids.device
@@ -359,7 +439,7 @@ def diverse_beam_search(model, prompt_ids, num_beams: int = 4, max_new_tokens: i
         P.check_logits(logits)
         raw = logits.log_softmax(-1)
         logp = pipe(raw, seqs) if pipe is not None else raw
-        logp, raw = logp.cpu(), raw.cpu()
+        logp, raw = apply_mask(logp, mask).cpu(), raw.cpu()
         counts = torch.zeros(logp.size(-1))
         src_all, tok_all = [], []
         for g, grp in enumerate(groups):
@@ -388,16 +468,19 @@ def diverse_beam_search(model, prompt_ids, num_beams: int = 4, max_new_tokens: i
 
 def beam_search(model, prompt_ids, num_beams: int = 4, max_new_tokens: int = 20, *, length_penalty: float = 1.0,
                 early_stopping: bool | str = False, eos_id: int | None = None, pipeline=None,
-                num_return_sequences: int | None = None) -> BeamResult:
+                num_return_sequences: int | None = None, mask_undecodable: bool = False) -> BeamResult:
     """Beam search with HF ``generate`` semantics (``num_beams``, ``length_penalty``, ``early_stopping``).
 
     Hypotheses come best first with ``score = sum(transition_scores) / len ** length_penalty`` (``len`` counts
     generated tokens, EOS included). ``pipeline`` (e.g. ``no_repeat_ngram``) is applied to the log-softmax, as
     HF applies its processors in beam search. ``result.nodes`` is the whole tree, pruned candidates included.
+    ``mask_undecodable`` sets the log-probs of ids without text to ``-inf`` after the pipeline, without
+    renormalising: HF's ``generate(..., suppress_tokens=ids)`` does exactly this. ``prompt_ids`` may be text.
     """
     return diverse_beam_search(model, prompt_ids, num_beams, max_new_tokens, num_groups=1, diversity_penalty=0.0,
                                length_penalty=length_penalty, early_stopping=early_stopping, eos_id=eos_id,
-                               pipeline=pipeline, num_return_sequences=num_return_sequences)
+                               pipeline=pipeline, num_return_sequences=num_return_sequences,
+                               mask_undecodable=mask_undecodable)
 
 
 # ------------------------------------------------------------------------------------- prompt lookup
@@ -418,13 +501,15 @@ def lookup_draft(seq: Sequence[int], max_ngram: int, num_pred: int) -> list[int]
 
 @torch.inference_mode()
 def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2, num_pred: int = 10,
-                  eos_id: int | None = None) -> DecodeTrace:
+                  eos_id: int | None = None, mask_undecodable: bool = False) -> DecodeTrace:
     """Greedy decoding accelerated by copying: draft tokens that followed the current n-gram earlier in the
     context, check them all in one model call, keep the prefix that greedy decoding agrees with plus one
-    token from the model. Output equals :func:`greedy` (up to float ties); ``stats`` has calls and acceptance.
+    token from the model. Output equals :func:`greedy` (up to float ties, and with the same
+    ``mask_undecodable``); ``stats`` has calls and acceptance.
     """
     ids = prepare_prompt(model, prompt_ids, max_new_tokens)
     _check_eos(model, eos_id)
+    mask = undecodable_index(model, mask_undecodable)
     if max_ngram < 1 or num_pred < 1:
         raise DecodingError(f"max_ngram and num_pred must be >= 1, got {max_ngram}, {num_pred}")
     T, dev = ids.size(1), ids.device
@@ -433,7 +518,7 @@ def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2,
     if max_new_tokens == 0:
         return out
     cache = model.new_cache(1, max_len=T + max_new_tokens)
-    logits = P.check_logits(_last_logits(model.step(ids, cache)))
+    logits = apply_mask(P.check_logits(_last_logits(model.step(ids, cache))), mask)
     calls, drafted, accepted = 1, 0, 0
     rounds = []
     nxt = int(logits[0].argmax())
@@ -443,7 +528,7 @@ def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2,
         remaining = max_new_tokens - len(out.tokens)
         draft = lookup_draft(seq, max_ngram, num_pred)[: remaining - 1]
         feed = torch.tensor([[seq[-1]] + draft], device=dev)
-        lg = P.check_logits(model.step(feed, cache).logits[0].float())  # (1 + d, V)
+        lg = apply_mask(P.check_logits(model.step(feed, cache).logits[0].float()), mask)  # (1 + d, V)
         calls += 1
         want = lg.argmax(-1).tolist()
         n = 0
@@ -470,4 +555,5 @@ def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2,
 
 
 __all__ = ["sample", "greedy", "greedy_fast", "sample_batch", "beam_search", "diverse_beam_search", "prompt_lookup",
-           "trace_step", "lookup_draft", "prepare_prompt"]
+           "trace_step", "lookup_draft", "prepare_prompt", "encode_prompt", "undecodable_index", "apply_mask",
+           "MASK_STAGE"]

@@ -1,8 +1,31 @@
-"""The tokenizer interface every lab draws on: ids in, text out, and byte spans for drawing."""
+"""The tokenizer interface every lab draws on: ids in, text out, and byte spans for drawing.
+
+Two things every tokenizer offers for models whose vocabulary is not exactly the tokenizer's:
+
+* **Ids without text.** Real checkpoints often pad the embedding (Pythia, Qwen, Phi: the model scores more
+  ids than the tokenizer has), and some vocabularies have holes. :meth:`Tokenizer.is_decodable` says whether
+  an id has text; :meth:`Tokenizer.token_str` and :meth:`Tokenizer.decode_with_placeholders` show such an id
+  as the visible placeholder ``<id 301>`` (see :func:`placeholder`) instead of raising, so labels, traces and
+  widgets never crash on them. :meth:`Tokenizer.decode` stays strict.
+* **Vocabulary identity.** :meth:`Tokenizer.vocab_fingerprint` hashes the vocabulary itself (each id's bytes,
+  which ids are unassigned, and the special tokens), so two tokenizers compare equal with
+  :meth:`Tokenizer.same_vocab` however they are stored: a :class:`ByteTokenizer`, a :class:`BPETokenizer`
+  converted from HF and an :class:`HFTokenizer` loaded from ``save_pretrained`` files all compare by what
+  their ids mean. Merges and pre-tokenization are not part of it: they decide how text is split, not what an
+  id stands for.
+
+>>> from workbench.tokenizers import ByteTokenizer
+>>> t = ByteTokenizer()
+>>> t.token_str(300), t.decode_with_placeholders([104, 105, 300])
+('<id 300>', 'hi<id 300>')
+>>> t.same_vocab(ByteTokenizer()), t.same_vocab(ByteTokenizer(special_tokens=()))
+(True, False)
+"""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 
 class TokenizerError(ValueError):
@@ -42,7 +65,10 @@ class Tokenizer:
 
     def token_str(self, token_id: int) -> str:
         """A printable label for one token: control characters and spaces made visible, and bytes that are
-        not a whole UTF-8 character shown as ``<0xNN>``."""
+        not a whole UTF-8 character shown as ``<0xNN>``. An id without text (outside the vocabulary, e.g. a
+        padded model id, or unassigned) is shown as the placeholder ``<id N>`` rather than raising."""
+        if not self.is_decodable(token_id):
+            return placeholder(token_id)
         b = self.token_bytes(token_id)
         try:
             return printable(b.decode("utf-8"))
@@ -75,6 +101,113 @@ class Tokenizer:
     def to_dict(self) -> dict:  # pragma: no cover - abstract
         """A JSON-ready description from which :func:`tokenizer_from_dict` rebuilds the tokenizer."""
         raise NotImplementedError
+
+    # -- ids without text ---------------------------------------------------------------------------
+
+    def _decodable_table(self) -> list[bool]:
+        size = self.vocab_size
+        cached = getattr(self, "_wb_decodable", None)
+        if cached is not None and len(cached) == size:
+            return cached
+        table = []
+        for i in range(size):
+            try:
+                self.token_bytes(i)
+                table.append(True)
+            except TokenizerError:
+                table.append(False)
+        self._wb_decodable = table
+        return table
+
+    def is_decodable(self, token_id) -> bool:
+        """True when ``token_id`` has text here: an int in ``[0, vocab_size)`` that is assigned."""
+        try:
+            i = int(token_id)
+        except (TypeError, ValueError):
+            return False
+        return 0 <= i < self.vocab_size and self._decodable_table()[i]
+
+    def undecodable_ids(self, model_vocab_size: Optional[int] = None) -> list[int]:
+        """Ids in ``[0, model_vocab_size)`` (default: this vocabulary) that have no text: unassigned ids and,
+        for a model with a padded embedding, every id from ``vocab_size`` up. Ascending."""
+        n = self.vocab_size if model_vocab_size is None else int(model_vocab_size)
+        table = self._decodable_table()
+        return [i for i in range(n) if i >= len(table) or not table[i]]
+
+    def decode_with_placeholders(self, ids: Sequence[int]) -> str:
+        """Like :meth:`decode`, but an id without text becomes ``<id N>`` instead of an error; the runs of
+        decodable ids between them are decoded together (so multi-byte characters survive)."""
+        out: list[str] = []
+        run: list[int] = []
+        for i in ids:
+            if self.is_decodable(i):
+                run.append(int(i))
+                continue
+            if run:
+                out.append(self.decode(run))
+                run = []
+            out.append(placeholder(i))
+        if run:
+            out.append(self.decode(run))
+        return "".join(out)
+
+    # -- vocabulary identity --------------------------------------------------------------------------
+
+    def vocab_entries(self) -> list[Optional[bytes]]:
+        """Each id's bytes in ``[0, vocab_size)``, None for an unassigned id (special tokens give their text)."""
+        out: list[Optional[bytes]] = []
+        for i in range(self.vocab_size):
+            try:
+                out.append(self.token_bytes(i))
+            except TokenizerError:
+                out.append(None)
+        return out
+
+    def vocab_fingerprint(self) -> str:
+        """A SHA-256 hex digest of what the ids mean: the vocabulary size, each id's bytes (or "unassigned")
+        and the special tokens with their ids. Equal fingerprints mean the same id stands for the same token,
+        whatever class or file format holds the tokenizer. Cached per vocabulary size."""
+        size = self.vocab_size
+        cached = getattr(self, "_wb_fingerprint", None)
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        h = hashlib.sha256(f"vocab {size}\n".encode())
+        for b in self.vocab_entries():
+            h.update(b"-" if b is None else b"+" + len(b).to_bytes(4, "big") + b)
+        for s, i in sorted(self.special_tokens.items(), key=lambda kv: (kv[1], kv[0])):
+            enc = s.encode("utf-8")
+            h.update(b"special" + int(i).to_bytes(8, "big") + len(enc).to_bytes(4, "big") + enc)
+        digest = h.hexdigest()
+        self._wb_fingerprint = (size, digest)
+        return digest
+
+    def same_vocab(self, other) -> bool:
+        """True when ``other`` is a tokenizer whose ids mean the same tokens (equal :meth:`vocab_fingerprint`)."""
+        return isinstance(other, Tokenizer) and self.vocab_fingerprint() == other.vocab_fingerprint()
+
+    def vocab_difference(self, other) -> Optional[str]:
+        """None when :meth:`same_vocab`, else a sentence naming the first difference (for error messages)."""
+        if not isinstance(other, Tokenizer):
+            return f"{type(other).__name__} is not a workbench Tokenizer"
+        if self.same_vocab(other):
+            return None
+        if self.vocab_size != other.vocab_size:
+            return f"{self.vocab_size} vs {other.vocab_size} ids"
+        for i, (a, b) in enumerate(zip(self.vocab_entries(), other.vocab_entries())):
+            if a != b:
+                show = lambda x: "unassigned" if x is None else repr(x)  # noqa: E731
+                return f"id {i} is {show(a)} in one and {show(b)} in the other"
+        mine = sorted(self.special_tokens.items(), key=lambda kv: kv[1])
+        theirs = sorted(other.special_tokens.items(), key=lambda kv: kv[1])
+        return f"special tokens differ: {mine} vs {theirs}"
+
+
+def placeholder(token_id) -> str:
+    """The visible label of an id that has no text in the tokenizer, e.g. ``<id 301>``."""
+    try:
+        return f"<id {int(token_id)}>"
+    except (TypeError, ValueError):
+        return f"<id {token_id!r}>"
 
 
 _VISIBLE = {"\n": "⏎", "\t": "⇥", "\r": "␍", " ": "·"}
