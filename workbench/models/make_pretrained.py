@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,11 +23,14 @@ from .pretrained import PRETRAINED_DIR
 from .tinygpt import TinyGPT
 from .training import evaluate, train
 
+# The byte pair is trained with a BOS token at position 0 of every training and validation window
+# (``bos=True``: the tokenizer is ByteTokenizer(bos=True), whose encode puts the BOS in front of every text).
+# The BOS gives the model a fixed first token to park attention on: an attention sink, as in StreamingLLM.
 RECIPES = {
     "docs-byte": dict(config=dict(n_layer=4, n_head=4, n_embd=128, block_size=256, pos="rope", dropout=0.05),
-                      steps=1500, batch_size=16, lr=2e-3),
+                      steps=1500, batch_size=16, lr=2e-3, bos=True),
     "docs-byte-draft": dict(config=dict(n_layer=1, n_head=2, n_embd=64, block_size=256, pos="rope", dropout=0.0),
-                            steps=1200, batch_size=16, lr=3e-3),
+                            steps=1200, batch_size=16, lr=3e-3, bos=True),
 }
 CORPUS, VAL_FRACTION, SEED = "python-docs", 0.1, 1234
 
@@ -41,12 +45,16 @@ RECIPES.update({
 BPE_TOKENIZER = dict(vocab_size=1024, pattern="gpt2", digits="none", special_tokens=("<|endoftext|>",))
 
 
-def byte_splits():
-    """The docs corpus as byte ids, split 90/10 into train and validation (the split every test uses)."""
-    tok = ByteTokenizer()
-    ids = torch.tensor(tok.encode(load_corpus(CORPUS)), dtype=torch.long)
+def byte_splits(bos: bool = True):
+    """The docs corpus as byte ids, split 90/10 into train and validation (the split every test uses).
+
+    Returns ``(tokenizer, train ids, val ids)``; the ids are the plain bytes (no BOS inside them), and the
+    tokenizer is the shipped byte models' one: ``ByteTokenizer(bos=True)`` unless ``bos=False``. Score
+    a BOS model with ``evaluate(model, val_ids, bos=tokenizer.bos_id)``.
+    """
+    ids = torch.tensor(ByteTokenizer().encode(load_corpus(CORPUS)), dtype=torch.long)
     train_ids, val_ids = train_val_split(ids, VAL_FRACTION)
-    return tok, train_ids, val_ids
+    return ByteTokenizer(bos=bos), train_ids, val_ids
 
 
 def text_splits():
@@ -99,16 +107,18 @@ def make(name: str, out_dir=PRETRAINED_DIR, progress: bool = True):
     recipe = RECIPES[name]
     if recipe.get("tokenizer") == "bpe":
         return make_bpe(name, out_dir, progress)
-    tok, train_ids, val_ids = byte_splits()
+    tok, train_ids, val_ids = byte_splits(bos=recipe.get("bos", False))
     torch.manual_seed(SEED)
     model = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, **recipe["config"]), tokenizer=tok, name=name)
     t0 = time.perf_counter()
     hist = train(model, train_ids, recipe["steps"], recipe["batch_size"], recipe["lr"], val_ids=val_ids,
-                 seed=SEED, progress=progress, desc=name)
-    val = evaluate(model, val_ids)
+                 seed=SEED, progress=progress, desc=name, bos=tok.bos_id)
+    train_s = time.perf_counter() - t0
+    val = evaluate(model, val_ids, bos=tok.bos_id)
     meta = {"corpus": CORPUS, "val_fraction": VAL_FRACTION, "val_loss_nats": val, "val_bpb": bits_per_byte(val),
-            "train_s": time.perf_counter() - t0, "steps": recipe["steps"], "batch_size": recipe["batch_size"],
-            "params": sum(p.numel() for p in model.parameters()),
+            "train_s": train_s, "steps": recipe["steps"], "batch_size": recipe["batch_size"],
+            "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
+            "bos": tok.bos_id is not None,
             "command": f"python -m workbench.models.make_pretrained {name}"}
     save(model, out_dir / name, dtype=torch.float16, meta=meta)
     print(f"{name}: val loss {val:.4f} nats/byte = {meta['val_bpb']:.4f} bits/byte, "
@@ -141,11 +151,12 @@ def make_bpe(name: str, out_dir=PRETRAINED_DIR, progress: bool = True):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("names", nargs="*", default=list(RECIPES), help=f"which of {list(RECIPES)}")
+    p.add_argument("--out", default=None, help="folder to write into (default: the shipped models' folder)")
     args = p.parse_args(argv)
     for n in args.names:
         if n not in RECIPES:
             p.error(f"unknown model {n!r}; choose from {list(RECIPES)}")
-        make(n)
+        make(n, out_dir=PRETRAINED_DIR if args.out is None else Path(args.out))
 
 
 if __name__ == "__main__":

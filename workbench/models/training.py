@@ -59,17 +59,28 @@ def _as_ids(x) -> torch.Tensor:
     return t.long()
 
 
-def random_windows(data: torch.Tensor, batch_size: int, block: int, gen: torch.Generator):
-    """``batch_size`` random windows of ``block + 1`` tokens -> inputs and next-token targets ``(B, block)``."""
-    starts = torch.randint(0, len(data) - block, (batch_size,), generator=gen)
-    idx = starts[:, None] + torch.arange(block + 1)[None, :]
-    w = data[idx]
+def random_windows(data: torch.Tensor, batch_size: int, block: int, gen: torch.Generator, bos: int | None = None):
+    """``batch_size`` random windows of ``block + 1`` tokens -> inputs and next-token targets ``(B, block)``.
+
+    With ``bos`` (a token id) each window is ``bos`` followed by ``block`` tokens of ``data``: position 0
+    of every input row is the BOS, and the targets are the ``block`` data tokens.
+    """
+    n = block if bos is not None else block + 1
+    starts = torch.randint(0, len(data) - n + 1, (batch_size,), generator=gen)
+    w = data[starts[:, None] + torch.arange(n)[None, :]]
+    if bos is not None:
+        w = torch.cat([torch.full((batch_size, 1), bos, dtype=w.dtype), w], dim=1)
     return w[:, :-1], w[:, 1:]
 
 
 @torch.no_grad()
-def evaluate(model, data, block_size: int | None = None, batch_size: int = 16, max_tokens: int | None = None) -> float:
-    """Mean next-token loss (nats) over consecutive non-overlapping windows of ``data`` (deterministic)."""
+def evaluate(model, data, block_size: int | None = None, batch_size: int = 16, max_tokens: int | None = None,
+             bos: int | None = None) -> float:
+    """Mean next-token loss (nats) over consecutive non-overlapping windows of ``data`` (deterministic).
+
+    With ``bos`` every window is ``bos`` + ``block`` consecutive tokens of ``data``, and all of those tokens
+    are scored (the first from the BOS alone), as the model saw them in :func:`train` with the same ``bos``.
+    """
     data = _as_ids(data)
     if max_tokens is not None:
         data = data[: max_tokens + 1]
@@ -78,9 +89,14 @@ def evaluate(model, data, block_size: int | None = None, batch_size: int = 16, m
         raise ValueError("need at least 2 tokens to evaluate")
     was_training = model.training
     model.eval()
-    n_win = (len(data) - 1) // block
-    x = data[: n_win * block].view(n_win, block)
-    y = data[1 : n_win * block + 1].view(n_win, block)
+    if bos is None:
+        n_win = (len(data) - 1) // block
+        x = data[: n_win * block].view(n_win, block)
+        y = data[1 : n_win * block + 1].view(n_win, block)
+    else:
+        n_win = len(data) // block
+        y = data[: n_win * block].view(n_win, block)
+        x = torch.cat([torch.full((n_win, 1), bos, dtype=y.dtype), y[:, :-1]], dim=1)
     total, count = 0.0, 0
     for i in range(0, n_win, batch_size):
         logits = model(x[i : i + batch_size].to(model.device)).logits
@@ -94,8 +110,11 @@ def evaluate(model, data, block_size: int | None = None, batch_size: int = 16, m
 def train(model, train_ids, steps: int, batch_size: int = 16, lr: float = 3e-3, *, val_ids=None,
           block_size: int | None = None, warmup: int | None = None, weight_decay: float = 0.1,
           betas=(0.9, 0.95), grad_clip: float = 1.0, eval_every: int | None = None, eval_tokens: int = 32_768,
-          seed: int = 0, progress: bool = True, desc: str = "training") -> TrainHistory:
+          seed: int = 0, progress: bool = True, desc: str = "training", bos: int | None = None) -> TrainHistory:
     """Train ``model`` on next-token prediction over random windows of ``train_ids`` (1-D ids).
+
+    ``bos`` (a token id, e.g. ``tokenizer.bos_id``) puts that token at position 0 of every training window
+    and of every validation window (see :func:`random_windows` and :func:`evaluate`).
 
     The same ``seed`` on the same machine gives the same weights and history. Returns a :class:`TrainHistory`
     with (step, train loss, val loss, tokens/s) at every evaluation.
@@ -129,7 +148,7 @@ def train(model, train_ids, steps: int, batch_size: int = 16, lr: float = 3e-3, 
         cur_lr = lr_at(step, steps, lr, warmup)
         for g in opt.param_groups:
             g["lr"] = cur_lr
-        x, y = random_windows(data, batch_size, block, gen)
+        x, y = random_windows(data, batch_size, block, gen, bos)
         x, y = x.to(model.device), y.to(model.device)
         logits = model(x).logits
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
@@ -144,7 +163,7 @@ def train(model, train_ids, steps: int, batch_size: int = 16, lr: float = 3e-3, 
         if (step + 1) % eval_every == 0 or step == steps - 1:
             now = time.perf_counter()
             tps = (hist.tokens_seen - tok_last) / max(now - t_last, 1e-9)
-            v = evaluate(model, val, block, max_tokens=eval_tokens) if val is not None else None
+            v = evaluate(model, val, block, max_tokens=eval_tokens, bos=bos) if val is not None else None
             model.train()
             hist.records.append(TrainRecord(step + 1, running, v, tps, cur_lr))
             bar.set_postfix(loss=f"{running:.3f}", val=f"{v:.3f}" if v is not None else "-", tok_s=f"{tps:,.0f}")
