@@ -1,4 +1,5 @@
-"""Models shipped with the workbench, trained by this project's own code (see ``python -m workbench.models.make_pretrained``)."""
+"""Models shipped with the workbench, trained by this project's own code (see ``python -m workbench.models.make_pretrained``),
+and, opt-in, real checkpoints from the Hugging Face hub (see :mod:`workbench.models.zoo`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,9 +16,33 @@ def available() -> list[str]:
     return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").exists())
 
 
-def load_pretrained(name: str, device=None):
-    """Load a shipped model (with its tokenizer) offline, e.g. ``load_pretrained("docs-byte")``."""
+def load_pretrained(name: str, device=None, *, allow_download: bool | None = None, dtype=None,
+                    revision: str | None = None, cache_dir=None):
+    """Load a model by name, offline unless you allow downloads.
+
+    - a shipped name, e.g. ``load_pretrained("docs-byte")``: offline and instant (``available()`` lists them);
+    - a local folder written by ``save_pretrained`` (config.json plus ``*.safetensors``): through ``from_hf``;
+    - a Hugging Face hub name, e.g. ``load_pretrained("EleutherAI/pythia-70m", allow_download=True)``: from the
+      local HF cache when it is there (offline, no permission needed), else downloaded only when allowed by
+      ``allow_download=True`` or the environment variable ``WORKBENCH_ALLOW_DOWNLOAD=1``: the size is printed
+      first, only safetensors weights, config and tokenizer are fetched (progress bar), into the HF cache.
+
+    ``dtype`` (``"float32"`` default, or ``"bfloat16"``) and ``revision``/``cache_dir`` apply to HF models only.
+    Without permission a hub name raises ``zoo.DownloadNotAllowedError`` (a ``ValueError``) saying how to allow
+    downloads and how to pass a local folder instead.
+    """
     names = available()
-    if name not in names:
-        raise ValueError(f"no shipped model named {name!r}; available: {names}")
-    return load(PRETRAINED_DIR / name, device=device)
+    if name in names:
+        return load(PRETRAINED_DIR / name, device=device)
+    if Path(name).expanduser().is_dir():
+        from .hf_adapter import from_hf
+
+        return from_hf(name, dtype=dtype, device=device)
+    from . import zoo
+
+    shipped = f"no shipped model named {name!r} (available: {names}). "
+    if not zoo.looks_like_hub_name(name):
+        raise ValueError(shipped + "Pass a shipped name, a local folder written by save_pretrained, or a "
+                         "Hugging Face hub name such as 'EleutherAI/pythia-70m' with allow_download=True.")
+    return zoo.load(name, allow_download=allow_download, revision=revision, cache_dir=cache_dir, dtype=dtype,
+                    device=device, context=shipped)

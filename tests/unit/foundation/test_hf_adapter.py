@@ -82,3 +82,88 @@ def test_in_memory_model_and_errors(gpt2_dir):
         m.forward(torch.tensor([[m.config.vocab_size]]))
     with pytest.raises(ModelError, match="cannot load"):
         from_hf(gpt2_dir / "does-not-exist")
+
+
+# ---- bad input: each a specific error that says what to do; nothing is fetched -------------------------------
+
+from tests import hf_families as F  # noqa: E402
+from workbench.models import zoo  # noqa: E402
+from workbench.models.hf_adapter import NotCausalLMError, TokenizerMismatchError  # noqa: E402
+
+
+def test_hub_name_without_permission_fetches_nothing(monkeypatch, tmp_path):
+    import huggingface_hub as hub
+
+    monkeypatch.delenv(zoo.ENV_VAR, raising=False)
+    for fn in ("model_info", "snapshot_download"):
+        monkeypatch.setattr(hub, fn, lambda *a, **k: pytest.fail("the hub was called without permission"))
+    with pytest.raises(zoo.DownloadNotAllowedError, match=r"downloads are off.*allow_download=True.*from_hf\("):
+        from_hf("gpt2", cache_dir=tmp_path)
+    with pytest.raises(zoo.DownloadNotAllowedError, match="no local folder"):
+        from_hf("models/not-here", cache_dir=tmp_path)  # could be a folder or a hub name: says both
+
+
+def test_folder_without_weights(tmp_path, gpt2_dir):
+    with pytest.raises(zoo.MissingWeightsError, match="no model weights.*the folder is empty.*save_pretrained"):
+        from_hf(tmp_path)
+    (tmp_path / "config.json").write_bytes((gpt2_dir / "config.json").read_bytes())
+    with pytest.raises(zoo.MissingWeightsError, match=r"no \*\.safetensors file \(found: config.json\)"):
+        from_hf(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"never unpickled")
+    with pytest.raises(zoo.UnsafeWeightsError, match="only pickle weights.*never unpickles"):
+        from_hf(tmp_path)
+
+
+def tiny_bert_and_t5():
+    from transformers import BertConfig, BertForMaskedLM, T5Config, T5ForConditionalGeneration
+
+    bert = BertForMaskedLM(BertConfig(vocab_size=F.MODEL_VOCAB, hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=64))
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=F.MODEL_VOCAB, d_model=32, d_ff=64, d_kv=16, num_layers=1,
+                                             num_heads=2))
+    return {"bert": bert, "t5": t5}
+
+
+@pytest.mark.parametrize("kind", ["bert", "t5"])
+def test_a_model_that_is_not_causal(tmp_path, kind):
+    model = tiny_bert_and_t5()[kind]
+    reason = "bidirectional encoder" if kind == "bert" else "encoder-decoder"
+    with pytest.raises(NotCausalLMError, match=f"not a decoder-only causal LM: .*{reason}.*needs a decoder-only"):
+        from_hf(model)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(NotCausalLMError, match=f"{reason}.*needs a decoder-only causal LM"):
+        from_hf(tmp_path)
+    from transformers import GPT2Config, GPT2Model
+
+    with pytest.raises(NotCausalLMError, match="GPT2Model has no causal language-model head"):
+        from_hf(GPT2Model(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)))
+
+
+def test_tokenizer_must_fit_the_model_but_a_padded_vocabulary_is_fine(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    folder = F.save_family("gpt2", tmp_path, vocab_size=200)  # its saved tokenizer has 300 ids
+    with pytest.raises(TokenizerMismatchError, match=r"tokenizer has 300 ids but the model's embedding has only 200"):
+        from_hf(folder)
+    big = Tokenizer(models.WordLevel({f"w{i}": i for i in range(50_000)}, unk_token="w0"))
+    with pytest.raises(TokenizerMismatchError, match="50000 ids .* only 320 rows.*does not belong"):
+        from_hf(F.build("llama"), tokenizer=big)
+    m = F.loaded("llama")  # 300-id tokenizer, 320-row embedding: accepted
+    assert m.tokenizer.vocab_size == F.TOKENIZER_VOCAB < m.config.vocab_size == F.MODEL_VOCAB
+
+
+def test_bfloat16_weights_give_float32_logits_close_to_float32(tmp_path):
+    folder = F.save_family("llama", tmp_path)
+    m32, m16 = from_hf(folder), from_hf(folder, dtype="bfloat16")
+    assert next(m32.parameters()).dtype == torch.float32 and next(m16.parameters()).dtype == torch.bfloat16
+    ids = torch.tensor([m32.tokenizer.encode("def add(a, b):\n    return a + b")])
+    l32, l16 = m32(ids).logits, m16(ids).logits
+    assert l16.dtype == torch.float32 and l16.shape == l32.shape
+    assert (l16 - l32).abs().max() < 0.05 * l32.abs().max()
+    assert (l16.argmax(-1) == l32.argmax(-1)).float().mean() > 0.9
+    out = m16.forward(ids, capture=True)
+    assert out.attentions.dtype == out.residuals.dtype == torch.float32
+    inst = from_hf(F.build("llama"), dtype=torch.bfloat16)
+    assert next(inst.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ModelError, match=r"dtype 'int8' is not supported.*\['float32', 'bfloat16'"):
+        from_hf(folder, dtype="int8")
