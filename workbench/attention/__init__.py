@@ -33,11 +33,11 @@ from .metrics import (
     value_sink_mass,
     value_weighted,
 )
-from .hf_values import SUPPORTED as VALUE_VECTOR_FAMILIES
 from .view import HeadView, bertviz_json_bytes, head_view, save_png, to_rgb
 from .variants import (
     PerplexityResult,
     Policy,
+    HFSinkCache,
     SinkCache,
     dense,
     lambda_mask,
@@ -55,7 +55,7 @@ __all__ = [
     "mean_distance", "previous_token_score", "repeated_random_ids", "repeated_sequence_induction", "rollout",
     "sink_mass", "value_sink_mass",
     "value_weighted",
-    "PerplexityResult", "Policy", "PolicyError", "SinkCache", "dense", "lambda_mask", "perplexity_vs_length",
+    "PerplexityResult", "Policy", "PolicyError", "HFSinkCache", "SinkCache", "dense", "lambda_mask", "perplexity_vs_length",
     "sliding_window", "streaming", "use_policy",
-    "VALUE_VECTOR_FAMILIES", "HeadView", "bertviz_json_bytes", "head_view", "save_png", "to_rgb",
+    "HeadView", "bertviz_json_bytes", "head_view", "save_png", "to_rgb",
 ]

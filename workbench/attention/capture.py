@@ -6,11 +6,12 @@ Three routes:
   values; the probabilities ``softmax(Q K^T / sqrt(d) + mask)`` (RoPE, ALiBi and the model's ``mask_fn``
   included) are then recomputed only for the requested layers, heads and query window. Nothing outside the
   request is ever materialised, so T = 4,096 fits in memory one head at a time.
-* HF models of a supported family (GPT-2, Llama / Mistral / Qwen2, see :mod:`workbench.attention.hf_recompute`):
-  the same idea with hooks on the attention modules during an ordinary forward pass, whatever the attention
-  back-end (SDPA, flash, eager; the model is never switched): queries and keys (RoPE applied with HF's own
-  function, grouped-query heads mapped as ``repeat_kv`` does) are kept and the probabilities recomputed on demand,
-  so the budget applies to the request only. ``meta["mechanism"] == "recompute"``.
+* HF models of any family whose parts :mod:`workbench.models.layout` finds (every decoder family of transformers 5
+  tried: GPT-2, GPT-NeoX, Llama, Qwen2/3, Mistral, Gemma 2/3, Phi, Phi-3, OPT, StableLM, OLMo 2): the same idea
+  through the layout's ``attn.q/k/v`` points during one forward pass: queries and keys as the model's attention
+  receives them (RoPE and query/key norms applied, grouped-query heads mapped as ``repeat_kv`` does) are kept and
+  the probabilities recomputed on demand with the layer's scale, soft-cap and sliding window, so the budget
+  applies to the request only. ``meta["mechanism"] == "recompute"``.
 * any other model with ``supports_capture``: its own ``forward(capture=True)`` is called and sliced (for
   ``from_hf`` models that switches to eager attention for the call, ``meta["mechanism"] == "eager_switch"``, with
   the reason in ``meta["fallback_reason"]``). That route materialises every layer and head, so the budget is
@@ -204,10 +205,14 @@ def _check_budget(n_layers: int, n_heads: int, start: int, end: int, budget_mb: 
 
 
 def _torch_module_of(model):
-    from .hf_values import _torch_module
-
     m = getattr(model, "hf", None)
-    return _torch_module(model) if m is not None else None
+    return m if isinstance(m, torch.nn.Module) else None
+
+
+def attn_implementation(model) -> str | None:
+    """The attention back-end an HF model runs (``config._attn_implementation``), or None."""
+    cfg = getattr(_torch_module_of(model), "config", None)
+    return getattr(cfg, "_attn_implementation", None)
 
 
 def _is_tinygpt(model) -> bool:
@@ -221,8 +226,7 @@ class AttentionProbe:
 
     For TinyGPT it keeps the post-RoPE queries and keys and the values of every layer, ``(H, T, Dh)`` each, and
     :meth:`probs` computes ``(H', Tq, Tk)`` for one layer in O(H' Tq Tk) memory; so it does for HF models of a
-    family :mod:`workbench.attention.hf_recompute` supports (queries and keys hooked in the model's own attention
-    back-end). Other models are captured whole once (their own capture) and sliced. ``meta`` says which.
+    family whose layout :mod:`workbench.models.layout` finds (queries and keys at its named points). Other models are captured whole once (their own capture) and sliced. ``meta`` says which.
     """
 
     def __init__(self, model, text_or_ids, policy=None, budget_mb: float | None = 512, recompute: bool = True):
@@ -255,8 +259,8 @@ class AttentionProbe:
         #: the HF model's attention back-end ("attn_implementation") and, for a fallback, why ("fallback_reason")
         self.meta: dict = {"mechanism": "recompute"} if self.tiny else {}
         self._full = None
-        self._qk = None  # a QKRecorder holding an HF model's queries and keys (recompute route)
-        self._hf_values = None  # a ValueRecorder holding an HF model's per-head values
+        self._lay = None  # the model's layout (HF recompute route), with ...
+        self._rec: dict = {}  # ... each layer's recorded queries, keys and values, batch 0, float32
         #: why value norms are unavailable (None when they are available)
         self.value_norm_error: str | None = None
         self._bias_cache: dict = {}
@@ -354,59 +358,43 @@ class AttentionProbe:
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(cfg.head_dim)) + bias
         return att.softmax(dim=-1).float()
 
-    @torch.no_grad()
-    def _tiny_value_norms(self, layer: int, heads: Sequence[int], end: int) -> torch.Tensor:
-        cfg = self.model.config
-        W = self.model.blocks[layer].attn.proj.weight  # (D, D): out = y @ W^T
-        Dh = cfg.head_dim
-        out = []
-        for h in heads:
-            f = self._v[layer][h, :end] @ W[:, h * Dh : (h + 1) * Dh].T  # (Tk, D)
-            out.append(f.norm(dim=-1))
-        return torch.stack(out).float()
-
     # -- generic route ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _run_generic(self):
+        from workbench.models.layout import LayoutError, layout_of
+
+        from .variants import hf_forward_logits
+
         m, T = self.model, self.T
-        if self.policy is not None and self.policy.kind != "dense":
-            raise PolicyError(f"attention variants need a TinyGPT (mask_fn hook); {type(m).__name__} has none")
         dev = getattr(m, "device", None)
         ids = self.ids[None].to(dev) if isinstance(dev, torch.device) else self.ids[None]
-        from .hf_recompute import QKRecorder, attn_implementation, qk_layout
-        from .hf_values import ValueRecorder, value_layout
-
         self.meta["attn_implementation"] = attn_implementation(m)
-        qk = None
+        lay = None
         if self.recompute:
             try:
-                qk = QKRecorder(qk_layout(m))
-            except CaptureNotSupportedError as e:
+                lay = layout_of(m)
+            except LayoutError as e:
                 self.meta["fallback_reason"] = str(e)
         else:
             self.meta["fallback_reason"] = "recompute=False"
-        try:
-            recorder = ValueRecorder(value_layout(m))
-        except CaptureNotSupportedError as e:
-            recorder, self.value_norm_error = None, str(e)
-        if qk is not None:  # one ordinary forward pass, whatever the back-end; probabilities computed on demand
-            try:
-                with contextlib.ExitStack() as stack:
-                    stack.enter_context(qk)
-                    if recorder is not None:
-                        stack.enter_context(recorder)
-                    out = m.forward(ids)
-            except ModelError as e:
-                raise ContextLengthError(str(e)) from None
-            if qk.complete:
-                self._qk = qk
-                self.meta["mechanism"] = "recompute"
-                self._set_values(recorder)
-                self.logits_last = out.logits[0, -1].float()
-                return
-            self.meta["fallback_reason"] = "the hooked attention modules did not yield queries and keys"
+        pol = self.policy
+        if pol is not None and pol.kind != "dense" and lay is None:
+            raise PolicyError(f"attention variants need the model's layout: {self.meta['fallback_reason']}")
+        if lay is not None:  # one ordinary forward pass; probabilities computed on demand from q and k
+            L = lay.n_layer
+            rec = {"q": [None] * L, "k": [None] * L, "v": [None] * L}
+
+            def keep(part, i):
+                return lambda t: rec[part].__setitem__(i, t[0].detach().float())
+
+            fns = {f"blocks.{i}.attn.{p}": keep(p, i) for i in range(L) for p in ("q", "k", "v")}
+            self.logits_last = hf_forward_logits(m, ids, pol, lay, fns)[0, -1].float()
+            self._lay, self._rec = lay, rec
+            self.meta["mechanism"] = "recompute"
+            return
         # fallback: the model's own capture (for from_hf models, a forward pass switched to eager attention)
         self.meta["mechanism"] = "eager_switch" if _torch_module_of(m) is not None else "model_capture"
+        self.value_norm_error = f"value vectors need the model's layout: {self.meta.get('fallback_reason')}"
         need = capture_bytes(self.n_layer, self.n_head, T, T)
         if self.budget_mb is not None and need > self.budget_mb * 2**20:
             raise BudgetExceededError(
@@ -415,26 +403,47 @@ class AttentionProbe:
                 f"(at most {int(math.sqrt(self.budget_mb * 2**20 / (BYTES_PER_PROB * self.n_layer * self.n_head)))} "
                 "tokens) or raise budget_mb"
             )
-        if recorder is not None:
-            recorder.values = [None] * len(recorder.values)
         try:
-            if recorder is not None:
-                with recorder:
-                    out = m.forward(ids, capture=True)
-            else:
-                out = m.forward(ids, capture=True)
+            out = m.forward(ids, capture=True)
         except ModelError as e:
             raise ContextLengthError(str(e)) from None
-        self._set_values(recorder)
         if out.attentions is None:
             raise CaptureNotSupportedError(f"{type(m).__name__}.forward(capture=True) returned no attentions")
         self._full = out.attentions[:, 0].float()  # (L, H, T, T)
         self.logits_last = out.logits[0, -1].float()
 
-    def _set_values(self, recorder):
-        if recorder is not None and any(v is None for v in recorder.values):
-            recorder, self.value_norm_error = None, "the value projections were not called in the forward pass"
-        self._hf_values = recorder
+    def _allowed(self, start: int, end: int, window: int | None, device) -> torch.Tensor:
+        """Bool ``(Tq, Tk)``: which keys queries ``start..end-1`` see (causal, the layer's own sliding window, and
+        the probe's policy)."""
+        q = torch.arange(start, end, device=device)
+        k = torch.arange(end, device=device)
+        ok = k[None, :] <= q[:, None]
+        if window:
+            ok &= k[None, :] > q[:, None] - window
+        if self.policy is not None:
+            ok &= self.policy.allowed(q, k)
+        return ok
+
+    @torch.no_grad()
+    def _layout_probs(self, layer: int, heads: Sequence[int], start: int, end: int) -> torch.Tensor:
+        """``softmax(Q K^T * scaling + mask)`` ``(H', Tq, Tk)`` from the recorded queries and keys, as the model's
+        attention computes it (soft-cap and grouped-query heads included)."""
+        lay = self._lay
+        hs = list(heads)
+        rep = lay.n_head // lay.n_kv
+        q = self._rec["q"][layer][hs, start:end]  # (H', Tq, Dh)
+        k = self._rec["k"][layer][[h // rep for h in hs], :end]  # query head h reads kv head h // rep
+        key = (start, end, lay.sliding_window[layer], q.device)
+        bias = self._bias_cache.get(key)
+        if bias is None:
+            ok = self._allowed(start, end, lay.sliding_window[layer], q.device)
+            bias = torch.zeros(ok.shape, dtype=q.dtype, device=q.device).masked_fill(~ok, float("-inf"))
+            self._bias_cache = {key: bias}
+        att = (q @ k.transpose(-2, -1)) * lay.scaling[layer]
+        cap = lay.softcap[layer]
+        if cap:
+            att = torch.tanh(att / cap) * cap
+        return (att + bias).softmax(dim=-1)
 
     # -- public -------------------------------------------------------------------------------------------------
     def probs(self, layer: int, heads=None, window=None) -> torch.Tensor:
@@ -444,13 +453,13 @@ class AttentionProbe:
         start, end = _window(window, self.T)
         if self._full is not None:
             return self._full[layer, list(hs), start:end, :end]
-        if self._qk is not None:
-            return self._qk.probs(layer, hs, start, end)
+        if self._lay is not None:
+            return self._layout_probs(layer, hs, start, end)
         return self._tiny_probs(layer, hs, start, end)
 
     @property
     def has_value_norms(self) -> bool:
-        return self.tiny or self._hf_values is not None
+        return self.tiny or self._lay is not None
 
     def value_vectors(self, layer: int, head: int, end: int | None = None) -> torch.Tensor:
         """What each key ``j < end`` writes into the residual stream through one head, ``f_j = v_j W_O^h``
@@ -460,23 +469,23 @@ class AttentionProbe:
         (head,) = _select("head", head, self.n_head)
         end = end or self.T
         if self.tiny:
-            W = self.model.blocks[layer].attn.proj.weight  # (D, D): out = y @ W^T
-            Dh = self.model.config.head_dim
-            with torch.no_grad():
-                return (self._v[layer][head, :end] @ W[:, head * Dh : (head + 1) * Dh].T).float()
-        if self._hf_values is None:
+            v = self._v[layer][head, :end]
+        elif self._lay is not None:
+            v = self._rec["v"][layer][head // (self._lay.n_head // self._lay.n_kv), :end]
+        else:
             raise CaptureNotSupportedError(self.value_norm_error or "this model exposes no value vectors")
+        from workbench.models.layout import layout_of
+
         with torch.no_grad():
-            return self._hf_values.vectors(layer, head, end)
+            W = layout_of(self.model).w_out(layer)[head]  # (Dh, D)
+            return (v.to(W.dtype) @ W).float()
 
     def value_norms(self, layer: int, heads=None, end: int | None = None) -> torch.Tensor | None:
         """``||v_j W_O^h||`` ``(H', Tk)`` (TinyGPT, HF GPT-2 and Llama-style; None otherwise, reason in
         ``value_norm_error``)."""
         (layer,) = _select("layer", layer, self.n_layer)
         hs = _select("head", heads, self.n_head)
-        if self.tiny:
-            return self._tiny_value_norms(layer, hs, end or self.T)
-        if self._hf_values is None:
+        if not self.has_value_norms:
             return None
         return torch.stack([self.value_vectors(layer, h, end).norm(dim=-1) for h in hs])
 

@@ -1,13 +1,11 @@
 """Interventions: ablate attention heads and measure the next-token log-probabilities; diff two captures.
 
-A head's output is its slice ``y[..., h*Dh:(h+1)*Dh]`` of the concatenated head outputs that enter the attention
-output projection (TinyGPT ``attn.proj``, GPT-2 ``attn.c_proj``, Llama ``self_attn.o_proj``). Zero ablation sets
-the slice to 0; mean ablation replaces it, at every position, by its mean over the positions of the clean run
+A head's output is ``z[:, :, h]`` at the layout's ``blocks.{i}.attn.z`` point (the heads' outputs before ``W_O``,
+found for TinyGPT and any HF family by :mod:`workbench.models.layout`). Zero ablation sets it to 0; mean ablation replaces it, at every position, by its mean over the positions of the clean run
 on the same input (or on ``reference`` ids).
 """
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -16,44 +14,10 @@ import torch
 
 from .capture import AttentionCapture, encode_input, token_labels
 from .errors import AttentionError, ContextLengthError, IndexOutOfRangeError
-from .variants import use_policy
+from .variants import as_policy, use_policy
 from .metrics import METRICS, head_metrics
 
 MODES = ("zero", "mean")
-
-
-def _torch_modules(model):
-    """(name, module) pairs of the model or of the torch module it wraps."""
-    if isinstance(model, torch.nn.Module):
-        return list(model.named_modules())
-    for attr in ("hf", "hf_model", "model", "module"):
-        m = getattr(model, attr, None)
-        if isinstance(m, torch.nn.Module):
-            return list(m.named_modules())
-    return []
-
-
-_PATTERNS = [
-    re.compile(r"(^|\.)blocks\.(\d+)\.attn\.proj$"),  # TinyGPT
-    re.compile(r"(^|\.)h\.(\d+)\.attn\.c_proj$"),  # GPT-2
-    re.compile(r"(^|\.)layers\.(\d+)\.self_attn\.o_proj$"),  # Llama, Mistral, Qwen2
-]
-
-
-def head_output_modules(model) -> list[torch.nn.Module]:
-    """The modules, one per layer, whose input ``(B, T, H * Dh)`` is the concatenation of head outputs."""
-    for pat in _PATTERNS:
-        found = {}
-        for name, mod in _torch_modules(model):
-            m = pat.search(name)
-            if m:
-                found[int(m.group(2))] = mod
-        if found and len(found) == model.config.n_layer:
-            return [found[i] for i in range(len(found))]
-    raise AttentionError(
-        f"cannot find per-layer attention output projections in {type(model).__name__}: head ablation supports "
-        "TinyGPT and HF GPT-2/Llama-style models"
-    )
 
 
 def _parse_heads(model, heads) -> list[tuple[int, int]]:
@@ -74,70 +38,66 @@ def _parse_heads(model, heads) -> list[tuple[int, int]]:
     return out
 
 
-def _head_dim(model) -> int:
-    c = model.config
-    return getattr(c, "head_dim", None) or c.n_embd // c.n_head
+def _layout(model):
+    from workbench.models.layout import LayoutError, layout_of
+
+    try:
+        return layout_of(model)
+    except LayoutError as e:
+        raise AttentionError(f"head ablation needs the model's layout: {e}") from None
 
 
 @contextmanager
 def ablated(model, heads, mode: str = "zero", means: dict | None = None):
-    """Within the block, the given ``(layer, head)`` pairs are ablated (``means[layer]``: ``(H*Dh,)`` for mean)."""
+    """Within the block, the given ``(layer, head)`` pairs are ablated at the layout's ``blocks.{i}.attn.z`` point
+    (``means[layer]``: ``(H, Dh)`` for mean ablation)."""
     if mode not in MODES:
         raise AttentionError(f"mode must be one of {MODES}, got {mode!r}")
     pairs = _parse_heads(model, heads)
-    mods = head_output_modules(model)
-    Dh = _head_dim(model)
     by_layer: dict[int, list[int]] = {}
     for layer, h in pairs:
         by_layer.setdefault(layer, []).append(h)
-    hooks = []
 
     def make(layer, hs):
-        def pre(mod, args):
-            y = args[0].clone()
+        def edit(z):  # (B, T, H, Dh)
+            z = z.clone()
             for h in hs:
-                sl = slice(h * Dh, (h + 1) * Dh)
-                y[..., sl] = 0.0 if mode == "zero" else means[layer][sl].to(y.dtype)
-            return (y, *args[1:])
+                z[:, :, h] = 0.0 if mode == "zero" else means[layer][h].to(z.dtype)
+            return z
+        return edit
 
-        return pre
-
-    for layer, hs in by_layer.items():
-        hooks.append(mods[layer].register_forward_pre_hook(make(layer, hs)))
-    try:
+    with _layout(model).hooks({f"blocks.{layer}.attn.z": make(layer, hs) for layer, hs in by_layer.items()}):
         yield
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 @torch.no_grad()
 def head_output_means(model, ids: torch.Tensor, policy=None) -> dict[int, torch.Tensor]:
-    """Mean over positions of each layer's concatenated head outputs on ``ids``: ``{layer: (H * Dh,)}``."""
-    mods = head_output_modules(model)
-    means, hooks = {}, []
-    for i, mod in enumerate(mods):
-        hooks.append(mod.register_forward_pre_hook(
-            lambda m, args, i=i: means.__setitem__(i, args[0].reshape(-1, args[0].shape[-1]).mean(0))))
-    try:
+    """Mean over positions of each layer's head outputs on ``ids``: ``{layer: (H, Dh)}``."""
+    lay = _layout(model)
+    means = {}
+    fns = {f"blocks.{i}.attn.z": (lambda z, i=i: means.__setitem__(i, z.reshape(-1, *z.shape[2:]).mean(0)))
+           for i in range(lay.n_layer)}
+    with lay.hooks(fns):
         _logits(model, ids, policy)
-    finally:
-        for h in hooks:
-            h.remove()
     return means
 
 
 def _logits(model, ids: torch.Tensor, policy=None) -> torch.Tensor:
-    """Logits ``(T, V)``; beyond the context a TinyGPT runs under ``policy`` through a long enough cache."""
+    """Logits ``(T, V)``; beyond the context the model runs under ``policy`` (a TinyGPT through a long enough
+    cache, an HF model through the workbench attention function)."""
+    from .variants import _is_hf, hf_forward_logits
+
     dev = getattr(model, "device", None)
     x = ids[None].to(dev) if isinstance(dev, torch.device) else ids[None]
     T, ctx = x.size(1), model.config.block_size
-    if T <= ctx and policy is None:
-        return model.forward(x).logits[0].float()
     if T > ctx and policy is None:
         raise ContextLengthError(
             f"{T} tokens exceed the model's context of {ctx} and no long-context policy was given: pass policy=..."
         )
+    if policy is None:
+        return model.forward(x).logits[0].float()
+    if _is_hf(model):
+        return hf_forward_logits(model, x, as_policy(policy))[0].float()
     with use_policy(model, policy):
         if T <= ctx:
             return model.forward(x).logits[0].float()

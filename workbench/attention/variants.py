@@ -126,16 +126,32 @@ def _pos_kind(model) -> str:
     return getattr(model.config, "pos", "learned")
 
 
+def _is_hf(model) -> bool:
+    return not hasattr(model, "mask_fn") and isinstance(getattr(model, "hf", None), torch.nn.Module)
+
+
 @contextmanager
 def use_policy(model, policy: Policy | None):
-    """Within the block, ``model.mask_fn`` follows ``policy`` (mask policies only); restored afterwards."""
+    """Within the block, the model attends under ``policy`` (mask policies only); restored afterwards.
+
+    A TinyGPT gets the policy as its ``mask_fn``; an HF model (any family whose layout
+    :func:`workbench.models.layout.layout_of` finds) runs the workbench attention function with the policy's mask.
+    """
     policy = as_policy(policy)
-    if policy is None or policy.kind == "dense":
-        fn = None
-    else:
-        fn = policy.mask_fn
+    fn = None if policy is None or policy.kind == "dense" else policy.mask_fn
+    if fn is not None and _is_hf(model):
+        from workbench.models.layout import LayoutError, layout_of
+
+        try:
+            lay = layout_of(model)
+        except LayoutError as e:
+            raise PolicyError(f"attention variants need the model's layout: {e}") from None
+        with lay.hooks(mask=fn):
+            yield model
+        return
     if fn is not None and not hasattr(model, "mask_fn"):
-        raise PolicyError(f"{type(model).__name__} has no mask_fn hook: attention variants need a TinyGPT")
+        raise PolicyError(f"{type(model).__name__} has neither a mask_fn hook nor an HF layout: attention variants "
+                          "need a TinyGPT or a from_hf model")
     old = getattr(model, "mask_fn", None)
     if hasattr(model, "mask_fn"):
         model.mask_fn = fn
@@ -144,6 +160,107 @@ def use_policy(model, policy: Policy | None):
     finally:
         if hasattr(model, "mask_fn"):
             model.mask_fn = old
+
+
+@torch.no_grad()
+def hf_forward_logits(model, ids: torch.Tensor, policy: Policy | None = None, lay=None, fns=None) -> torch.Tensor:
+    """Logits ``(B, T, V)`` of a ``from_hf`` model on ``ids`` ``(B, T)`` under a mask ``policy``, with ``fns`` hooked
+    at the layout's named points; beyond the model's context only for rotary (or position-free) families."""
+    from workbench.models.layout import layout_of
+
+    lay = lay or layout_of(model)
+    ctx = model.config.block_size
+    T = ids.size(1)
+    if T > ctx and lay.positions == "absolute":
+        raise ContextLengthError(
+            f"{T} tokens exceed the context of {ctx} and {lay.model_class} has learned absolute positions, which "
+            "stop there: shorten the text, or use streaming(s, w), whose positions stay inside the cache")
+    policy = as_policy(policy)
+    mask = None if policy is None or policy.kind == "dense" else policy.mask_fn
+    with lay.hooks(fns, mask=mask):
+        if T <= ctx:
+            return model.forward(ids).logits
+        return model.hf(input_ids=ids.to(model.device), use_cache=False).logits.float()
+
+
+class HFSinkCache:
+    """StreamingLLM for an HF model: a ``DynamicCache`` that keeps ``n_sink`` first tokens plus the most recent ones.
+
+    The caller feeds tokens with ``position_ids`` equal to their slot in the cache (:meth:`positions`), so positions
+    stay inside ``[0, n_sink + window)`` however long the stream ("positions within the cache", Xiao et al. 2023).
+    With rotary positions the kept keys were rotated at their old slot; on eviction they are rotated back by the
+    shift with the model's own ``cos``/``sin`` (recorded from the attention modules' ``position_embeddings`` at the
+    slots seen so far), on the rotary part of each head (partial rotary as NeoX / Phi do). Absolute positions
+    (GPT-2, OPT) need no rotation: the new token simply gets the slot as its position.
+    """
+
+    def __init__(self, model, n_sink: int, window: int):
+        from transformers import DynamicCache
+
+        from workbench.models.layout import layout_of
+
+        self.lay = layout_of(model)
+        if n_sink + window > model.config.block_size:
+            raise PolicyError(f"n_sink + window = {n_sink + window} exceeds the context of {model.config.block_size}")
+        self.model, self.n_sink, self.window = model, n_sink, window
+        self.max_len = n_sink + window
+        self.pkv = DynamicCache()
+        self.evicted = 0
+        self._rope: dict = {}  # layer -> {slot: (cos (rot,), sin (rot,))}
+
+    @property
+    def length(self) -> int:
+        return int(self.pkv.get_seq_length())
+
+    def _record_rope(self, layer):
+        def pre(mod, args, kwargs):
+            pe = kwargs.get("position_embeddings")
+            pos = self._slots
+            if isinstance(pe, tuple) and pos is not None:
+                cos, sin = pe
+                table = self._rope.setdefault(layer, {})
+                for j, p in enumerate(pos.tolist()):
+                    table.setdefault(p, (cos[0, j].detach(), sin[0, j].detach()))
+        return pre
+
+    def make_room(self, t: int) -> None:
+        """Evict the oldest non-sink entries so ``t`` new tokens fit, re-rotating the kept keys."""
+        excess = self.length + t - self.max_len
+        if excess <= 0:
+            return
+        s = self.n_sink
+        for i, layer in enumerate(self.pkv.layers):
+            k, v = layer.keys, layer.values  # (B, n_kv, S, Dh)
+            kept = k[:, :, s + excess:]
+            if self.lay.positions == "rope":
+                cos, sin = self._rope[i][excess]  # rotation by the shift: R(-shift) = (cos, -sin)
+                r = cos.size(-1)
+                half = r // 2
+                x = kept[..., :r]
+                rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+                kept = torch.cat((x * cos.to(x.dtype) - rot * sin.to(x.dtype), kept[..., r:]), dim=-1)
+            layer.keys = torch.cat((k[:, :, :s], kept), dim=2)
+            layer.values = torch.cat((v[:, :, :s], v[:, :, s + excess:]), dim=2)
+        self.evicted += excess
+
+    @torch.no_grad()
+    def feed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed ``ids`` ``(1, t)`` (``t`` at most the free room after eviction); logits ``(1, t, V)``."""
+        self.make_room(ids.size(1))
+        n = self.length
+        self._slots = torch.arange(n, n + ids.size(1))
+        hooks = [a.register_forward_pre_hook(self._record_rope(i), with_kwargs=True)
+                 for i, a in enumerate(self.lay.attn)]
+        try:
+            with self.lay.hooks():
+                dev = self.model.device
+                out = self.model.hf(input_ids=ids.to(dev), position_ids=self._slots[None].to(dev),
+                                    past_key_values=self.pkv, use_cache=True)
+        finally:
+            for h in hooks:
+                h.remove()
+            self._slots = None
+        return out.logits.float()
 
 
 class SinkCache(KVCache):
@@ -272,8 +389,9 @@ def perplexity_vs_length(model, text_or_ids, policy=None, length: int | None = N
     """Per-position next-token loss ``(T - 1,)`` of ``model`` on ``text_or_ids`` under ``policy``.
 
     Mask policies (dense, sliding, lambda) run one forward pass with absolute positions, through a KV cache as long
-    as the text so a RoPE/ALiBi model may go beyond its context. ``streaming`` prefills ``n_sink + window`` tokens
-    and then feeds one token at a time through a :class:`SinkCache`. ``length`` truncates the text first.
+    as the text so a RoPE/ALiBi model may go beyond its context (a ``from_hf`` model of any family whose layout is
+    found: the policy's mask in the workbench attention function; rotary families may go beyond the context). ``streaming`` prefills ``n_sink + window`` tokens
+    and then feeds one token at a time through a :class:`SinkCache` (:class:`HFSinkCache` for ``from_hf`` models). ``length`` truncates the text first.
     Beyond the context, ``policy=None`` is an error (say ``dense()`` to extrapolate on purpose); learned positions
     cannot go beyond the context with any mask policy.
     """
@@ -295,7 +413,19 @@ def perplexity_vs_length(model, text_or_ids, policy=None, length: int | None = N
                 "pass policy=dense() (extrapolate), sliding_window(w), lambda_mask(g, w) or streaming(s, w)"
             )
         policy = dense()
-    if policy.kind == "streaming":
+    if policy.kind == "streaming" and _is_hf(model):
+        cache = HFSinkCache(model, policy.n_sink, policy.window)
+        first = min(T, cache.max_len)
+        logits = [cache.feed(ids[:, :first])[0]]
+        for i in range(first, T):
+            logits.append(cache.feed(ids[:, i : i + 1])[0])
+        loss = _nll(torch.cat(logits)[:-1], ids[0, 1:])
+        extra = {"evicted": cache.evicted}
+    elif _is_hf(model):
+        out = hf_forward_logits(model, ids, policy)
+        loss = _nll(out[0, :-1], ids[0, 1:])
+        extra = {}
+    elif policy.kind == "streaming":
         cache = SinkCache(model, policy.n_sink, policy.window)
         first = min(T, cache.max_len)
         out = model.step(ids[:, :first], cache)
