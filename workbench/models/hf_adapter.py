@@ -109,6 +109,15 @@ class HFModel:
         self.hf.eval()
         return self
 
+    @property
+    def training(self) -> bool:
+        return self.hf.training
+
+    def train(self, mode: bool = True):
+        """Like ``nn.Module.train``; lets :func:`workbench.models.training.evaluate` restore the mode."""
+        self.hf.train(mode)
+        return self
+
     def parameters(self):
         return self.hf.parameters()
 

@@ -167,3 +167,14 @@ def test_bfloat16_weights_give_float32_logits_close_to_float32(tmp_path):
     assert next(inst.parameters()).dtype == torch.bfloat16
     with pytest.raises(ModelError, match=r"dtype 'int8' is not supported.*\['float32', 'bfloat16'"):
         from_hf(folder, dtype="int8")
+
+
+def test_evaluate_gives_the_mean_next_token_loss_of_an_hf_model():
+    from workbench.models import evaluate
+
+    m = from_hf(F.build("gpt_neox"), F.hf_tokenizer())
+    ids = torch.tensor(m.tokenizer.encode("for x in range(10):\n    print(x)\n" * 8))[:100]
+    logits = m(ids[None, :-1]).logits[0]
+    expected = torch.nn.functional.cross_entropy(logits, ids[1:]).item()
+    assert evaluate(m, ids, block_size=len(ids) - 1) == pytest.approx(expected, rel=1e-5)
+    assert not m.training
