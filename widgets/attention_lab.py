@@ -164,8 +164,9 @@ class AttentionLab(WorkbenchWidget):
                                      layout=W.Layout(width="150px"))
         self.query = W.IntSlider(value=0, min=0, max=0, description="query")
         self.ablate_button = W.ToggleButton(value=False, description="ablate head", icon="ban")
-        self.png_button = W.Button(description="PNG", icon="image")
-        self.npz_button = W.Button(description=".npz", icon="download")
+        # "Export PNG" draws every figure shown; "Export data" writes .npz (export_npz) or the sources as .json/.csv
+        self.png_button = self.export_controls(formats=(".npz", ".json", ".csv"), default=".npz").children[0]
+        self.npz_button = self.export_data_button
         self.info = notice()
 
         # --- figures ---
@@ -236,13 +237,11 @@ class AttentionLab(WorkbenchWidget):
         self.head.observe(lambda ch: self._select(), names="value")
         self.query.observe(lambda ch: self._draw_lines(), names="value")
         self.ablate_button.observe(self._on_ablate, names="value")
-        self.png_button.on_click(lambda _: (self.export_png(),
-                                            self.export_png(view="compare") if self.compare_views else None))
-        self.npz_button.on_click(lambda _: self.export_npz())
 
         super().__init__(children=[
             self.text, W.HBox([self.compare_text, self.checkpoint], layout=W.Layout(width="100%")),
-            W.HBox([self.metric, self.layer, self.head, self.ablate_button, self.png_button, self.npz_button]),
+            W.HBox([self.metric, self.layer, self.head, self.ablate_button, self.export_controls()],
+                   layout=W.Layout(flex_flow="row wrap")),
             self.mode, self.info,
             W.HBox([self.panes[0], self.panes[1], self.panes[2]]),
             self.panes[3],
@@ -571,7 +570,10 @@ class AttentionLab(WorkbenchWidget):
         return np.concatenate([padded[0], gap, padded[1], gap, padded[2]], axis=1), max(1, 256 // h)
 
     def export_png(self, path: str | Path | None = None, view: str = "detail") -> Path:
-        """Write the current detail image (``view="detail"``) or the comparison row (``"compare"``) as a PNG."""
+        """Write the current detail image (``view="detail"``), the comparison row (``"compare"``) pixel for pixel as
+        a PNG, or every figure the lab shows with axes and colour bars (``"widget"``, what "Export PNG" does)."""
+        if view == "widget":
+            return self.export_view_png(path)
         rgb, scale = self.png_rgb(view)
         layer, head = self.selected
         name = self.mode.value if view == "detail" else "compare"
@@ -579,6 +581,22 @@ class AttentionLab(WorkbenchWidget):
         save_png(path, rgb, scale=scale)
         set_notice(self.info, f"saved {path}")
         return path
+
+    def export_data(self, path: str | Path | None = None, table: str | None = None) -> Path:
+        """``.npz``: :meth:`export_npz` (the view's image, edges, tokens and every metric); ``.json``/``.csv``: the
+        data sources and :meth:`export_state` (see :meth:`WorkbenchWidget.export_data`)."""
+        if path is not None and Path(path).suffix.lower() == ".npz":
+            return self.export_npz(path)
+        return super().export_data(path, table)
+
+    def export_state(self) -> dict:
+        """Exported with the data: text(s), the selected head, mode, ablations, tokens and every metric."""
+        metrics = {} if self.metrics is None else {
+            m: self.metrics.get(m) for m in METRICS if getattr(self.metrics, m, None) is not None}
+        return {"text": self.text.value, "compare_text": self.compare_text.value, "layer": self.selected[0],
+                "head": self.selected[1], "mode": self.mode.value, "metric": self.metric.value,
+                "ablated": sorted(self.ablated), "tokens": self.probe_tokens() if self.probe is not None else [],
+                "metrics": metrics}
 
     def export_npz(self, path: str | Path | None = None) -> Path:
         """Write the current view and every metric ``(L, H)`` to a .npz file."""

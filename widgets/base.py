@@ -199,6 +199,12 @@ class WorkbenchWidget(W.VBox):
             self._export_info = notice()
         return self._export_info
 
+    def _export_remember(self) -> W.HTML:
+        w = self._export_notice_widget()
+        if w.value != getattr(self, "_export_notice_value", None):
+            self._export_prev_notice = w.value
+        return w
+
     def _export_done(self, path: Path, what: str) -> None:
         link = ""
         try:
@@ -211,7 +217,7 @@ class WorkbenchWidget(W.VBox):
                         f'style="text-decoration:underline">download</a>')
         except OSError:
             pass
-        w = self._export_notice_widget()
+        w = self._export_remember()
         set_notice(w, f"saved {what} to {path}", "info", html_suffix=link)
         self._export_notice_value = w.value
 
@@ -225,7 +231,7 @@ class WorkbenchWidget(W.VBox):
             raise ExportError(f"cannot write {path}: {e.strerror or e}") from e
 
     def _export_failed(self, e: Exception) -> None:
-        w = self._export_notice_widget()
+        w = self._export_remember()
         set_notice(w, f"export failed: {e}", "error")
         self._export_notice_value = w.value
 
@@ -246,9 +252,11 @@ class WorkbenchWidget(W.VBox):
                        for f in figs for r in f.renderers if hasattr(r, "data_source") and r.data_source.data):
                 raise ExportError("nothing to export yet: the figures shown have no data")
             shown = self._export_notice_widget().value  # the lab's own message, not a previous export's
-            text = "" if shown == getattr(self, "_export_notice_value", None) else re.sub(r"<[^>]+>", "", shown)
+            if shown == getattr(self, "_export_notice_value", None):
+                shown = getattr(self, "_export_prev_notice", "")
+            text = re.sub(r"<[^>]+>", "", shown)
             header = f"{type(self).__name__}({self._summary})" + (f"  |  {_html.unescape(text)}" if text else "")
-            self._export_write(path, lambda p: render_png(layout, p, header=header[:160], scale=scale))
+            self._export_write(path, lambda p: render_png(layout, p, header=header, scale=scale))
         except ExportError as e:
             self._export_failed(e)
             raise

@@ -9,6 +9,11 @@ Views: the current step's distribution through each pipeline stage (what each st
 surprisal timeline, the beam tree, a comparison of up to four strategies on the same prompt and noise (with the
 first divergence), and a speculative view (draft vs target probabilities of each drafted token, accepted and
 rejected coloured, running acceptance rate against the formula).
+
+Ids the model scores but its tokenizer cannot decode (a padded vocabulary: Pythia, Qwen, Phi) are shown everywhere
+as ``<id N>``. The ``mask_undecodable`` box ("never pick ids without text") removes them from every strategy (the
+step view then shows a "mask ids without text" stage); it is off by default, like HF ``generate``, and disabled
+when every id of the model has text.
 """
 from __future__ import annotations
 
@@ -101,6 +106,13 @@ class DecodingLab(WorkbenchWidget):
         self.diversity = W.FloatSlider(value=1.0, min=0.0, max=5.0, step=0.1, description="diversity")
         self.gamma = W.IntSlider(value=4, min=1, max=8, description="gamma")
         self.max_new_tokens = W.IntSlider(value=max_new_tokens, min=1, max=128, description="new tokens")
+        tok = getattr(model, "tokenizer", None)
+        n_bad = len(tok.undecodable_ids(model.config.vocab_size)) if tok is not None else 0
+        self.mask_undecodable = W.Checkbox(
+            value=False, description="never pick ids without text", disabled=n_bad == 0, indent=False,
+            style={"description_width": "initial"}, layout=W.Layout(width="auto"),
+            tooltip=(f"{n_bad} of the model's {model.config.vocab_size} ids have no text in its tokenizer "
+                     "(shown as <id N>)" if n_bad else "every id of this model has text"))
         self.step_button = W.Button(description="step", icon="step-forward")
         self.play_button = W.Button(description="play", icon="play")
         self.reset_button = W.Button(description="reset", icon="undo")
@@ -172,7 +184,8 @@ class DecodingLab(WorkbenchWidget):
         self._debouncer = Debouncer(self.recompute, debounce)
         self.prompt.observe(lambda ch: self._debouncer.trigger(), names="value")
         for w in (self.strategy, self.order, self.temperature, self.top_k, self.top_p, self.min_p, self.typical,
-                  self.seed, self.num_beams, self.num_groups, self.diversity, self.gamma, self.max_new_tokens):
+                  self.seed, self.num_beams, self.num_groups, self.diversity, self.gamma, self.max_new_tokens,
+                  self.mask_undecodable):
             w.observe(self._on_control, names="value")
         self.step_button.on_click(lambda b: self.step())
         self.play_button.on_click(lambda b: self.play())
@@ -183,9 +196,10 @@ class DecodingLab(WorkbenchWidget):
             self.prompt,
             W.HBox([self.strategy, self.order, self.seed, self.max_new_tokens]),
             W.HBox([self.temperature, self.top_k, self.top_p]),
-            W.HBox([self.min_p, self.typical]),
+            W.HBox([self.min_p, self.typical, self.mask_undecodable]),
             W.HBox([self.num_beams, self.num_groups, self.diversity, self.gamma]),
-            W.HBox([self.step_button, self.play_button, self.reset_button]),
+            W.HBox([self.step_button, self.play_button, self.reset_button, self.export_controls()],
+                   layout=W.Layout(flex_flow="row wrap")),
             W.HBox([self.compare_with, self.compare_button]),
         ])
         self.tabs = W.Tab(children=[W.VBox([self._stage_pane, self._timeline_pane]), self._beam_pane,
@@ -226,30 +240,32 @@ class DecodingLab(WorkbenchWidget):
         t0 = time.perf_counter()
         kind = self.strategy.value
         n = int(self.max_new_tokens.value)
+        mask = bool(self.mask_undecodable.value)
         try:
             ids = self._prompt_ids()
             pipe = self.pipeline()
             if kind in ("greedy", "sample"):
                 p = Pipeline.preset(self.order.value, temperature=0.0) if kind == "greedy" else pipe
                 self.result = sample(self.model, ids, n, p, seed=int(self.seed.value), top_n=self.top_n,
-                                     strategy=kind)
+                                     strategy=kind, mask_undecodable=mask)
             elif kind == "beam":
-                self.result = beam_search(self.model, ids, int(self.num_beams.value), n)
+                self.result = beam_search(self.model, ids, int(self.num_beams.value), n, mask_undecodable=mask)
             elif kind == "diverse beam":
                 g = int(self.num_groups.value)
                 nb = max(g, int(self.num_beams.value) // g * g)
                 self.result = diverse_beam_search(self.model, ids, nb, n, num_groups=g,
-                                                  diversity_penalty=float(self.diversity.value))
+                                                  diversity_penalty=float(self.diversity.value),
+                                                  mask_undecodable=mask)
             elif kind == "prompt lookup":
-                self.result = prompt_lookup(self.model, ids, n)
+                self.result = prompt_lookup(self.model, ids, n, mask_undecodable=mask)
             else:
                 if self.draft is None:
                     raise DecodingError("speculative decoding needs a draft model: DecodingLab(model, draft=...)")
                 self.result = speculative_decode(self.model, self.draft, ids, n, gamma=int(self.gamma.value),
-                                                 pipeline=pipe, seed=int(self.seed.value))
-        except DecodingError as e:
+                                                 pipeline=pipe, seed=int(self.seed.value), mask_undecodable=mask)
+        except Exception as e:  # every failure reaches the notice, not the log console
             self.result = None
-            set_notice(self.info, str(e), "error")
+            set_notice(self.info, str(e) if isinstance(e, DecodingError) else f"{type(e).__name__}: {e}", "error")
             self._clear()
             return
         self.timings["recompute"] = time.perf_counter() - t0
@@ -329,12 +345,22 @@ class DecodingLab(WorkbenchWidget):
             ids = self._prompt_ids()
             strategies = self.compare_strategies() if strategies is None else strategies
             self.comparison = compare(self.model, ids, strategies, int(self.max_new_tokens.value),
-                                      seed=int(self.seed.value), draft=self.draft)
-        except DecodingError as e:
-            set_notice(self.info, str(e), "error")
+                                      seed=int(self.seed.value), draft=self.draft,
+                                      mask_undecodable=bool(self.mask_undecodable.value))
+        except Exception as e:  # every failure reaches the notice
+            set_notice(self.info, str(e) if isinstance(e, DecodingError) else f"{type(e).__name__}: {e}", "error")
             return
         self.compare_view.value = self._compare_html()
         self.tabs.selected_index = 3
+
+    def export_state(self) -> dict:
+        """Exported with the data: the settings, the cursor and the core result (trace, beams or rounds) and the
+        last comparison."""
+        controls = {k: getattr(self, k).value for k in ("prompt", "strategy", "order", "temperature", "top_k", "top_p",
+                                                         "min_p", "typical", "seed", "num_beams", "num_groups",
+                                                         "diversity", "gamma", "max_new_tokens")}
+        return {"controls": controls, "cursor": self.cursor, "n_steps": self.n_steps,
+                "result_type": type(self.result).__name__, "result": self.result, "comparison": self.comparison}
 
     # -------------------------------------------------------------------------------------------- drawing
     def _tok(self, i: int) -> str:
@@ -378,7 +404,8 @@ class DecodingLab(WorkbenchWidget):
         else:
             self._render_steps(r)
             shown = r.tokens[: self.cursor]
-        prompt = html.escape(self.model.tokenizer.decode(r.prompt)) if self.model.tokenizer else ""
+        tok = self.model.tokenizer
+        prompt = html.escape(tok.decode_with_placeholders(r.prompt)) if tok is not None else ""
         gen = "".join(f'<span style="background:#e3f2fd">{html.escape(self._tok(t))}</span>' for t in shown)
         self.text_view.value = f'<div style="font-family:monospace">{prompt}{gen}</div>' \
                                f'<small>step {self.cursor} / {self.n_steps}</small>'

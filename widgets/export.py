@@ -507,9 +507,14 @@ class _Drawer:
             dw, dh = self._num(g, "dw", data, n, 1.0)[i], self._num(g, "dh", data, n, 1.0)[i]
             cmap, norm = _mpl_cmap(mapper, img)
             art = self.ax.imshow(img, origin="lower", extent=(x, x + dw, y, y + dh), cmap=cmap, norm=norm,
-                                 interpolation="nearest", aspect="auto", alpha=float(getattr(g, "global_alpha", 1.0)))
+                                 interpolation="nearest", aspect="auto", alpha=float(getattr(g, "global_alpha", 1.0)),
+                                 zorder=0.1)
             self._extend([x, x + dw], [y, y + dh])
         return art
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float, np.number)) and math.isfinite(v)
 
 
 def _bokeh_color(c):
@@ -530,7 +535,7 @@ def _mpl_cmap(mapper, values):
     cmap = ListedColormap([_bokeh_color(c) for c in mapper.palette])
     nan = getattr(mapper, "nan_color", None)
     if nan:
-        cmap.set_bad(_bokeh_color(nan))
+        cmap = cmap.with_extremes(bad=_bokeh_color(nan))
     finite = values[np.isfinite(values)] if np.size(values) else np.zeros(1)
     lo = mapper.low if mapper.low is not None else (finite.min() if finite.size else 0.0)
     hi = mapper.high if mapper.high is not None else (finite.max() if finite.size else 1.0)
@@ -594,6 +599,8 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
         left += 18
     if isinstance(xr, FactorRange) and xvis:
         ticks, labels, groups = _factor_labels(xr)
+        if not xrot and len(labels) * (6.5 * _label_len(labels) + 6) > 0.8 * w:  # would overlap: turn them
+            xrot = 60.0
         bottom = 14 + 6.0 * _label_len(labels) * abs(math.sin(math.radians(xrot))) + 12
         bottom += 16 if groups else 0
     else:
@@ -650,14 +657,14 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
                 setter(rng.start, rng.end)
         else:  # DataRange1d: data limits, an explicit start/end wins, then flip
             lo_, hi_ = getter()
-            start = getattr(rng, "start", None)
-            end = getattr(rng, "end", None)
-            lo_ = start if start is not None else lo_
-            hi_ = end if end is not None else hi_
+            start, end = getattr(rng, "start", None), getattr(rng, "end", None)
+            lo_ = start if _finite(start) else lo_
+            hi_ = end if _finite(end) else hi_
             if lo_ == hi_:
                 hi_ = lo_ + 1
             setter((hi_, lo_) if getattr(rng, "flipped", False) else (lo_, hi_))
-    if isinstance(yr, FactorRange) and yr is not None:
+    ax.tick_params(which="both", labelsize=fs, colors="#444444", length=3)  # before the per-label sizes below
+    if isinstance(yr, FactorRange):
         ticks, labels, _ = _factor_labels(yr)
         ax.set_yticks(ticks, labels, fontsize=fs)
     if isinstance(xr, FactorRange):
@@ -666,7 +673,7 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
         ax.set_xticks(ticks, labels, rotation=xrot, ha=ha, rotation_mode="anchor" if ha == "right" else "default",
                       fontsize=fs * (0.8 if groups else 1))
         if groups:  # the outer factor below the inner labels, like bokeh's grouped axis
-            depth = 14 + 6.0 * _label_len(labels) * abs(math.sin(math.radians(xrot)))
+            depth = 16 + 5.6 * _label_len(labels) * abs(math.sin(math.radians(xrot)))
             for gx, gl in groups:
                 ax.annotate(gl, (gx, 0), xycoords=("data", "axes fraction"), xytext=(0, -depth * PT),
                             textcoords="offset points", ha="center", va="top", fontsize=fs, fontweight="bold",
@@ -687,7 +694,9 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
             from matplotlib.ticker import MultipleLocator
 
             ax.yaxis.set_major_locator(MultipleLocator(float(yaxis.ticker.interval)))
-    ax.tick_params(labelsize=fs, colors="#444444", length=3)
+    for axis, scale in ((ax.xaxis, bfig.x_scale), (ax.yaxis, bfig.y_scale)):
+        if isinstance(scale, LogScale):
+            _log_axis(axis)
     if not xvis:
         ax.xaxis.set_visible(False)
     elif xaxis.axis_label:
@@ -697,7 +706,8 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
     elif yaxis.axis_label:
         ax.set_ylabel(str(yaxis.axis_label), fontsize=fs, labelpad=2)
     grids = [g for g in bfig.center if type(g).__name__ == "Grid"]
-    if any(g.visible for g in grids):
+    has_image = any(type(getattr(r, "glyph", None)).__name__ == "Image" for r in bfig.renderers)
+    if any(g.visible for g in grids) and not has_image:  # bokeh's grid lies under an image
         ax.grid(True, color="#e5e5e5", lw=0.6, zorder=0)
         ax.set_axisbelow(True)
     if title:
@@ -739,6 +749,26 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
     return ax
 
 
+def _log_axis(axis) -> None:
+    """Readable log ticks: 10^k for big or small decades, plain numbers otherwise; 1-2-5 ticks labelled when
+    the axis spans under two decades (otherwise matplotlib labels only odd minor ticks, in a larger font)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    def fmt(v, _pos=None):
+        if v <= 0 or not math.isfinite(v):
+            return ""
+        e = math.log10(v)
+        if abs(e - round(e)) < 1e-9 and (v >= 1e4 or v < 1e-3):
+            return f"$10^{{{int(round(e))}}}$"
+        return f"{v:.3g}"
+
+    lo, hi = sorted(axis.get_view_interval())
+    if lo > 0 and math.log10(hi / lo) < 2:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(fmt))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _legend_label(item) -> str:
     lab = item.label
     if lab is None:
@@ -754,12 +784,17 @@ def render_png(layout: _Node, path: Path, header: str = "", scale: float = 1.5) 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    pad, head = 10, (26 if header else 0)
+    import textwrap
+
+    pad = 10
     w, h = layout.size
+    lines = textwrap.wrap(header, max(20, int((w - 10) / 7.0)))[:3] if header else []
+    head = 18 * len(lines) + (8 if lines else 0)
     W_, H_ = w + 2 * pad, h + 2 * pad + head
     mfig = Figure(figsize=(W_ / 100, H_ / 100), dpi=100, facecolor="white")
-    if header:
-        mfig.text(pad / W_, 1 - (pad + 4) / H_, header, ha="left", va="top", fontsize=13 * PT, color="#333333")
+    if lines:
+        mfig.text(pad / W_, 1 - (pad + 2) / H_, "\n".join(lines), ha="left", va="top", fontsize=12 * PT,
+                  color="#333333", linespacing=1.25)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
         warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support")

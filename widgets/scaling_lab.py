@@ -164,7 +164,8 @@ class ScalingLab(WorkbenchWidget):
 
         controls = W.VBox([
             W.HBox([self.source, self.drop_highest]),
-            W.HBox([self.path, self.load_button]),
+            W.HBox([self.path, self.load_button, self.export_controls(default=".csv")],
+                   layout=W.Layout(flex_flow="row wrap")),
             W.HBox([self.reduce, self.delta]),
             W.HBox([self.grid, self.stopping, self.bootstrap]),
         ])
@@ -277,6 +278,17 @@ class ScalingLab(WorkbenchWidget):
             + (f"<small>95% bands over {r['n_boot']} bootstrap refits</small>" if r["n_boot"] else ""))
         self.budget_source.data = dict(C=[C], loss=[r["loss"]])
         self.budget_span.location = C
+
+    def export_state(self) -> dict:
+        """Exported with the data: the fitting choices, the fitted law (parameters, bootstrap intervals), the
+        IsoFLOP fit and the budget read-out."""
+        f = self.fit
+        fit = None if f is None else {"params": f.params, "a": f.a, "b": f.b, "ci": f.ci, "objective": f.objective,
+                                      "n_points": f.n_points, "n_starts": f.n_starts, "n_converged": f.n_converged}
+        iso = None if self.isoflop is None else {"a": self.isoflop.a, "C": self.isoflop.C, "N_opt": self.isoflop.N_opt}
+        choices = {k: getattr(self, k).value for k in ("source", "path", "drop_highest", "reduce", "delta", "grid",
+                                                        "stopping", "bootstrap", "budget")}
+        return {"choices": choices, "fit": fit, "isoflop": iso, "readout": self.readout}
 
     # -------------------------------------------------------------------------------------------- drawing
     def _clear(self):

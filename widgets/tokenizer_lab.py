@@ -138,7 +138,8 @@ class TokenizerLab(WorkbenchWidget):
         self.stats: dict = {}
         self._debouncer = Debouncer(self.refresh, debounce)
         self.text.observe(lambda ch: self._debouncer.trigger(), names="value")
-        children = [self.text, self.info, W.HBox(columns, layout=W.Layout(width="100%")),
+        children = [self.text, W.HBox([self.export_controls(), self.info]),
+                    W.HBox(columns, layout=W.Layout(width="100%")),
                     W.HBox([self.table, bokeh_pane(fig)])]
 
         # -- merge scrubber
@@ -222,6 +223,15 @@ class TokenizerLab(WorkbenchWidget):
                         f"<td>{s.split_word_share:.0%}</td><td>{s.vocab_used:,} ({s.vocab_utilisation:.0%})</td></tr>")
         self.table.value = ('<table style="font-size:12px;border-collapse:collapse" cellpadding="3">'
                             + head + "".join(body) + "</table>")
+
+    def export_state(self) -> dict:
+        """Exported with the data: each tokenizer's statistics and segmentation (id, start, end, cut differently)
+        of the shown text, and the scrubber's merge step and token ids."""
+        return {"text": self.text.value, "tokenizers": self.names, "stats": self.stats,
+                "segmentations": {n: [dict(id=i, start=a, end=b, disagree=d) for i, a, b, d in sp]
+                                  for n, sp in self.span_data.items()},
+                "merges": None if self.merge_slider is None else self.merge_slider.value,
+                "scrub_ids": list(getattr(self, "scrub_ids", []))}
 
     # -- merge scrubber ---------------------------------------------------------------------------
 
