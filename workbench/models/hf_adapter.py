@@ -1,6 +1,9 @@
 """Wrap a Hugging Face ``transformers`` causal LM (and its tokenizer) into the workbench model interface.
 
-Nothing is downloaded unless the caller asks for a hub name: a local folder or an in-memory model works offline.
+Nothing is downloaded unless the caller allows it (``allow_download=True`` or ``WORKBENCH_ALLOW_DOWNLOAD=1``, see
+:mod:`workbench.models.zoo`): a local folder, a hub model already in the HF cache, or an in-memory model works offline.
+Only safetensors weights are loaded (never pickles), and bad input gets a specific error: a folder without weights,
+a model that is not a decoder-only causal LM, a tokenizer with more ids than the model's embedding.
 ``forward(ids, capture=True)`` works whatever attention back-end the model runs (SDPA, flash): for that call
 the model is switched to the eager implementation, which returns ``softmax(QK^T / sqrt(d) + mask)`` per head,
 and switched back afterwards. The attention lab's ``capture_attention`` instead recomputes the probabilities

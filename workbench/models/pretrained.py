@@ -41,7 +41,7 @@ def load_pretrained(name: str, device=None, *, allow_download: bool | None = Non
     from . import zoo
 
     shipped = f"no shipped model named {name!r} (available: {names}). "
-    if not zoo.looks_like_hub_name(name):
+    if not isinstance(name, str) or not zoo.looks_like_hub_name(name):
         raise ValueError(shipped + "Pass a shipped name, a local folder written by save_pretrained, or a "
                          "Hugging Face hub name such as 'EleutherAI/pythia-70m' with allow_download=True.")
     return zoo.load(name, allow_download=allow_download, revision=revision, cache_dir=cache_dir, dtype=dtype,
