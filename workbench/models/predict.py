@@ -1,4 +1,9 @@
-"""Next-token predictions and sampled continuations for any workbench model (what the Playground draws)."""
+"""Next-token predictions and sampled continuations for any workbench model (what the Playground draws).
+
+Ids the tokenizer cannot decode (a padded embedding, as in Pythia, Qwen or Phi checkpoints) are labelled with the
+placeholder ``<id N>``; :func:`sample_continuation` can mask them (``mask_undecodable=True``), and by default samples
+from the model's own distribution as HF ``generate`` does (see :mod:`workbench.decoding.strategies`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,13 +28,19 @@ class PromptIds:
 
 @dataclass
 class NextToken:
-    """The top-``k`` next tokens after a prompt: ids, printable labels and probabilities (descending)."""
+    """The top-``k`` next tokens after a prompt: ids, printable labels and probabilities (descending).
+
+    ``decodable[i]`` is False when ``ids[i]`` has no text in the tokenizer (its label is then ``<id N>``);
+    ``undecodable_mass`` is the total probability of all such ids (not only those in the top ``k``).
+    """
 
     prompt: PromptIds
     ids: list[int]
     labels: list[str]
     probs: list[float]
     entropy_bits: float
+    decodable: list[bool] | None = None
+    undecodable_mass: float = 0.0
 
 
 @dataclass
@@ -73,13 +84,19 @@ def next_token(model, text: str, k: int = 10) -> NextToken:
     tok = _tokenizer(model)
     ids = top.indices.tolist()
     entropy = float(-(p * logp).nan_to_num().sum() / torch.log(torch.tensor(2.0)))
-    return NextToken(prompt, ids, [tok.token_str(i) for i in ids], top.values.tolist(), entropy)
+    bad = tok.undecodable_ids(p.numel())
+    mass = float(p[torch.tensor(bad, dtype=torch.long, device=p.device)].sum()) if bad else 0.0
+    return NextToken(prompt, ids, [tok.token_str(i) for i in ids], top.values.tolist(), entropy,
+                     [tok.is_decodable(i) for i in ids], mass)
 
 
 @torch.no_grad()
 def sample_continuation(model, text: str, max_new_tokens: int = 64, temperature: float = 0.8,
-                        seed: int = 0) -> Continuation:
-    """Sample a continuation with the KV cache (temperature 0 means greedy). Seeded, so it is repeatable."""
+                        seed: int = 0, mask_undecodable: bool = False) -> Continuation:
+    """Sample a continuation with the KV cache (temperature 0 means greedy). Seeded, so it is repeatable.
+
+    ``mask_undecodable`` never samples ids the tokenizer cannot decode (their logits set to ``-inf``); without
+    it such ids may be sampled and appear in ``text`` as ``<id N>``."""
     if not text:
         raise ModelError("the prompt is empty: type some text to continue")
     if max_new_tokens < 1 or max_new_tokens >= model.config.block_size:
@@ -87,11 +104,18 @@ def sample_continuation(model, text: str, max_new_tokens: int = 64, temperature:
     if temperature < 0:
         raise ModelError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
     prompt = fit_prompt(model, text, reserve=max_new_tokens)
+    tok = _tokenizer(model)
+    bad = tok.undecodable_ids(model.config.vocab_size) if mask_undecodable else []
+    if len(bad) >= model.config.vocab_size:
+        raise ModelError("none of the model's ids has text in its tokenizer: nothing is left to sample")
     gen = torch.Generator().manual_seed(seed)
     cache = model.new_cache(1)
     logits = model.step(torch.tensor([prompt.ids]), cache).logits[0, -1]
+    bad_ids = torch.tensor(bad, dtype=torch.long, device=logits.device) if bad else None
     out: list[int] = []
     for _ in range(max_new_tokens):
+        if bad_ids is not None:
+            logits = logits.index_fill(-1, bad_ids, float("-inf"))
         if temperature == 0:
             nxt = int(logits.argmax())
         else:
@@ -101,4 +125,4 @@ def sample_continuation(model, text: str, max_new_tokens: int = 64, temperature:
         if len(out) == max_new_tokens:
             break
         logits = model.step(torch.tensor([[nxt]]), cache).logits[0, -1]
-    return Continuation(prompt, out, _tokenizer(model).decode(out), seed, temperature)
+    return Continuation(prompt, out, tok.decode_with_placeholders(out), seed, temperature)
