@@ -10,6 +10,7 @@ import pytest
 import torch
 
 pytest.importorskip("transformers")
+from hf_padded import padded_model  # noqa: E402
 from tests import hf_families as F  # noqa: E402
 from workbench.decoding import (  # noqa: E402
     DecodingError, beam_search, greedy, sample, sample_batch, speculative_decode,
@@ -48,21 +49,8 @@ def _expected_text(tokens):
 
 @pytest.fixture(scope="module")
 def padded():
-    """A fresh gpt2 and llama whose logits are pushed towards padding ids 301 (+6) and 310 (+3) by a forward hook on
-    the output embedding (so HF ``generate`` sees the same logits): padding ids lead the top-k and get sampled."""
-    out = {}
-    for fam in ("gpt2", "llama"):
-        hf = F.build(fam, seed=3)
-
-        def push(mod, inp, logits):
-            logits = logits.clone()
-            logits[..., 301] += 6.0
-            logits[..., 310] += 3.0
-            return logits
-
-        hf.get_output_embeddings().register_forward_hook(push)
-        out[fam] = from_hf(hf, tokenizer=F.hf_tokenizer())
-    return out
+    """Fresh gpt2 and llama pushed towards padding ids 301 and 310 (see hf_padded.py)."""
+    return {fam: padded_model(fam) for fam in ("gpt2", "llama")}
 
 
 # ------------------------------------------------------------------------------------------------ KV cache
