@@ -649,7 +649,8 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
             hi = max(fmap.values(), default=0.5) + 0.5
             lo_, hi_ = 0.0, hi
             if getattr(rng, "range_padding", 0):
-                pad = float(rng.range_padding) * hi if rng.range_padding_units == "percent" else float(rng.range_padding)
+                pad = float(rng.range_padding)
+                pad = pad * hi if rng.range_padding_units == "percent" else pad
                 lo_, hi_ = -pad / 2, hi + pad / 2
             setter(lo_, hi_)
         elif isinstance(rng, Range1d):

@@ -217,11 +217,13 @@ def test_attention_lab_exports(tmp_path):
     model = tiny("rope", n_layer=2, n_head=2, n_embd=32, block_size=64)
     lab = AttentionLab(model, "to be or not to be", compare_text="to be or not to go", debounce=0,
                        export_dir=tmp_path)
-    png = lab.export_png(tmp_path / "att.png", view="widget")
-    assert_picture(png, lab)
-    lab.export_png_button.click()  # the button draws the whole view too
-    (clicked,) = tmp_path.glob("attention-lab-*.png")
-    assert read_png(clicked).shape == read_png(png).shape
+    lab.export_png_button.click()  # the button draws the whole view (tiles, head, lines, distribution, A | B | B - A)
+    (png,) = tmp_path.glob("attention-lab-*.png")
+    assert_picture(png, lab, min_size=(1200, 1200))
+    assert_saved_notice(lab, png, "PNG")
+    calls = []
+    lab.export_view_png = lambda path: calls.append(path) or path  # export_png(view="widget") is the same drawing
+    assert lab.export_png(tmp_path / "w.png", view="widget") == tmp_path / "w.png" and calls == [tmp_path / "w.png"]
     lab.export_data_button.click()  # default .npz: export_npz's layout
     (npz,) = tmp_path.glob("attention-lab-*.npz")
     with np.load(npz) as z:
