@@ -28,6 +28,7 @@ from bokeh.events import Tap
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 
+from workbench.attention.view import probe_head_view
 from workbench.attention import (
     AttentionError,
     AttentionProbe,
@@ -440,17 +441,28 @@ class AttentionLab(WorkbenchWidget):
             return
         t0 = time.perf_counter()
         try:
-            a, q0 = self.pattern()
+            v = self._detail_view()
         except AttentionError as e:
             set_notice(self.info, str(e), "warning")
             return
-        v = head_view(a, q0, self.probe_tokens(), self.max_side)
         self.view = v
         layer, head = self.selected
         self.detail.show(v, f"L{layer} H{head} {self.mode.value}", diverging=self.mode.value == "difference")
         self.timings["detail"] = time.perf_counter() - t0
         self._draw_lines()
         self._draw_compare()
+
+    def _detail_view(self):
+        """The selected head's image for the current mode. Raw and value-weighted views are built from blocks of
+        query rows (:func:`~workbench.attention.view.probe_head_view`), never the whole ``(T, T)`` pattern;
+        rollout and difference go through :meth:`pattern`."""
+        mode = self.mode.value
+        if mode in ("raw", "value-weighted"):
+            layer, head = self.selected
+            return probe_head_view(self.probe, layer, head, self.probe_tokens(), self.max_side,
+                                   value_weighted=mode == "value-weighted")
+        a, q0 = self.pattern()
+        return head_view(a, q0, self.probe_tokens(), self.max_side)
 
     def probe_tokens(self) -> list[str]:
         return self._probe_labels(self.probe)
@@ -477,17 +489,23 @@ class AttentionLab(WorkbenchWidget):
     def _draw_dist(self) -> None:
         if self.probe is None:
             return
-        try:
-            r = ablate_heads(self.model, self.probe.ids, sorted(self.ablated) or [(0, 0)], k=self.top_k,
-                             policy=self.policy)
-        except AttentionError as e:
-            set_notice(self.info, str(e), "warning")
-            return
-        self.ablation = r if self.ablated else None
-        order = np.argsort(r.base)[::-1][: self.top_k]
+        if not self.ablated:  # the clean distribution is the probe's own last logits: no extra forward pass
+            self.ablation = None
+            base_lp = self.probe.logits_last.log_softmax(-1).cpu().numpy()
+            r = None
+        else:
+            try:
+                r = ablate_heads(self.model, self.probe.ids, sorted(self.ablated), k=self.top_k,
+                                 policy=self.policy)
+            except AttentionError as e:
+                set_notice(self.info, str(e), "warning")
+                return
+            self.ablation = r
+            base_lp = r.base
+        order = np.argsort(base_lp)[::-1][: self.top_k]
         if self.ablated:
             order = np.unique(np.concatenate([order, [t[0] for t in r.top[:3]]]))
-            order = order[np.argsort(r.base[order])[::-1]]
+            order = order[np.argsort(base_lp[order])[::-1]]
         from workbench.attention.capture import token_labels
 
         labels, seen = [], set()
@@ -496,7 +514,7 @@ class AttentionLab(WorkbenchWidget):
             seen.add(s)
             labels.append(s)
         self.dist_ids = order
-        base = np.exp(r.base[order])
+        base = np.exp(base_lp[order])
         abl = np.exp(r.ablated[order]) if self.ablated else np.zeros_like(base)
         self.dist_figure.x_range.factors = labels
         self.dist_source.data = dict(label=labels, base=base.tolist(), ablated=abl.tolist())

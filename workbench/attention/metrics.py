@@ -272,10 +272,13 @@ def _metrics_of(cap: AttentionCapture, sink_k: int) -> dict:
     )
 
 
-def head_metrics(source, sink_k: int = 1, window=None) -> HeadMetrics:
-    """All metrics ``(L, H)`` for a capture, or for an :class:`AttentionProbe` one head at a time.
+def head_metrics(source, sink_k: int = 1, window=None, block_rows: int | None = None) -> HeadMetrics:
+    """All metrics ``(L, H)`` for a capture, or for an :class:`AttentionProbe` blockwise.
 
-    With a probe nothing bigger than one head's ``(Tq, Tk)`` pattern is held, so T = 4,096 is fine.
+    With a probe the scores are accumulated over blocks of ``block_rows`` queries (default: about 4M
+    probabilities per block, :func:`block_rows_for`), every head of a layer at once: nothing bigger than one
+    block ``(H, rows, keys)`` is held and each block's keys stop at its last query, so T = 8,192 is fine. The
+    results equal the full-matrix functions above within float32 rounding.
     """
     if isinstance(source, AttentionCapture):
         extra = {}
@@ -284,12 +287,29 @@ def head_metrics(source, sink_k: int = 1, window=None) -> HeadMetrics:
         return HeadMetrics(**_metrics_of(source, sink_k), sink_k=sink_k, T=source.T, extra=extra)
     if not isinstance(source, AttentionProbe):
         raise AttentionError(f"head_metrics takes an AttentionCapture or an AttentionProbe, got {type(source).__name__}")
-    return _probe_metrics(source, sink_k, window)
+    return _probe_metrics(source, sink_k, window, block_rows)
 
 
-def _probe_metrics(probe: AttentionProbe, sink_k: int, window=None) -> HeadMetrics:
-    """The same definitions as the functions above, in torch float32, one head at a time; the masks that do not
-    depend on the head (visible keys, induction and duplicate targets, distances) are built once."""
+#: probabilities per block of :func:`head_metrics` on a probe (16 MB of float32): small enough that the
+#: temporaries are reused by the allocator instead of being mapped (and page-faulted) afresh for every head
+BLOCK_ELEMENTS = 1 << 22
+
+
+def block_rows_for(n_head: int, n_keys: int, elements: int = BLOCK_ELEMENTS) -> int:
+    """Query rows per block so that ``n_head x rows x n_keys`` is about ``elements`` (16 to 1,024 rows)."""
+    return int(min(1024, max(16, elements // max(1, n_head * n_keys))))
+
+
+def _probe_metrics(probe: AttentionProbe, sink_k: int, window=None, block_rows: int | None = None) -> HeadMetrics:
+    """The definitions above, accumulated over query blocks of every head of a layer at once.
+
+    Per block ``(s, e)`` the masks that do not depend on the layer (visible keys, induction and duplicate
+    targets) are built once; per layer one ``probe.probs(layer, None, (s, e))`` ``(H, b, e)`` gives each row's
+    entropy, sink mass, previous-token weight, induction and duplicate mass (row dot products with the masks),
+    expected distance (``p . (i - j)`` as ``i * sum(p) - p . j``) and value-weighted sink mass
+    (``sum_{j<k} p_j n_j / sum_j p_j n_j``). Row scores are summed in float64 and divided by the number of rows
+    where each score is defined, as :func:`_rowmean` does. CPU blocks go through NumPy (its ``log`` and
+    ``einsum`` are several times faster than torch's here); others stay on their device."""
     import torch
 
     from .capture import _window
@@ -298,44 +318,92 @@ def _probe_metrics(probe: AttentionProbe, sink_k: int, window=None) -> HeadMetri
         raise AttentionError(f"k must be >= 1, got {sink_k}")
     L, H, T = probe.n_layer, probe.n_head, probe.T
     start, end = _window(window, T)
-    Tq = end - start
-    qp = torch.arange(start, end)
-    kp = torch.arange(end)
+    B = block_rows if block_rows is not None else block_rows_for(H, end)
+    if B < 1:
+        raise AttentionError(f"block_rows must be >= 1, got {B}")
     pol = probe.policy
-    allowed = pol.allowed(qp, kp) if pol is not None else kp[None, :] <= qp[:, None]
-    n = allowed.sum(-1)
-    ent_rows = n > 1
-    log_n = torch.log(n.clamp(min=2).double()).float()
     ids = probe.ids.cpu().numpy()
-    ind = torch.from_numpy(induction_mask(ids, start, Tq, end))
-    dup = torch.from_numpy(duplicate_mask(ids, start, Tq, end))
-    ind_rows, dup_rows = ind.any(-1), dup.any(-1)
-    dist = (qp[:, None] - kp[None, :]).clamp(min=0).float()
-    sink_rows = qp >= sink_k
-    prev_rows = qp >= 1
-    r_prev = torch.nonzero(prev_rows).squeeze(-1)
-    out = {m: np.full((L, H), np.nan) for m in METRICS}
     has_vn = probe.has_value_norms
-
-    def rowmean(x, rows):
-        return float(x[rows].double().mean()) if bool(rows.any()) else float("nan")
-
-    for layer in range(L):
-        P = probe.probs(layer, None, (start, end)).cpu()  # (H, Tq, Tk)
-        vn = probe.value_norms(layer, None, end).cpu() if has_vn else None
-        for h in range(H):
-            p = P[h]
-            ent = -torch.special.xlogy(p, p).sum(-1) / log_n
-            out["entropy"][layer, h] = rowmean(ent, ent_rows)
-            out["sink_mass"][layer, h] = rowmean(p[:, :sink_k].sum(-1), sink_rows)
-            out["previous_token"][layer, h] = rowmean(p[r_prev, qp[r_prev] - 1], torch.ones(len(r_prev), dtype=torch.bool))
-            out["induction"][layer, h] = rowmean((p * ind).sum(-1), ind_rows)
-            out["duplicate_token"][layer, h] = rowmean((p * dup).sum(-1), dup_rows)
-            out["distance"][layer, h] = float((p * dist).sum(-1).double().mean())
-            if vn is not None:
-                w = p * vn[h][None, :]
-                w = w / w.sum(-1, keepdim=True).clamp(min=1e-30)
-                out["value_sink_mass"][layer, h] = rowmean(w[:, :sink_k].sum(-1), sink_rows)
+    sums = {m: np.zeros((L, H)) for m in METRICS}
+    counts = dict.fromkeys(METRICS, 0)
+    vns: list = [None] * L
+    buf = None
+    for s in range(start, end, B):
+        e = min(s + B, end)
+        b = e - s
+        qp = np.arange(s, e)
+        if pol is not None:
+            n = pol.allowed(torch.arange(s, e), torch.arange(e)).sum(-1).numpy()
+        else:
+            n = qp + 1
+        ind = induction_mask(ids, s, b, e)
+        dup = duplicate_mask(ids, s, b, e)
+        rows = {"entropy": n > 1, "sink_mass": qp >= sink_k, "previous_token": qp >= 1,
+                "induction": ind.any(-1), "duplicate_token": dup.any(-1), "distance": np.ones(b, dtype=bool)}
+        rows["value_sink_mass"] = rows["sink_mass"]
+        for m, r in rows.items():
+            counts[m] += int(r.sum())
+        log_n = np.log(np.maximum(n, 2)).astype(np.float32)
+        r_prev = np.nonzero(rows["previous_token"])[0]
+        c_prev = qp[r_prev] - 1
+        kp = np.arange(e, dtype=np.float32)
+        qpf = qp.astype(np.float32)
+        ind_f, dup_f = ind.astype(np.float32), dup.astype(np.float32)
+        tmasks = None
+        for layer in range(L):
+            Pt = probe.probs(layer, None, (s, e))  # (H, b, e)
+            if Pt.dtype != torch.float32:
+                Pt = Pt.float()
+            if has_vn and vns[layer] is None:
+                vns[layer] = probe.value_norms(layer, None, end).float()  # (H, end)
+            vn = vns[layer][:, :e] if has_vn else None
+            if Pt.device.type == "cpu":
+                P = Pt.numpy()
+                if buf is None or buf.size < P.size:
+                    buf = np.empty(H * B * end, dtype=np.float32)
+                logp = buf[: P.size].reshape(P.shape)
+                with np.errstate(divide="ignore"):
+                    np.log(P, out=logp)
+                np.maximum(logp, -200.0, out=logp)  # log 0 = -inf -> 0 * log 0 counts 0, as xlogy does
+                if tmasks is None:
+                    tmasks = [torch.from_numpy(kp)]
+                score = {  # (NumPy's matmul goes through OpenBLAS threads: torch's mv instead)
+                    "entropy": -np.einsum("hre,hre->hr", P, logp) / log_n,
+                    "induction": np.einsum("hre,re->hr", P, ind_f),
+                    "duplicate_token": np.einsum("hre,re->hr", P, dup_f),
+                    "distance": qpf * Pt.sum(-1).numpy() - (Pt @ tmasks[0]).numpy(),
+                }
+                if has_vn:
+                    v = vn.cpu()
+                    den = np.stack([torch.mv(Pt[h], v[h]).numpy() for h in range(H)])
+                    num = np.einsum("hrk,hk->hr", P[..., :sink_k], v[:, :sink_k].numpy())
+            else:  # the same on the probabilities' device (CUDA)
+                P = Pt
+                if tmasks is None:
+                    tmasks = [torch.from_numpy(x).to(P.device) for x in (ind_f, dup_f, kp, qpf, log_n)]
+                ti, td, tk, tq, tl = tmasks
+                score = {
+                    "entropy": -torch.special.xlogy(P, P).sum(-1) / tl,
+                    "induction": (P * ti).sum(-1),
+                    "duplicate_token": (P * td).sum(-1),
+                    "distance": tq * P.sum(-1) - P @ tk,
+                }
+                if has_vn:
+                    v = vn.to(P.device)
+                    den = (P * v[:, None, :]).sum(-1)
+                    num = (P[..., :sink_k] * v[:, None, :sink_k]).sum(-1)
+            score["sink_mass"] = P[..., :sink_k].sum(-1)
+            score["previous_token"] = P[:, r_prev, c_prev]
+            if has_vn:
+                score["value_sink_mass"] = num / (den.clamp(min=1e-30) if hasattr(den, "clamp")
+                                                  else np.maximum(den, 1e-30))
+            for m, val in score.items():
+                val = val.double().cpu().numpy() if hasattr(val, "cpu") else np.asarray(val, dtype=np.float64)
+                if m != "previous_token":  # previous_token holds only its rows already
+                    val = val[:, rows[m]]
+                sums[m][layer] += val.sum(-1)
+            del P, Pt
+    out = {m: sums[m] / counts[m] if counts[m] else np.full((L, H), np.nan) for m in METRICS}
     extra = {}
     if not has_vn:
         out["value_sink_mass"] = None

@@ -74,11 +74,52 @@ def head_view(pattern, q_start: int = 0, tokens=None, max_side: int = 512) -> He
         raise AttentionError(f"max_side must be >= 1, got {max_side}")
     Tq, Tk = a.shape
     f = max(1, math.ceil(max(Tq, Tk) / max_side))
-    img = downsample(a, f)
+    return _make_view(downsample(a, f), f, q_start, Tq, Tk, tokens)
+
+
+def _make_view(img, f, q_start, Tq, Tk, tokens) -> HeadView:
     q_edges = np.minimum(q_start + np.arange(img.shape[0] + 1) * f, q_start + Tq)
     k_edges = np.minimum(np.arange(img.shape[1] + 1) * f, Tk)
     tokens = tokens if tokens is not None else [str(i) for i in range(Tk)]
     return HeadView(img, q_edges, k_edges, _labels(tokens, q_edges), _labels(tokens, k_edges), f)
+
+
+def probe_head_view(probe, layer: int, head: int, tokens=None, max_side: int = 512, window=None,
+                    value_weighted: bool = False, block_rows: int | None = None) -> HeadView:
+    """:func:`head_view` of one head of an :class:`~workbench.attention.AttentionProbe`, computed in blocks of
+    query rows (a multiple of the downsampling factor, about 4M probabilities each) so that the ``(Tq, Tk)``
+    pattern is never held whole; equal to ``head_view(probe.probs(layer, [head], window)[0], ...)``.
+
+    Each block's keys stop at its last query; the keys after it are masked (weight 0) in the full pattern, so
+    those image columns stay 0. ``value_weighted``: rows of ``a_ij ||v_j W_O^h||`` renormalised to 1, as
+    :func:`~workbench.attention.value_weighted` does.
+    """
+    from .capture import _window
+
+    if max_side < 1:
+        raise AttentionError(f"max_side must be >= 1, got {max_side}")
+    start, end = _window(window, probe.T)
+    Tq, Tk = end - start, end
+    f = max(1, math.ceil(max(Tq, Tk) / max_side))
+    img = np.zeros((math.ceil(Tq / f), math.ceil(Tk / f)), dtype=np.float32)
+    vn = None
+    if value_weighted:
+        vn = probe.value_norms(layer, [head], end)
+        if vn is None:
+            raise AttentionError(f"value-weighted view unavailable: {probe.value_norm_error}")
+        vn = vn[0].float()
+    rows = block_rows or max(1, (1 << 22) // max(1, Tk))
+    rows = max(f, rows // f * f)
+    for s in range(start, end, rows):
+        e = min(s + rows, end)
+        p = probe.probs(layer, [head], (s, e))[0].float()  # (b, e)
+        if vn is not None:
+            w = p * vn[:e].to(p.device)[None, :]
+            p = w / w.sum(-1, keepdim=True).clamp(min=1e-30)
+        sub = downsample(p.cpu().numpy(), f)
+        r0 = (s - start) // f
+        img[r0 : r0 + sub.shape[0], : sub.shape[1]] = sub
+    return _make_view(img, f, start, Tq, Tk, tokens)
 
 
 def bertviz_json_bytes(probs: np.ndarray, tokens: list[str], sample_rows: int | None = None) -> tuple[int, bool]:
