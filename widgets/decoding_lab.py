@@ -12,7 +12,7 @@ rejected coloured, running acceptance rate against the formula).
 
 Ids the model scores but its tokenizer cannot decode (a padded vocabulary: Pythia, Qwen, Phi) are shown everywhere
 as ``<id N>``. The ``mask_undecodable`` box ("never pick ids without text") removes them from every strategy (the
-step view then shows a "mask ids without text" stage); it is off by default, like HF ``generate``, and disabled
+step view then shows a "mask <id N>" stage); it is off by default, like HF ``generate``, and disabled
 when every id of the model has text.
 """
 from __future__ import annotations

@@ -113,7 +113,7 @@ def _decode_text(model, ids) -> str | None:
         return None
 
 
-MASK_STAGE = "mask ids without text"
+MASK_STAGE = "mask <id N>"
 
 
 def undecodable_index(model, mask_undecodable: bool, V: int | None = None) -> torch.Tensor | None:
