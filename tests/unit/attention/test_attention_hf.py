@@ -24,6 +24,7 @@ from workbench.attention import (  # noqa: E402
     head_metrics,
     sink_mass,
     sliding_window,
+    streaming,
     value_sink_mass,
     value_weighted,
 )
@@ -80,8 +81,10 @@ def test_hf_errors():
         capture_attention(model, IDS, heads=[4])
     with pytest.raises(ContextLengthError):
         capture_attention(model, np.zeros(40, dtype=int))
-    with pytest.raises(PolicyError, match="TinyGPT"):
-        capture_attention(model, IDS, policy=sliding_window(4))
+    with pytest.raises(PolicyError, match="StreamingLLM cache"):
+        capture_attention(model, IDS, policy=streaming(2, 4))
+    slid = capture_attention(model, IDS, policy=sliding_window(4))  # any family the layout finds takes a policy
+    assert slid.probs[:, :, 20, 16].max() == 0 and slid.probs[:, :, 20, 17].min() > 0
     # the recompute route materialises only the request: one head fits, all of them do not
     one = capture_attention(model, IDS, budget_mb=0.01, layers=[0], heads=[0])
     assert one.probs.shape == (1, 1, 24, 24) and one.meta["mechanism"] == "recompute"
@@ -184,33 +187,32 @@ def test_hf_value_vectors_rebuild_the_attention_output(factory):
         assert got[layer].abs().max() > 1e-2
 
 
-def neox():
-    torch.manual_seed(0)
-    cfg = transformers.GPTNeoXConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                     num_attention_heads=4, max_position_embeddings=32, attn_implementation="eager")
-    return transformers.GPTNeoXForCausalLM(cfg).eval()
+def test_a_family_without_a_layout_captures_but_says_why_value_weighting_is_missing(monkeypatch):
+    """A family whose attention bypasses transformers' interface: plain capture still works (eager switch), value
+    vectors, value metrics and ablation each say why they are unavailable."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.models.gpt2 import modeling_gpt2
 
+    class Legacy:
+        def get_interface(self, name, default):
+            return default if name == "eager" else sdpa_attention_forward
 
-def test_unsupported_family_captures_but_names_what_value_weighting_supports():
-    hf = neox()
+    monkeypatch.setattr(modeling_gpt2, "ALL_ATTENTION_FUNCTIONS", Legacy())
+    hf = gpt2("sdpa")
     model = hf_adapter.from_hf(hf)
     cap = capture_attention(model, IDS)
-    with torch.no_grad():
-        ref = torch.stack(hf(input_ids=torch.tensor([IDS.tolist()]), output_attentions=True).attentions)[:, 0]
-    np.testing.assert_allclose(cap.probs, ref.numpy(), atol=1e-5)  # plain capture still works
+    assert cap.meta["mechanism"] == "eager_switch"
     assert cap.value_norms is None
-    with pytest.raises(AttentionError, match="GPTNeoXForCausalLM: supported are GPT-2 .*Llama-style"):
+    with pytest.raises(AttentionError, match="GPT2LMHeadModel: its attention modules do not call"):
         value_weighted(cap)
     probe = AttentionProbe(model, IDS)
-    assert probe.value_norms(0) is None and "GPT-2" in probe.value_norm_error
-    with pytest.raises(CaptureNotSupportedError, match="Llama-style"):
+    assert probe.value_norms(0) is None and "attention interface" in probe.value_norm_error
+    with pytest.raises(CaptureNotSupportedError, match="layout"):
         probe.value_vectors(0, 0)
     assert head_metrics(probe).value_sink_mass is None
-    with pytest.raises(AttentionError, match="value_sink_mass.* not available for this model: .*GPT-2"):
+    with pytest.raises(AttentionError, match="value_sink_mass.* not available for this model: .*layout"):
         head_metrics(probe).get("value_sink_mass")
-    with pytest.raises(AttentionError, match="not available for this model: .*Llama-style"):
-        head_metrics(cap).get("value_sink_mass")
-    with pytest.raises(AttentionError, match="GPT-2/Llama-style"):
+    with pytest.raises(AttentionError, match="head ablation needs the model's layout"):
         ablate_heads(model, IDS, (0, 0))
 
 

@@ -199,11 +199,13 @@ def test_a_family_that_bypasses_the_attention_interface_falls_back_and_says_why(
     from transformers.models.gpt2 import modeling_gpt2
 
     class Legacy:
+        """Dispatches as a family with its own attention code would: eager or SDPA, never the interface."""
+
         def get_interface(self, name, default):
-            return sdpa_attention_forward
+            return default if name == "eager" else sdpa_attention_forward
 
     monkeypatch.setattr(modeling_gpt2, "ALL_ATTENTION_FUNCTIONS", Legacy())
-    hf = sharp.__wrapped__("gpt2") if hasattr(sharp, "__wrapped__") else F.build("gpt2")
+    hf = F.build("gpt2")
     model = from_hf(hf)
     with pytest.raises(LayoutError, match="GPT2LMHeadModel: its attention modules do not call"):
         layout_of(model)

@@ -354,19 +354,35 @@ def test_value_weighted_view_for_an_hf_model():
                                head_metrics(probe).value_sink_mass, atol=1e-6)
 
 
-def test_value_weighted_view_names_supported_families_when_missing():
+def test_value_weighted_view_says_why_when_a_family_has_no_layout(monkeypatch):
+    """GPT-NeoX has a layout (value-weighted view works); a family whose attention bypasses transformers' attention
+    interface gets a visible notice naming the model class and the missing part."""
     transformers = pytest.importorskip("transformers")
     import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.models.gpt_neox import modeling_gpt_neox
 
     from workbench.models.hf_adapter import from_hf
     from workbench.tokenizers import ByteTokenizer
 
-    torch.manual_seed(0)
-    cfg = transformers.GPTNeoXConfig(vocab_size=257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                     num_attention_heads=4, max_position_embeddings=128, attn_implementation="eager")
-    lab = AttentionLab(from_hf(transformers.GPTNeoXForCausalLM(cfg).eval(), ByteTokenizer()), TEXT, debounce=0)
+    def neox():
+        torch.manual_seed(0)
+        cfg = transformers.GPTNeoXConfig(vocab_size=257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, max_position_embeddings=128)
+        return from_hf(transformers.GPTNeoXForCausalLM(cfg).eval(), ByteTokenizer())
+
+    lab = AttentionLab(neox(), TEXT, debounce=0)
     lab.mode.value = "value-weighted"
-    assert "GPT-2" in lab.info.value and "Llama-style" in lab.info.value
+    assert "unavailable" not in lab.info.value
+
+    class Legacy:
+        def get_interface(self, name, default):
+            return default if name == "eager" else sdpa_attention_forward
+
+    monkeypatch.setattr(modeling_gpt_neox, "ALL_ATTENTION_FUNCTIONS", Legacy())
+    lab = AttentionLab(neox(), TEXT, debounce=0)
+    lab.mode.value = "value-weighted"
+    assert "GPTNeoXForCausalLM" in lab.info.value and "attention interface" in lab.info.value
 
 
 def test_widget_bad_inputs_are_specific_messages(model):
