@@ -58,7 +58,7 @@ class AttentionCapture:
     ``(L', H', Tq, Tk)`` float32 for the model layers ``layers`` and heads ``heads``: row ``r`` is the query at
     position ``q_start + r``, column ``j`` the key at position ``j``, and ``Tk = q_start + Tq`` (keys start at 0).
     ``value_norms`` ``(L', H', Tk)`` is ``||v_j W_O^h||``, the norm of what key ``j`` would write into the residual
-    stream through head ``h`` (TinyGPT, HF GPT-2 and Llama-style models; None otherwise, with the reason in
+    stream through head ``h`` (TinyGPT and any HF model whose layout is found; None otherwise, with the reason in
     ``meta["value_norms"]``). ``policy`` is the attention variant used.
     """
 
@@ -464,7 +464,7 @@ class AttentionProbe:
     def value_vectors(self, layer: int, head: int, end: int | None = None) -> torch.Tensor:
         """What each key ``j < end`` writes into the residual stream through one head, ``f_j = v_j W_O^h``
         ``(Tk, D)``: the attention block's output at query ``i`` is ``sum_h sum_j a_ij f_j`` plus the bias of
-        ``W_O``. TinyGPT, HF GPT-2 and Llama-style models; :class:`CaptureNotSupportedError` otherwise."""
+        ``W_O``. TinyGPT and HF models whose layout is found; :class:`CaptureNotSupportedError` otherwise."""
         (layer,) = _select("layer", layer, self.n_layer)
         (head,) = _select("head", head, self.n_head)
         end = end or self.T
@@ -481,7 +481,7 @@ class AttentionProbe:
             return (v.to(W.dtype) @ W).float()
 
     def value_norms(self, layer: int, heads=None, end: int | None = None) -> torch.Tensor | None:
-        """``||v_j W_O^h||`` ``(H', Tk)`` (TinyGPT, HF GPT-2 and Llama-style; None otherwise, reason in
+        """``||v_j W_O^h||`` ``(H', Tk)`` (TinyGPT and HF models with a layout; None otherwise, reason in
         ``value_norm_error``)."""
         (layer,) = _select("layer", layer, self.n_layer)
         hs = _select("head", heads, self.n_head)

@@ -7,8 +7,9 @@ a model that is not a decoder-only causal LM, a tokenizer with more ids than the
 ``forward(ids, capture=True)`` works whatever attention back-end the model runs (SDPA, flash): for that call
 the model is switched to the eager implementation, which returns ``softmax(QK^T / sqrt(d) + mask)`` per head,
 and switched back afterwards. The attention lab's ``capture_attention`` instead recomputes the probabilities
-from queries and keys hooked during an ordinary forward pass for GPT-2 and Llama-style models
-(``workbench.attention.hf_recompute``), and uses this eager switch only for other families.
+from queries and keys recorded at the model layout's named points during one forward pass
+(:mod:`workbench.models.layout`, found by introspection for any family that calls transformers' attention
+interface), and uses this eager switch only for a family whose layout cannot be found.
 """
 from __future__ import annotations
 
