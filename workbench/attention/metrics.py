@@ -300,6 +300,10 @@ def block_rows_for(n_head: int, n_keys: int, elements: int = BLOCK_ELEMENTS) -> 
     return int(min(1024, max(16, elements // max(1, n_head * n_keys))))
 
 
+def _on_cpu(t) -> bool:
+    return t.device.type == "cpu"
+
+
 def _probe_metrics(probe: AttentionProbe, sink_k: int, window=None, block_rows: int | None = None) -> HeadMetrics:
     """The definitions above, accumulated over query blocks of every head of a layer at once.
 
@@ -357,7 +361,7 @@ def _probe_metrics(probe: AttentionProbe, sink_k: int, window=None, block_rows: 
             if has_vn and vns[layer] is None:
                 vns[layer] = probe.value_norms(layer, None, end).float()  # (H, end)
             vn = vns[layer][:, :e] if has_vn else None
-            if Pt.device.type == "cpu":
+            if _on_cpu(Pt):
                 P = Pt.numpy()
                 if buf is None or buf.size < P.size:
                     buf = np.empty(H * B * end, dtype=np.float32)
