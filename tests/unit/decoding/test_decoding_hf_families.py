@@ -222,3 +222,16 @@ def test_speculative_different_vocabularies_is_specific():
     same = from_hf(F.build("gpt2", seed=1), tokenizer=bpe_from_hf(F.hf_tokenizer()))
     assert type(same.tokenizer).__name__ == "BPETokenizer"
     assert len(speculative_decode(target, same, [1, 2, 3], 4).tokens) == 4
+
+
+@pytest.mark.parametrize("pipe", [{"top_k": 5}, {"temperature": 0.7, "top_p": 0.9}, {"min_p": 0.05}])
+def test_mask_on_the_fused_kernel_route(padded, pipe):
+    """draw='kernel' (the fused kernels' reference on a CPU): masked logits (-inf) reach the kernels and padding ids
+    are never drawn, by sample, sample_batch and speculative decoding; unmasked they are."""
+    m = padded["gpt2"]
+    ids = m.tokenizer.encode("The for statement")
+    assert max(sample(m, ids, 10, pipe, draw="kernel", mask_undecodable=True).tokens) < F.TOKENIZER_VOCAB
+    assert int(sample_batch(m, ids, 5, 16, pipe, draw="kernel", mask_undecodable=True).max()) < F.TOKENIZER_VOCAB
+    spec = speculative_decode(m, m, ids, 10, pipeline=pipe, draw="kernel", mask_undecodable=True)
+    assert max(spec.tokens) < F.TOKENIZER_VOCAB
+    assert max(sample(m, ids, 10, pipe, draw="kernel").tokens) >= F.TOKENIZER_VOCAB
