@@ -272,6 +272,8 @@ class AttentionProbe:
     # -- TinyGPT route ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _run_tiny(self):
+        from workbench.models.layout import layout_of
+
         m, T = self.model, self.T
         cfg = m.config
         if T > cfg.block_size and cfg.pos == "learned":
@@ -279,38 +281,19 @@ class AttentionProbe:
                 f"{T} tokens exceed the context of {cfg.block_size} and this model has learned positions, "
                 "which stop there: shorten the text (keep the last tokens)"
             )
-        store: list = [None] * cfg.n_layer
-        hooks = []
-        for i, blk in enumerate(m.blocks):
-            hooks.append(blk.attn.qkv.register_forward_hook(lambda mod, inp, out, i=i: store.__setitem__(i, out)))
-        dev = m.device
-        try:
-            with use_policy(m, self.policy):
-                ids = self.ids[None].to(dev)
-                cache = m.new_cache(1, max_len=T) if T > cfg.block_size else None
-                out = m.forward(ids, cache=cache) if cache is not None else m.forward(ids)
-        finally:
-            for h in hooks:
-                h.remove()
+        lay = layout_of(m)
+        rec = {"q": [None] * lay.n_layer, "k": [None] * lay.n_layer, "v": [None] * lay.n_layer}
+
+        def keep(part, i):
+            return lambda t: rec[part].__setitem__(i, t[0].detach())  # (H, T, Dh), batch 0
+
+        fns = {f"blocks.{i}.attn.{p}": keep(p, i) for i in range(lay.n_layer) for p in ("q", "k", "v")}
+        with lay.hooks(fns), use_policy(m, self.policy):
+            ids = self.ids[None].to(m.device)
+            cache = m.new_cache(1, max_len=T) if T > cfg.block_size else None
+            out = m.forward(ids, cache=cache) if cache is not None else m.forward(ids)
         self.logits_last = out.logits[0, -1].float()
-        H, Dh, D = cfg.n_head, cfg.head_dim, cfg.n_embd
-        pos = torch.arange(T, device=dev)
-        rope = None
-        if cfg.pos == "rope":
-            from workbench.models.tinygpt import rope_angles
-
-            rope = rope_angles(pos, Dh, cfg.rope_base)
-        self._q, self._k, self._v = [], [], []
-        for i in range(cfg.n_layer):
-            q, k, v = store[i][0].split(D, dim=-1)  # (T, D) each
-            q, k, v = (x.view(T, H, Dh).transpose(0, 1) for x in (q, k, v))  # (H, T, Dh)
-            if rope is not None:
-                from workbench.models.tinygpt import apply_rope
-
-                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-            self._q.append(q)
-            self._k.append(k)
-            self._v.append(v)
+        self._q, self._k, self._v = rec["q"], rec["k"], rec["v"]
 
     def _kernel_masks(self) -> tuple | None:
         """(window, sinks) for the fused attention kernel when it can compute this probe's probabilities

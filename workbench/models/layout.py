@@ -9,10 +9,10 @@ Named points (in the spirit of TransformerLens's hook points); shapes for batch 
 ``embed``                   the residual stream entering block 0 (token + position embeddings) ``(B, T, D)``
 ``blocks.{i}.resid_pre``    the residual stream entering block ``i`` ``(B, T, D)``
 ``blocks.{i}.resid_post``   the residual stream leaving block ``i`` ``(B, T, D)``
-``blocks.{i}.attn.q``       queries after RoPE and any query norm ``(B, H, T, Dh)`` (HF models)
-``blocks.{i}.attn.k``       keys after RoPE ``(B, n_kv, S, Dh)`` (HF models; cached keys included)
-``blocks.{i}.attn.v``       values ``(B, n_kv, S, Dh)`` (HF models)
-``blocks.{i}.attn.pattern`` attention probabilities ``(B, H, T, S)`` (computed only when hooked)
+``blocks.{i}.attn.q``       queries after RoPE and any query norm ``(B, H, T, Dh)``
+``blocks.{i}.attn.k``       keys after RoPE ``(B, n_kv, S, Dh)`` (cached keys included)
+``blocks.{i}.attn.v``       values ``(B, n_kv, S, Dh)``
+``blocks.{i}.attn.pattern`` attention probabilities ``(B, H, T, S)`` (HF models; computed only when hooked)
 ``blocks.{i}.attn.z``       the heads' outputs before ``W_O`` ``(B, T, H, Dh)``: a hook may return an edited copy
 ``blocks.{i}.attn.out``     the attention block's output, ``z W_O + b`` ``(B, T, D)``
 ``blocks.{i}.mlp.out``      the MLP's output ``(B, T, D)`` (where the block has one MLP module)
@@ -241,8 +241,9 @@ class ModelLayout:
         names = ["embed"]
         for i in range(self.n_layer):
             p = f"blocks.{i}."
-            names += [p + "resid_pre", p + "attn.q", p + "attn.k", p + "attn.v", p + "attn.pattern", p + "attn.z",
-                      p + "attn.out"]
+            names += [p + "resid_pre", p + "attn.q", p + "attn.k", p + "attn.v", p + "attn.z", p + "attn.out"]
+            if self.kind == "hf":
+                names.append(p + "attn.pattern")
             if self.mlp[i] is not None:
                 names.append(p + "mlp.out")
             names.append(p + "resid_post")
@@ -328,10 +329,14 @@ class ModelLayout:
         H, Dh = self.n_head, self.head_dim
         for i in range(self.n_layer):
             p = f"blocks.{i}.attn."
-            for part in ("q", "k", "v", "pattern"):
-                if p + part in fns:
-                    raise LayoutError(f"TinyGPT exposes {p + part} through workbench.attention.AttentionProbe "
-                                      "(queries and keys with RoPE applied); hook attn.z or attn.out instead")
+            if p + "pattern" in fns:
+                raise LayoutError(f"TinyGPT has no {p}pattern point: its probabilities come from q and k "
+                                  "(workbench.attention.AttentionProbe), or forward(capture=True)")
+            for part in ("q", "k", "v"):
+                fn = fns.get(p + part)
+                if fn is not None:
+                    mod = getattr(self.attn[i], "hook_" + part)
+                    handles.append(mod.register_forward_hook(lambda m, args, out, fn=fn: fn(out)))
             fn = fns.get(p + "z")
             if fn is not None:
                 def pre(mod, args, fn=fn):

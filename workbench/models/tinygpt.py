@@ -74,6 +74,9 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
+        # Named points for the model layout (workbench.models.layout): queries after RoPE (B, H, T, Dh), keys and
+        # values with the cached ones (B, H, S, Dh). Called only while hooked, so the hot path pays one check.
+        self.hook_q, self.hook_k, self.hook_v = nn.Identity(), nn.Identity(), nn.Identity()
 
     def forward(self, x, layer, ctx):
         """x ``(B, T, D)`` -> ``(B, T, D)``; ``ctx`` carries positions, rope angles, cache and capture flag."""
@@ -88,6 +91,8 @@ class CausalSelfAttention(nn.Module):
         v = v.squeeze(2).transpose(1, 2)
         if ctx.cache is not None:
             k, v = ctx.cache.write(layer, k, v)  # (B, H, S, Dh)
+        if self.hook_q._forward_hooks or self.hook_k._forward_hooks or self.hook_v._forward_hooks:
+            q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         drop = self.dropout if self.training else 0.0
         if ctx.capture:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)) + ctx.bias()
