@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import html as _html
 import re
 import time
@@ -150,6 +151,32 @@ class WorkbenchWidget(W.VBox):
 
     def _repr_keys(self):  # ipywidgets uses this for its default repr; keep it empty and stable
         return iter(())
+
+    # --- re-entrancy: one mechanism for "don't react to my own trait updates" ---------------------------
+    @contextlib.contextmanager
+    def quietly(self):
+        """Set controls without reacting to them: inside ``with self.quietly():`` :attr:`is_quiet` is True,
+        and observers registered through :meth:`reacting` skip their call. Nests; always restored."""
+        self._quiet_depth = getattr(self, "_quiet_depth", 0) + 1
+        try:
+            yield self
+        finally:
+            self._quiet_depth -= 1
+
+    @property
+    def is_quiet(self) -> bool:
+        """True inside :meth:`quietly` (the widget is updating its own controls)."""
+        return getattr(self, "_quiet_depth", 0) > 0
+
+    def reacting(self, fn: Callable) -> Callable:
+        """``fn`` wrapped for ``observe``/``on_click``: it is skipped while the widget is :meth:`quietly`
+        updating itself. Use ``control.observe(self.reacting(handler), names="value")``."""
+        def handler(*args, **kwargs):
+            if not self.is_quiet:
+                return fn(*args, **kwargs)
+            return None
+
+        return handler
 
     # --- export (see widgets/export.py) -------------------------------------------------------------------
     #: where the export buttons (and calls without a path) write; relative to the notebook's folder
