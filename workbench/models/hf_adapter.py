@@ -125,6 +125,9 @@ class HFModel:
     def parameters(self):
         return self.hf.parameters()
 
+    def named_parameters(self):
+        return self.hf.named_parameters()
+
     @property
     def attn_implementation(self) -> str:
         return getattr(self.hf.config, "_attn_implementation", None) or "eager"
@@ -154,7 +157,8 @@ class HFModel:
         kw = dict(use_cache=cache is not None)
         if cache is not None:
             kw["past_key_values"] = cache.pkv
-        with torch.no_grad():
+        # gradients only in training mode (workbench.models.train fine-tunes an HF model); inference never builds a graph
+        with torch.set_grad_enabled(self.hf.training and torch.is_grad_enabled() and not capture):
             if not capture:
                 out = self.hf(input_ids=ids, **kw)
                 return LMOutput(out.logits.float())
