@@ -1,11 +1,11 @@
 """``python -m workbench.bench <area>``: side-by-side measurements against a named reference, same machine, same run.
 
-Areas: models, tokenizers, attention, decoding, scaling, kernels.
+Areas: models, tokenizers, attention, decoding, scaling, kernels, real.
 """
 import sys
 from importlib import import_module
 
-AREAS = ("models", "tokenizers", "attention", "decoding", "scaling", "kernels")
+AREAS = ("models", "tokenizers", "attention", "decoding", "scaling", "kernels", "real")
 
 
 def main(argv=None):
