@@ -1,7 +1,7 @@
 """ipywidgets front-ends for the workbench labs (bokeh figures inside). Widgets draw; the core computes."""
 from importlib import import_module
 
-from .base import Debouncer, WorkbenchWidget, bokeh_pane, load_bokeh
+from .base import Debouncer, WorkbenchWidget, bokeh_pane, load_bokeh, side_by_side
 
 # Each lab lives in its own module and is imported on first use, so `import widgets` stays cheap.
 _LABS = {
@@ -12,7 +12,7 @@ _LABS = {
     "ScalingLab": "widgets.scaling_lab",
 }
 
-__all__ = ["Debouncer", "WorkbenchWidget", "bokeh_pane", "load_bokeh", *_LABS]
+__all__ = ["Debouncer", "WorkbenchWidget", "bokeh_pane", "load_bokeh", "side_by_side", *_LABS]
 
 
 def __getattr__(name):

@@ -340,6 +340,16 @@ class WorkbenchWidget(W.VBox):
             return None
 
 
+def side_by_side(*widgets: W.Widget, gap: str = "16px") -> W.HBox:
+    """Put widgets side by side in a row that wraps: each keeps its own width (never squeezed below its content) and
+    moves to the next line when the row is full, e.g. two ``Playground(..., compact=True)`` (420 px each) share a
+    900 px notebook column, and two full-width ones stack. ``gap``: the space between them (and between lines)."""
+    for w in widgets:
+        w.layout.flex = "0 0 auto"
+        w.layout.margin = f"0 {gap} {gap} 0"
+    return W.HBox(list(widgets), layout=W.Layout(flex_flow="row wrap", align_items="flex-start", width="100%"))
+
+
 def _panes(widget):
     """Every :class:`BokehPane` below ``widget`` in the children tree."""
     if isinstance(widget, BokehPane):

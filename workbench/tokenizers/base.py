@@ -151,6 +151,50 @@ class Tokenizer:
             out.append(self.decode(run))
         return "".join(out)
 
+    def decode_segments(self, ids: Sequence[int]) -> list[tuple[str, str]]:
+        """What :meth:`decode_with_placeholders` shows, as ``(kind, text)`` pieces that say where text came from:
+        ``"text"`` (decoded as the tokenizer does), ``"bytes"`` (bytes that are not valid UTF-8, which a decoder
+        would show as U+FFFD; here written ``<0xNN>`` per byte) and ``"id"`` (a placeholder ``<id N>``).
+
+        A byte-level model picks one byte (or byte piece) at a time, so it can emit a lone continuation byte or
+        stop in the middle of a character: those bytes are not text, and this says so instead of hiding them.
+
+        >>> from workbench.tokenizers import ByteTokenizer
+        >>> ByteTokenizer().decode_segments([104, 0xC3, 105, 300])
+        [('text', 'h'), ('bytes', '<0xC3>'), ('text', 'i'), ('id', '<id 300>')]
+        """
+        out: list[tuple[str, str]] = []
+        run: list[int] = []
+
+        def flush():
+            if not run:
+                return
+            raw = b"".join(self.token_bytes(i) for i in run)
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                out.extend(split_invalid_utf8(raw))
+            else:
+                out.append(("text", self.decode(run)))
+            run.clear()
+
+        for i in ids:
+            if self.is_decodable(i):
+                run.append(int(i))
+                continue
+            flush()
+            out.append(("id", placeholder(i)))
+        flush()
+        merged: list[tuple[str, str]] = []
+        for kind, text in out:
+            if not text:
+                continue
+            if merged and merged[-1][0] == kind:
+                merged[-1] = (kind, merged[-1][1] + text)
+            else:
+                merged.append((kind, text))
+        return merged
+
     # -- vocabulary identity --------------------------------------------------------------------------
 
     def vocab_entries(self) -> list[Optional[bytes]]:
@@ -208,6 +252,34 @@ def placeholder(token_id) -> str:
         return f"<id {int(token_id)}>"
     except (TypeError, ValueError):
         return f"<id {token_id!r}>"
+
+
+def split_invalid_utf8(raw: bytes) -> list[tuple[str, str]]:
+    """``raw`` as ``("text", str)`` and ``("bytes", "<0xNN>...")`` pieces: the valid UTF-8 runs decoded, every byte
+    that is not part of a valid character written out (where ``errors="replace"`` would put U+FFFD).
+
+    >>> split_invalid_utf8("é".encode() + b"\\xe6\\x9d" + b"ok")
+    [('text', 'é'), ('bytes', '<0xE6><0x9D>'), ('text', 'ok')]
+    """
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(raw):
+        try:
+            out.append(("text", raw[pos:].decode("utf-8")))
+            break
+        except UnicodeDecodeError as e:
+            if e.start:
+                out.append(("text", raw[pos:pos + e.start].decode("utf-8")))
+            bad = raw[pos + e.start:pos + e.end]
+            out.append(("bytes", "".join(f"<0x{b:02X}>" for b in bad)))
+            pos += e.end
+    merged: list[tuple[str, str]] = []
+    for kind, text in out:
+        if merged and merged[-1][0] == kind:
+            merged[-1] = (kind, merged[-1][1] + text)
+        else:
+            merged.append((kind, text))
+    return merged
 
 
 _VISIBLE = {"\n": "⏎", "\t": "⇥", "\r": "␍", " ": "·"}
