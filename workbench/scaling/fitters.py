@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._core import LawSpec, batched_bootstrap, huber, law_log_prediction, multistart
+from ._core import (LawSpec, batched_bootstrap, bootstrap_rows, huber, law_log_prediction, multistart,
+                    multistart_bootstrap)
 from ._validate import clean_columns
 from .errors import ScalingError
 
@@ -116,6 +117,10 @@ class ChinchillaFit:
     ci: dict | None = None
     bootstrap_params: np.ndarray | None = field(default=None, repr=False, compare=False)
     start_objectives: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: row indices of each bootstrap resample ``(n_boot, n_points)``, into the rows that were fitted
+    bootstrap_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: how the refits were made (one of :data:`BOOTSTRAP_METHODS`' values), None without a bootstrap
+    bootstrap_method: str | None = None
 
     @property
     def params(self) -> dict[str, float]:
@@ -156,6 +161,8 @@ class PowerLawFit:
     seconds: float
     ci: dict | None = None
     bootstrap_params: np.ndarray | None = field(default=None, repr=False, compare=False)
+    bootstrap_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    bootstrap_method: str | None = None
 
     @property
     def params(self) -> dict[str, float]:
@@ -165,27 +172,53 @@ class PowerLawFit:
         return self.E + self.A * np.asarray(x, dtype=np.float64) ** -self.alpha
 
 
-def _fit(spec, log_y, *, delta, reduce, starts, bootstrap, seed, backend, tol):
+#: How bootstrap refits are made, by stopping rule (``tol``): see :func:`_fit`.
+BOOTSTRAP_METHODS = {
+    "strict": "each resample refitted to convergence (same reduce, delta and rows; batched L-BFGS from the "
+              "fit's polished end points, which reaches the resample's strict multistart optimum)",
+    "default": "each resample refitted exactly as the fit was made (same reduce, delta, start grid, scipy "
+               "L-BFGS-B loop and scipy's default stopping rule)",
+}
+
+
+def _fit(spec, log_y, *, delta, reduce, starts, bootstrap, seed, backend, tol, progress=None):
+    """The fit and its bootstrap refits, always made with the fit's own choices.
+
+    Rows of the resamples come from :func:`~workbench.scaling._core.bootstrap_rows` (same seed, same
+    draws). With a strict stopping rule a fit is the converged optimum, whatever its starting point, so
+    the refits start from the fit's end points in one batch (fast). With scipy's default stopping rule
+    where a fit ends depends on its path (averaging the loss stops it early), so every resample reruns
+    the very same multistart: same starts, backend and tolerances (one full fit per refit).
+    """
     norm = 1.0 if reduce == "sum" else float(len(log_y))
     ms = multistart(spec, log_y, delta, norm, starts, backend=backend, tol=tol)
-    boot = None
+    boot = rows = None
     if bootstrap:
-        boot = batched_bootstrap(spec, log_y, delta, reduce, ms.candidates, int(bootstrap), seed)
-    return ms, boot
+        rows = bootstrap_rows(len(log_y), int(bootstrap), seed)
+        if tol == "strict":
+            boot = batched_bootstrap(spec, log_y, delta, reduce, ms.candidates, rows)
+            if progress is not None:
+                progress(len(rows), len(rows))
+        else:
+            boot = multistart_bootstrap(spec, log_y, delta, reduce, starts, rows, backend=backend, tol=tol,
+                                        progress=progress)
+    return ms, boot, rows
 
 
 def fit_chinchilla(N, D, loss, *, delta: float = 1e-3, reduce: str = "sum", grid="full",
                    bootstrap: int = 0, confidence: float = 0.95, seed: int = 0,
-                   backend: str = "batched", tol: str = "strict") -> ChinchillaFit:
+                   backend: str = "batched", tol: str = "strict", progress=None) -> ChinchillaFit:
     """Fit ``L = E + A/N^alpha + B/D^beta`` by Approach 3 (Hoffmann et al. 2022, Besiroglu et al. 2024).
 
     N, D, loss: parameters, training tokens and final loss per run (rows with a NaN are dropped with a
     warning). delta: Huber threshold on log residuals. reduce: "sum" (correct) or "mean" (the trap: with
     scipy's default tolerances the optimiser stops early). grid: "full" (4,500 starts), "coarse" (243) or
     an ``(S, 5)`` array in :data:`CHINCHILLA_PARAMS` order. bootstrap: number of row resamples refitted
-    for percentile intervals at ``confidence``. backend: "batched" (all starts at once, then polished by
-    scipy) or "scipy" (a plain loop of ``scipy.optimize.minimize``); tol "default" (scipy backend only)
-    keeps scipy's default stopping rule.
+    for percentile intervals at ``confidence``; every refit is made with the same choices as the fit
+    (reduce, delta, rows, stopping rule; see :data:`BOOTSTRAP_METHODS`), and ``bootstrap_rows`` records
+    the resamples. backend: "batched" (all starts at once, then polished by scipy) or "scipy" (a plain
+    loop of ``scipy.optimize.minimize``); tol "default" (scipy backend only) keeps scipy's default
+    stopping rule. progress: optional ``callable(done, total)`` called as bootstrap refits finish.
     """
     _check_options(delta, reduce, bootstrap, confidence)
     cols, n_dropped = clean_columns({"N": N, "D": D, "loss": loss}, 5, what="fit_chinchilla")
@@ -193,8 +226,8 @@ def fit_chinchilla(N, D, loss, *, delta: float = 1e-3, reduce: str = "sum", grid
     spec = LawSpec(np.stack([np.log(cols["N"]), np.log(cols["D"])]), (0, 1), 2)
     log_y = np.log(cols["loss"])
     t0 = time.perf_counter()
-    ms, boot = _fit(spec, log_y, delta=delta, reduce=reduce, starts=starts, bootstrap=bootstrap, seed=seed,
-                    backend=backend, tol=tol)
+    ms, boot, rows = _fit(spec, log_y, delta=delta, reduce=reduce, starts=starts, bootstrap=bootstrap, seed=seed,
+                          backend=backend, tol=tol, progress=progress)
     seconds = time.perf_counter() - t0
     e, a, b, alpha, beta = ms.x
     ci = None
@@ -207,12 +240,13 @@ def fit_chinchilla(N, D, loss, *, delta: float = 1e-3, reduce: str = "sum", grid
                          beta=float(beta), objective=ms.objective, delta=float(delta), reduce=reduce,
                          grid=grid_name, n_points=len(log_y), n_dropped=n_dropped, n_starts=len(starts),
                          n_converged=ms.n_converged, backend=backend, tol=tol, seconds=seconds, ci=ci,
-                         bootstrap_params=boot, start_objectives=ms.start_objectives)
+                         bootstrap_params=boot, start_objectives=ms.start_objectives, bootstrap_rows=rows,
+                         bootstrap_method=None if boot is None else BOOTSTRAP_METHODS[tol])
 
 
 def fit_power_law(x, y, *, delta: float = 1e-3, reduce: str = "sum", grid="full", bootstrap: int = 0,
                   confidence: float = 0.95, seed: int = 0, backend: str = "batched",
-                  tol: str = "strict") -> PowerLawFit:
+                  tol: str = "strict", progress=None) -> PowerLawFit:
     """Fit ``y = E + A x^-alpha`` with a Huber(delta) loss on log residuals, from a grid of starts.
 
     Same machinery and options as :func:`fit_chinchilla`; grid "full" has 150 starts, "coarse" 27, or
@@ -224,8 +258,8 @@ def fit_power_law(x, y, *, delta: float = 1e-3, reduce: str = "sum", grid="full"
     spec = LawSpec(np.log(cols["x"])[None, :], (0,), 1)
     log_y = np.log(cols["y"])
     t0 = time.perf_counter()
-    ms, boot = _fit(spec, log_y, delta=delta, reduce=reduce, starts=starts, bootstrap=bootstrap, seed=seed,
-                    backend=backend, tol=tol)
+    ms, boot, rows = _fit(spec, log_y, delta=delta, reduce=reduce, starts=starts, bootstrap=bootstrap, seed=seed,
+                          backend=backend, tol=tol, progress=progress)
     seconds = time.perf_counter() - t0
     e, a, alpha = ms.x
     ci = None
@@ -233,7 +267,8 @@ def fit_power_law(x, y, *, delta: float = 1e-3, reduce: str = "sum", grid="full"
         ci = _intervals({"E": np.exp(boot[:, 0]), "A": np.exp(boot[:, 1]), "alpha": boot[:, 2]}, confidence)
     return PowerLawFit(E=float(np.exp(e)), A=float(np.exp(a)), alpha=float(alpha), objective=ms.objective,
                        delta=float(delta), reduce=reduce, n_points=len(log_y), n_dropped=n_dropped,
-                       n_starts=len(starts), seconds=seconds, ci=ci, bootstrap_params=boot)
+                       n_starts=len(starts), seconds=seconds, ci=ci, bootstrap_params=boot, bootstrap_rows=rows,
+                       bootstrap_method=None if boot is None else BOOTSTRAP_METHODS[tol])
 
 
 def huber_objective(params, N, D, loss, *, delta: float = 1e-3, reduce: str = "sum") -> float:

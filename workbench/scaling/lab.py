@@ -118,16 +118,19 @@ def load_source(source: str, *, path=None, drop_highest: int = 0) -> ScalingData
 
 
 def fit_source(data: ScalingData, *, reduce: str = "sum", delta: float = 1e-3, grid: str = "full",
-               stopping: str = "strict", bootstrap: int = 0, seed: int = 0):
+               stopping: str = "strict", bootstrap: int = 0, seed: int = 0, progress=None):
     """:func:`~workbench.scaling.fit_chinchilla` on ``data`` with the lab's fitting choices.
 
-    ``stopping`` is a key of :data:`STOPPING`. Bootstrap refits use the strict batched optimiser in
-    either case (they start from the fit's end points).
+    ``stopping`` is a key of :data:`STOPPING`. Bootstrap refits resample the rows of ``data`` (after the
+    outlier rule) and are made with the same choices as the fit: reduce, delta and stopping rule; under
+    "scipy defaults" each refit reruns the whole scipy loop over the same start grid, so the band around
+    the averaging trap describes the trap (see :data:`~workbench.scaling.fitters.BOOTSTRAP_METHODS`).
+    ``progress(done, total)`` is called as refits finish.
     """
     if stopping not in STOPPING:
         raise ScalingError(f"stopping must be one of {sorted(STOPPING)}, got {stopping!r}")
     return fit_chinchilla(data.N, data.D, data.loss, reduce=reduce, delta=delta, grid=grid,
-                          bootstrap=bootstrap, seed=seed, **STOPPING[stopping])
+                          bootstrap=bootstrap, seed=seed, progress=progress, **STOPPING[stopping])
 
 
 @dataclass(frozen=True)
