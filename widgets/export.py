@@ -682,6 +682,11 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
     else:
         if xaxis is not None and isinstance(xaxis.ticker, FixedTicker) and xaxis.ticker.ticks:
             ax.set_xticks(list(xaxis.ticker.ticks))
+            over = dict(getattr(xaxis, "major_label_overrides", None) or {})
+            if over:  # bokeh's tick-label overrides (say token labels at integer positions)
+                ax.set_xticklabels([str(over.get(t, over.get(str(t), f"{t:g}"))) for t in xaxis.ticker.ticks],
+                                   rotation=xrot, ha="right" if 0 < xrot < 90 else "center",
+                                   rotation_mode="anchor" if 0 < xrot < 90 else "default")
         elif xaxis is not None and isinstance(xaxis.ticker, SingleIntervalTicker):
             from matplotlib.ticker import MultipleLocator
 

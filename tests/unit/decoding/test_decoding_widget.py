@@ -43,10 +43,10 @@ def test_sampling_steps_show_each_stage(lab, models):
     want = sample(model, model.tokenizer.encode("abc"), 12, pipe, seed=0)
     assert lab.result.tokens == want.tokens
     d = lab.stage_source.data
-    stages = {x[1] for x in d["x"]}
+    stages = set(d["stage"])
     assert stages == {"raw", "temperature=1", "top_k=5", "top_p=0.8"}
     # what each stage removed: at most 5 candidates non-zero after top_k
-    after_k = [p for x, p in zip(d["x"], d["prob"]) if x[1] == "top_k=5"]
+    after_k = [p for st, p in zip(d["stage"], d["prob"]) if st == "top_k=5"]
     assert sum(p > 0 for p in after_k) <= 5
     assert lab.cursor == 1 and len(lab.timeline_source.data["step"]) == 1
     lab.step_button.click()

@@ -80,18 +80,18 @@ def test_decoding_lab_every_view_shows_placeholders(target, draft):
     assert _no_error(lab.info)
     assert lab.result.tokens == greedy(target, PROMPT, 6, mask_undecodable=True).tokens
     assert max(lab.result.tokens) < F.TOKENIZER_VOCAB
-    assert MASK_STAGE in {x[1] for x in lab.stage_source.data["x"]}
+    assert MASK_STAGE in set(lab.stage_source.data["stage"])
     lab.mask_undecodable.value = False
 
     lab.strategy.value = "beam"
     assert _no_error(lab.info)
     assert lab.result.best.tokens == beam_search(target, PROMPT, int(lab.num_beams.value), 6).best.tokens
     lab.play_button.click()
-    assert "<id 301>" in lab.beam_nodes.data["label"]
+    assert "<id 301>" in lab.beam_nodes.data["token"]
 
-    lab.strategy.value = "diverse beam"
+    lab.strategy.value = "diverse_beam"
     assert _no_error(lab.info)
-    lab.strategy.value = "prompt lookup"
+    lab.strategy.value = "prompt_lookup"
     assert _no_error(lab.info) and lab.result.tokens == want.tokens
 
     lab.strategy.value = "speculative"
