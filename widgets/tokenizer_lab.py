@@ -1,9 +1,14 @@
 """TokenizerLab: type text, see 1-4 tokenizers cut it side by side, and scrub through a BPE's merges.
 
 The widget only draws. Segmentations come from each tokenizer's ``spans``, statistics from
-:func:`workbench.tokenizers.measure`, disagreements from
-:func:`workbench.tokenizers.experiments.disagreeing_spans`, and the scrubber from
+:func:`workbench.tokenizers.measure`, the "cut differently" outlines from
+:func:`workbench.tokenizers.experiments.crossing_spans` (tokens another tokenizer cuts across, not every token that
+merely splits into or merges from the others' tokens), and the scrubber from
 :meth:`BPETokenizer.encode_at` / :meth:`BPETokenizer.pair_counts_at`.
+
+Tokens are drawn as unbreakable boxes (a line wraps between tokens, never inside one unless a single token is wider
+than its column), and tokenizer columns are separated by a gutter. Any error while drawing (text that is not valid
+Unicode, a tokenizer that fails) clears the view and says why in the notice; the next good text draws again.
 
 Long text: only the first ``max_view_chars`` characters are drawn as spans (a notice says so), while
 the statistics are computed over the whole text, so a pasted megabyte never builds a megabyte of HTML.
@@ -18,7 +23,8 @@ from bokeh.models import ColumnDataSource, FactorRange, HoverTool
 from bokeh.plotting import figure
 
 from workbench.tokenizers import BPETokenizer, Tokenizer, TokenizerError, TokenSpan, measure, printable
-from workbench.tokenizers.experiments import disagreeing_spans
+from workbench.tokenizers.base import check_text
+from workbench.tokenizers.experiments import crossing_spans
 
 from .base import Debouncer, WorkbenchWidget, bokeh_pane, notice, set_notice
 
@@ -51,7 +57,10 @@ def _piece_label(raw: bytes) -> str:
         return "".join(f"<0x{b:02X}>" for b in raw)
 
 
-_CSS = ("<style>.wbtok span{border-radius:2px;padding:0 1px;margin-right:1px}"
+# Each token is an inline-block: the line wraps between tokens, never inside one (``<0xC`` / ``3>``), unless one token
+# alone is wider than the column (then it breaks rather than overflow).
+_CSS = ("<style>.wbtok span{display:inline-block;max-width:100%;overflow-wrap:anywhere;vertical-align:top;"
+        "border-radius:2px;padding:0 1px;margin:0 1px 2px 0}"
         + "".join(f".wbtok .c{k}{{background:{c}}}" for k, c in enumerate(PALETTE))
         + f".wbtok .d{{{DISAGREE_STYLE}}}</style>")
 
@@ -59,9 +68,10 @@ _CSS = ("<style>.wbtok span{border-radius:2px;padding:0 1px;margin-right:1px}"
 def spans_html(data: bytes, spans, disagree: frozenset | set = frozenset(), tok: Optional[Tokenizer] = None) -> str:
     """HTML for one segmentation: a coloured ``<span>`` per token with a hover title (id, token and
     bytes), whitespace made visible, a line break after each token holding a newline, and class ``d`` (a red outline)
-    on spans in ``disagree``. Styles live in one ``<style>`` block so each span stays short."""
-    out = [_CSS, '<div class="wbtok" style="font-family:monospace;font-size:12px;line-height:1.9;'
-           'white-space:pre-wrap;word-break:break-all">']
+    on spans in ``disagree``. Styles live in one ``<style>`` block so each span stays short; a token is never split
+    across lines."""
+    out = [_CSS, '<div class="wbtok" style="font-family:monospace;font-size:12px;line-height:1.5;'
+           'white-space:normal;overflow-wrap:normal">']
     esc = html.escape
     for k, s in enumerate(spans):
         raw = data[s.start:s.end]
@@ -121,8 +131,11 @@ class TokenizerLab(WorkbenchWidget):
                                layout=W.Layout(width="100%", height="110px"))
         self.info = notice()
         self.views = {n: W.HTML(layout=W.Layout(width="100%")) for n in self.names}
+        # equal columns that may shrink (min_width 0) and a gutter: padding plus a rule between neighbours
         columns = [W.VBox([W.HTML(f"<b>{html.escape(n)}</b>"), self.views[n]],
-                          layout=W.Layout(width=f"{100 // len(named) - 1}%")) for n in self.names]
+                          layout=W.Layout(flex="1 1 0", min_width="0", padding="0 8px" if k else "0 8px 0 0",
+                                          border_left="1px solid #ccc" if k else ""))
+                   for k, n in enumerate(self.names)]
         self.table = W.HTML()
         self.metrics_source = ColumnDataSource({"name": [], **{m: [] for m in METRICS}})
         fig = figure(height=220, width=420, x_range=FactorRange(*self.names), toolbar_location=None,
@@ -138,9 +151,10 @@ class TokenizerLab(WorkbenchWidget):
         self.stats: dict = {}
         self._debouncer = Debouncer(self.refresh, debounce)
         self.text.observe(lambda ch: self._debouncer.trigger(), names="value")
-        children = [self.text, W.HBox([self.export_controls(), self.info]),
-                    W.HBox(columns, layout=W.Layout(width="100%")),
-                    W.HBox([self.table, bokeh_pane(fig)])]
+        wrap = W.Layout(flex_flow="row wrap", align_items="flex-start", width="100%")
+        self.columns = W.HBox(columns, layout=W.Layout(width="100%"))
+        children = [self.text, W.HBox([self.export_controls(), self.info], layout=wrap), self.columns,
+                    W.HBox([self.table, bokeh_pane(fig)], layout=wrap)]
 
         # -- merge scrubber
         self.scrub_tokenizer = scrub if scrub is not None else next(
@@ -152,10 +166,11 @@ class TokenizerLab(WorkbenchWidget):
             n = len(self.scrub_tokenizer.merges)
             self.sample = W.Textarea(value=sample if sample is not None else text[:400], continuous_update=True,
                                      layout=W.Layout(width="100%", height="60px"))
-            self.merge_slider = W.IntSlider(value=n, min=0, max=n, description="merges", continuous_update=True,
+            self.merge_slider = W.IntSlider(value=n, min=0, max=n, description="merges applied",
+                                            continuous_update=True, style={"description_width": "initial"},
                                             layout=W.Layout(width="100%"))
             self.merge_info = W.HTML()
-            self.scrub_view = W.HTML()
+            self.scrub_view = W.HTML(layout=W.Layout(width="400px", margin="0 16px 0 0"))
             self.pairs_source = ColumnDataSource(dict(pair=[], count=[]))
             pf = figure(height=260, width=460, y_range=FactorRange(), toolbar_location=None,
                         title="Most frequent adjacent pairs in the sample at this step")
@@ -168,7 +183,7 @@ class TokenizerLab(WorkbenchWidget):
             self.sample.observe(lambda ch: self._scrub_debouncer.trigger(), names="value")
             children += [W.HTML("<b>Merge scrubber</b> (BPE training replayed merge by merge on a sample)"),
                          self.sample, self.merge_slider, self.merge_info,
-                         W.HBox([self.scrub_view, bokeh_pane(pf)])]
+                         W.HBox([self.scrub_view, bokeh_pane(pf)], layout=wrap)]
         super().__init__(children=children)
         self.refresh()
         if self.merge_slider is not None:
@@ -177,13 +192,26 @@ class TokenizerLab(WorkbenchWidget):
     # -- live view -------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-tokenise the text: spans for the visible window, statistics for the whole text."""
-        text = self.text.value
+        """Re-tokenise the text: spans for the visible window, statistics for the whole text.
+
+        Any failure clears the spans, the table and the chart and says why in the notice (never only in the log)."""
         try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            set_notice(self.info, "The text is not valid Unicode (it has a lone surrogate).", "error")
-            return
+            self._refresh()
+        except Exception as e:  # noqa: BLE001 - every failure reaches the notice
+            self._clear()
+            msg = str(e) if isinstance(e, TokenizerError) else f"{type(e).__name__}: {e}"
+            set_notice(self.info, f"Cannot tokenize this text: {msg}", "error")
+
+    def _clear(self) -> None:
+        self.span_data, self.stats = {}, {}
+        for view in self.views.values():
+            view.value = ""
+        self.table.value = ""
+        self.metrics_source.data = {"name": [], **{m: [] for m in METRICS}}
+
+    def _refresh(self) -> None:
+        text = self.text.value
+        check_text(text)  # a lone surrogate (a bad paste) is named with its position
         window = text[: self.max_view_chars]
         data = window.encode("utf-8")
         spans = {}
@@ -191,18 +219,21 @@ class TokenizerLab(WorkbenchWidget):
             try:
                 spans[n] = tok.spans(window)
             except TokenizerError as e:
-                set_notice(self.info, f"{n}: {e}", "error")
-                return
-        diff = disagreeing_spans(list(spans.values()))
-        self.span_data = {n: [(s.id, s.start, s.end, (s.start, s.end) in diff) for s in sp] for n, sp in spans.items()}
+                raise TokenizerError(f"{n}: {e}") from e
+        cross = crossing_spans(list(spans.values()))
+        stats = {n: measure(tok, text) for n, tok in self.tokenizers.items()}
+        self.span_data = {n: [(s.id, s.start, s.end, (s.start, s.end) in cross) for s in sp]
+                          for n, sp in spans.items()}
         for n, tok in self.tokenizers.items():
-            self.views[n].value = spans_html(data, spans[n], diff, tok)
-        self.stats = {n: measure(tok, text) for n, tok in self.tokenizers.items()}
+            self.views[n].value = spans_html(data, spans[n], cross, tok)
+        self.stats = stats
         self._draw_metrics()
         msg = f"{len(text):,} characters, {len(text.encode('utf-8')):,} bytes."
         if len(self.tokenizers) > 1:
-            n_diff = sum(1 for s in next(iter(spans.values())) if (s.start, s.end) in diff)
-            msg += f" Red outlines: tokens the tokenizers cut differently ({n_diff} in {self.names[0]})."
+            counts = [sum(d for *_, d in self.span_data[n]) for n in self.names]
+            shown = ", ".join(f"{c} of {len(self.span_data[n])} in {n}" for c, n in zip(counts, self.names))
+            msg += (f" Red outlines: tokens another tokenizer cuts across ({shown}); a token that only splits into, "
+                    "or merges, the others' tokens is not outlined.")
         if len(text) > len(window):
             set_notice(self.info, f"{msg} Long text: showing the first {len(window):,} of {len(text):,} characters; "
                                   "the statistics cover the whole text.", "warning")
@@ -237,13 +268,20 @@ class TokenizerLab(WorkbenchWidget):
 
     def refresh_scrubber(self) -> None:
         """Re-segment the sample with the first ``merge_slider.value`` merges and redraw the pair counts."""
+        try:
+            self._refresh_scrubber()
+        except Exception as e:  # noqa: BLE001 - every failure reaches the merge notice
+            self.scrub_ids = []
+            self.scrub_view.value = ""
+            self.pairs_figure.y_range.factors = []
+            self.pairs_source.data = dict(pair=[], count=[])
+            msg = str(e) if isinstance(e, TokenizerError) else f"{type(e).__name__}: {e}"
+            set_notice(self.merge_info, f"Cannot replay the merges on this sample: {msg}", "error")
+
+    def _refresh_scrubber(self) -> None:
         tok, k = self.scrub_tokenizer, self.merge_slider.value
         sample = self.sample.value[: self.max_view_chars]
-        try:
-            ids = tok.encode_at(sample, k)
-        except TokenizerError as e:
-            self.merge_info.value = f'<span style="color:#b00020">{html.escape(str(e))}</span>'
-            return
+        ids = tok.encode_at(sample, k)
         spans, pos = [], 0
         for i, n in zip(ids, tok.token_lengths(ids)):
             spans.append(TokenSpan(i, pos, pos + n))

@@ -96,6 +96,53 @@ def disagreeing_spans(span_lists: Sequence[Sequence]) -> set:
     return set.union(*sets) - set.intersection(*sets)
 
 
+def crossing_spans(span_lists: Sequence[Sequence]) -> set:
+    """The ``(start, end)`` byte ranges of tokens that some other tokenizer cuts *across*: what the TokenizerLab
+    outlines as "cut differently".
+
+    A token of one tokenizer and the segmentation of another agree when the token is a run of the other's whole
+    tokens (both of its edges are boundaries there) or lies inside one of the other's tokens (no boundary of the
+    other falls strictly inside it). Either way one segmentation refines the other there, as a byte tokenizer
+    refines every BPE, or a BPE with fewer merges refines the same BPE with more. A token crosses when neither
+    holds: the other tokenizer puts a boundary inside it *and* does not start or end a token where it does, e.g.
+    ``123`` of ``123|45`` against ``345`` of ``12|345`` (while ``12`` lies inside ``123``: no conflict). Unlike
+    :func:`disagreeing_spans` (every token not shared by all), this marks only real conflicts, a minority of the
+    text for related tokenizers.
+
+    >>> from workbench.tokenizers import TokenSpan as S
+    >>> l2r = [S(1, 0, 3), S(2, 3, 5)]                       # 123|45
+    >>> r2l = [S(3, 0, 2), S(4, 2, 5)]                       # 12|345
+    >>> byte = [S(i, i, i + 1) for i in range(5)]            # 1|2|3|4|5
+    >>> sorted(crossing_spans([l2r, r2l])), crossing_spans([l2r, byte])
+    ([(0, 3), (2, 5)], set())
+    """
+    import bisect
+
+    lists = [[(int(s.start), int(s.end)) for s in spans] for spans in span_lists]
+    if len(lists) < 2:
+        return set()
+    bounds = []
+    for spans in lists:
+        b = {0}
+        for a, e in spans:
+            b.add(a)
+            b.add(e)
+        bounds.append((b, sorted(b)))
+    out = set()
+    for k, spans in enumerate(lists):
+        for a, e in spans:
+            if e - a < 2:  # a one-byte token has no inside: it can never be crossed
+                continue
+            for j, (bset, bsorted) in enumerate(bounds):
+                if j == k or (a in bset and e in bset):
+                    continue
+                i = bisect.bisect_right(bsorted, a)
+                if i < len(bsorted) and bsorted[i] < e:  # a boundary strictly inside, and an edge not shared
+                    out.add((a, e))
+                    break
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Digit handling
 
