@@ -3,8 +3,9 @@
 For each length it measures, on the shipped ``docs-byte`` model (or a random model of the same shape when it is
 not shipped, which the output says):
 
-* capture: one forward pass with hooked q/k/v (:class:`AttentionProbe`), all per-head metrics computed one head
-  at a time, and one head click (probabilities of one head + downsampling), in wall-clock ms;
+* capture: one forward pass with hooked q/k/v (:class:`AttentionProbe`), all per-head metrics computed blockwise
+  (query blocks of every head of a layer, :func:`head_metrics`), and one head click (the head's image built from
+  query blocks, :func:`~workbench.attention.view.probe_head_view`), in wall-clock ms;
 * whether the whole ``(L, H, T, T)`` float32 capture fits the default 512 MB budget;
 * bytes the widget sends: the first display (every figure serialised with its data, as ``BokehPane`` sends it
   when the browser first shows it; bokeh gzips arrays there) and one head click once shown (the patch, counted on
@@ -20,8 +21,8 @@ import time
 
 import torch
 
-from workbench.attention import AttentionProbe, capture_bytes, dense, head_metrics, head_view
-from workbench.attention.view import bertviz_json_bytes
+from workbench.attention import AttentionProbe, capture_bytes, dense, head_metrics
+from workbench.attention.view import bertviz_json_bytes, probe_head_view
 
 
 def _model(name: str):
@@ -82,7 +83,7 @@ def measure(model, T: int, max_side: int, sample_rows: int, with_widget: bool = 
     head_metrics(probe)
     row["metrics_ms"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    view = head_view(probe.probs(L - 1, [0])[0], 0, None, max_side)
+    view = probe_head_view(probe, L - 1, 0, None, max_side)  # query blocks, never the whole (T, T) pattern
     row["head_click_ms"] = (time.perf_counter() - t0) * 1e3
     row["full_capture_bytes"] = capture_bytes(L, H, T, T)
     row["full_capture_fits_512MB"] = row["full_capture_bytes"] <= 512 * 2**20
@@ -128,9 +129,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-rows", type=int, default=64, help="rows per head serialised to estimate BertViz JSON")
     ap.add_argument("--no-widget", action="store_true", help="count payload bytes without building the widget")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 is steadier on a shared machine)")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(max(1, min(args.threads, torch.get_num_threads())))
     model, desc = _model(args.model)
     c = model.config
     print(f"model: {desc}: {c.n_layer} layers x {c.n_head} heads, context {c.block_size}, "
@@ -151,8 +153,8 @@ def main(argv=None) -> int:
         print(f"{r['T']:>5} | {r['forward_ms']:>6.0f}ms | {r['metrics_ms']:>6.0f}ms | {click_ms:>5.0f}ms | "
               f"{_mb(r['full_capture_bytes']):>9} {fits:>6} | {_mb(r['widget_first_bytes']):>10} | "
               f"{_mb(r['widget_click_bytes']):>9} | {bv:>14} | {r['ratio_first']:>6.0f} | {r['ratio_click']:>7.0f}")
-    print("\nforward: one pass with hooked q/k/v; metrics: 7 per-head metrics, one head at a time; click: one "
-          "head's probabilities + downsampling (+ bokeh update with the widget).")
+    print("\nforward: one pass with hooked q/k/v; metrics: 7 per-head metrics, blockwise over queries; click: one "
+          "head's image from query blocks (+ bokeh update with the widget).")
     print("widget 1st: the figures serialised with their data (arrays gzipped by bokeh); per click: the patch for "
           "a new head (one float32 image "
           f"of at most {args.max_side}x{args.max_side}).")
