@@ -68,19 +68,84 @@ def drop_highest_loss(loss, k: int) -> np.ndarray:
     return keep
 
 
+#: Columns a sweep CSV needs: parameters, tokens, and the loss (the first of these loss columns present).
+CSV_COLUMNS = ("N", "D")
+CSV_LOSS_COLUMNS = ("val_loss", "loss")
+
+
+def read_sweep_csv(path) -> dict:
+    """N, D, C, loss of a sweep CSV: one row per run with columns ``N``, ``D`` and ``val_loss`` (as
+    ``run_sweep`` writes it, the shipped sweep's format) or ``loss``; other columns are ignored. An empty
+    loss cell (or "None", "nan") is a run without a loss. Every other problem is a specific
+    :class:`ScalingError`: no such file, not text, empty, missing columns (named, with those found), a
+    value that is not a number (row and column named)."""
+    import csv
+
+    p = Path(str(path).strip()).expanduser()
+    if not p.exists():
+        raise ScalingError(f"no file at {p}")
+    if not p.is_file():
+        raise ScalingError(f"{p} is not a file")
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError:
+        raise ScalingError(f"{p.name} is not a text CSV (it is not UTF-8)") from None
+    except csv.Error as e:
+        raise ScalingError(f"{p.name} is not a readable CSV: {e}") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise ScalingError(f"{p.name} is empty: a sweep CSV needs a header row (N, D, val_loss) and one row per run")
+    header = [c.strip() for c in rows[0]]
+    loss_col = next((c for c in CSV_LOSS_COLUMNS if c in header), None)
+    missing = [c for c in CSV_COLUMNS if c not in header] + ([] if loss_col else ["val_loss (or loss)"])
+    if missing:
+        found = ", ".join(repr(c) for c in header[:8]) + (", ..." if len(header) > 8 else "")
+        raise ScalingError(f"{p.name} lacks the column(s) {', '.join(missing)}; it has {found}. A sweep CSV needs "
+                           f"columns N (parameters), D (tokens) and val_loss or loss")
+    if len(rows) == 1:
+        raise ScalingError(f"{p.name} has a header but no runs")
+    cols = {"N": header.index("N"), "D": header.index("D"), "loss": header.index(loss_col)}
+    out = {k: np.empty(len(rows) - 1) for k in cols}
+    for i, r in enumerate(rows[1:], start=2):
+        for k, j in cols.items():
+            cell = r[j].strip() if j < len(r) else ""
+            name = loss_col if k == "loss" else k
+            if k == "loss" and cell.lower() in ("", "none", "nan"):
+                out[k][i - 2] = np.nan
+                continue
+            try:
+                out[k][i - 2] = float(cell)
+            except ValueError:
+                what = "is empty" if cell == "" else f"has {cell[:20]!r}, which is not a number"
+                raise ScalingError(f"{p.name}, line {i}: column {name} {what}") from None
+    bad = [k for k in ("N", "D") if np.any(~np.isfinite(out[k]) | (out[k] <= 0))]
+    if bad:
+        k = bad[0]
+        line = int(np.flatnonzero(~np.isfinite(out[k]) | (out[k] <= 0))[0]) + 2
+        raise ScalingError(f"{p.name}, line {line}: column {k} must be a positive number, got {out[k][line - 2]!r}")
+    out["C"] = 6.0 * out["N"] * out["D"]
+    return out
+
+
 def _store_arrays(path) -> dict:
     """N, D, C, loss of a sweep store directory or a sweep CSV; never creates anything on disk."""
-    from .replays import load_tinygpt_sweep
     from .sweep import SweepResult, SweepStore
 
     if path is None or str(path).strip() == "":
         raise ScalingError("give the path of a sweep store (a directory made by run_sweep) or a sweep CSV")
     p = Path(str(path).strip()).expanduser()
-    if p.is_file() and p.suffix == ".csv":
-        return load_tinygpt_sweep(p).arrays()
+    if p.suffix.lower() == ".csv" or p.is_file():
+        return read_sweep_csv(p)
+    if not p.exists():
+        raise ScalingError(f"nothing at {p}: give a sweep store directory (made by run_sweep) or a sweep CSV")
     if not (p / "store.json").is_file():
         raise ScalingError(f"{p} is not a sweep store (no store.json) or a sweep CSV")
-    records = SweepStore(p).all()
+    try:
+        records = SweepStore(p).all()
+    except (ValueError, TypeError, KeyError) as e:   # a damaged run record (bad JSON, unknown fields)
+        raise ScalingError(f"the sweep store at {p} has a run record that cannot be read: "
+                           f"{type(e).__name__}: {e}") from None
     if not records:
         raise ScalingError(f"the sweep store at {p} holds no finished runs yet")
     return SweepResult(records=records).arrays()

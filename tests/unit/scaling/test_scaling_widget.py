@@ -136,7 +136,7 @@ def test_user_sweep_store(tmp_path):
     missing = tmp_path / "nowhere"
     w.path.value = str(missing)
     w.load_button.click()
-    assert "not a sweep store" in w.info.value and not missing.exists()   # nothing created on disk
+    assert "nothing at" in w.info.value and not missing.exists()          # nothing created on disk
     w.path.value = str(tmp_path / "mine")
     w.load_button.click()
     assert len(w.points_source.data["C"]) == 20
