@@ -314,10 +314,11 @@ class WorkbenchWidget(W.VBox):
         """"Export PNG" and "Export data" buttons (with the data format) for the widget's controls row; they write
         into ``export_dir`` and say where in the notice, with a download link. Built once per widget."""
         if getattr(self, "_export_box", None) is None:
-            self.export_png_button = W.Button(description="Export PNG", icon="image", layout=W.Layout(width="112px"),
+            fit = dict(width="auto", min_width="112px", flex="0 0 auto")  # never "Export d...": as wide as the label
+            self.export_png_button = W.Button(description="Export PNG", icon="image", layout=W.Layout(**fit),
                                               tooltip="draw what the widget shows into a PNG in export_dir")
             self.export_data_button = W.Button(description="Export data", icon="download",
-                                               layout=W.Layout(width="112px"),
+                                               layout=W.Layout(**fit),
                                                tooltip="write the data behind the figures in the chosen format")
             self.export_format = W.Dropdown(options=list(formats), value=default, layout=W.Layout(width="72px"))
             self.export_png_button.on_click(lambda _: self._click_export("png"))
