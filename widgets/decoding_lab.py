@@ -110,6 +110,7 @@ class DecodingLab(WorkbenchWidget):
         self.timings: dict[str, float] = {}
         self._play_handle = None
         self._last = None  # (kind, prompt ids) of the result shown, for the cursor rule
+        self._drawn = None  # which kind of view holds data ("steps", "beam", "spec")
 
         # --- controls ---
         self.prompt = W.Textarea(value=prompt, description="prompt", layout=W.Layout(width="98%", height="50px"))
@@ -284,7 +285,9 @@ class DecodingLab(WorkbenchWidget):
         sf.xaxis.ticker = FixedTicker(ticks=[])
         sf.yaxis.axis_label = "probability (log)" if log else "probability"
         sf.xgrid.grid_line_color = None
-        legend = _legend()
+        # one key entry per stage slot, made once (new legend items would make bokeh re-walk the document on
+        # every step); unused slots are hidden
+        legend = _legend([LegendItem(label="", renderers=[r], visible=False) for r in renderers])
         sf.add_layout(legend, "right")
         return sf, renderers, legend
 
@@ -466,13 +469,14 @@ class DecodingLab(WorkbenchWidget):
 
     # -------------------------------------------------------------------------------------------- drawing
     def _clear(self):
+        self._drawn = None
         for src in (self.stage_source, self.timeline_source, self.beam_nodes, self.beam_edges, self.spec_source,
                     self.alpha_source, *self._stage_bars.values(), *self._stage_log_bars.values(),
                     *self._beam_status.values(),
                     *self._spec_bars.values()):
             src.data = {k: [] for k in src.data}
-        self._stage_legend.items = []
-        self._stage_log_legend.items = []
+        for item in (*self._stage_legend.items, *self._stage_log_legend.items):
+            item.visible = False
         self.text_view.value = ""
 
     def render(self) -> None:
@@ -482,13 +486,11 @@ class DecodingLab(WorkbenchWidget):
         if r is None:
             self._clear()
             return
-        self._clear()
-        if hasattr(r, "rounds"):
-            self._render_spec(r)
-        elif hasattr(r, "hypotheses"):
-            self._render_beam(r)
-        else:
-            self._render_steps(r)
+        view = "spec" if hasattr(r, "rounds") else "beam" if hasattr(r, "hypotheses") else "steps"
+        if view != self._drawn:  # empty the views of the previous kind of result once
+            self._clear()
+            self._drawn = view
+        {"spec": self._render_spec, "beam": self._render_beam, "steps": self._render_steps}[view](r)
         tok = self.model.tokenizer
         prompt = html.escape(tok.decode_with_placeholders(r.prompt)) if tok is not None else ""
         gen = "".join(f'<span style="background:#e3f2fd">{html.escape(self._label(t))}</span>'
@@ -505,6 +507,8 @@ class DecodingLab(WorkbenchWidget):
         self.stage_source.data = v.rows
         for k in self._stage_bars:
             sel = [i for i, s in enumerate(v.rows["stage_index"]) if s % len(STAGE_COLORS) == int(k)]
+            if not sel and not len(self._stage_bars[k].data["x"]):
+                continue  # an unused slot stays empty without a redraw
             part = {c: [v.rows[c][i] for i in sel] for c in core.STAGE_COLUMNS}
             self._stage_bars[k].data = part
             self._stage_log_bars[k].data = dict(part)
@@ -512,8 +516,10 @@ class DecodingLab(WorkbenchWidget):
         turn = max(map(len, v.labels), default=0) * 7 > (FIG_W - 220) / n
         for sf, renderers, legend in ((self.stage_figure, self._stage_renderers, self._stage_legend),
                                       (self.stage_log_figure, self._stage_log_renderers, self._stage_log_legend)):
-            legend.items = [LegendItem(label=f"{name} (kept {kept})", renderers=[renderers[k % len(STAGE_COLORS)]])
-                            for k, (name, kept) in enumerate(zip(v.stages, v.kept))]
+            for k, item in enumerate(legend.items):
+                used = k < len(v.stages)
+                item.label = f"{v.stages[k]} (kept {v.kept[k]})" if used else ""
+                item.visible = used
             sf.x_range.start, sf.x_range.end = -0.6, n - 0.4
             sf.xaxis.ticker.ticks = v.ticks
             sf.xaxis.major_label_overrides = {j: lab for j, lab in enumerate(v.labels)}
