@@ -22,7 +22,7 @@ widgets.side_by_side(widgets.Playground(model, prompt=prompt, compact=True),
 
 GEOMETRY = """() => {
     const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
-    const out = nb.querySelector('.jp-OutputArea-output .widget-hbox');
+    const out = nb.querySelector('.jp-OutputArea-output .widget-hbox');  // the side-by-side row
     const column = out.closest('.jp-OutputArea-output').getBoundingClientRect();
     const pgs = [...out.children];
     const r = e => e.getBoundingClientRect();
@@ -76,3 +76,52 @@ def test_two_compact_playgrounds_fit_side_by_side(page, lab_server):
     assert g["clipped"] == [], g["clipped"]
     for canvas in page.locator(".jp-OutputArea-output canvas").all()[:2]:
         assert colourful_pixels(canvas.screenshot()) > 300
+
+
+LAB_CELL = """import widgets
+from workbench.data import load_corpus
+from workbench.tokenizers import BPETokenizer, ByteTokenizer
+
+widgets.load_bokeh()
+docs = load_corpus("python-docs")[:60_000]
+bpe = BPETokenizer.train(docs, 512, progress=False)
+r2l = BPETokenizer.train(docs, 512, pattern="gpt4", digits="r2l3", progress=False)
+widgets.TokenizerLab([ByteTokenizer(), bpe, r2l], sample=docs[:400])"""
+
+LAB_GEOMETRY = """() => {
+    const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
+    const out = nb.querySelector('.wbtok').closest('.jp-OutputArea-output');  // not the BokehJS loader's output
+    const right = out.getBoundingClientRect().right;
+    const r = e => e.getBoundingClientRect();
+    const cols = [...out.querySelectorAll('.wbtok')].slice(0, 3).map(e => e.closest('.widget-vbox'));
+    const spans = [...out.querySelectorAll('.wbtok span')];
+    return {
+        right,
+        cols: cols.map(c => [r(c).left, r(c).right]),
+        split: spans.filter(s => s.getClientRects().length > 1).map(s => s.textContent).slice(0, 5),
+        over: [...out.querySelectorAll('.widget-box, .widget-html')].filter(e => r(e).right > right + 1).length,
+        clipped: [...out.querySelectorAll('.widget-label, button')]
+            .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.textContent.trim()),
+    };
+}"""
+
+
+def test_tokenizer_lab_columns_fit_with_a_gutter(page, lab_server):
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                         "language": "python"}},
+          "cells": [{"cell_type": "code", "id": "lab", "metadata": {}, "execution_count": None, "outputs": [],
+                     "source": LAB_CELL}]}
+    body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{lab_server}/api/contents/tokenizer_lab.ipynb", data=body,
+                                                  method="PUT", headers={"Content-Type": "application/json"}),
+                           timeout=30).read()
+    open_and_run_all(page, lab_server, "tokenizer_lab.ipynb")
+    page.locator(".jp-OutputArea-output .wbtok").first.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(1500)
+    g = page.evaluate(LAB_GEOMETRY)
+    page.screenshot(path=str(ARTIFACTS / "tokenizer_lab.png"), full_page=False)
+    assert_no_widget_errors(page)
+    assert len(g["cols"]) == 3 and g["split"] == [] and g["over"] == 0, g
+    for (_, a_right), (b_left, _) in zip(g["cols"], g["cols"][1:]):
+        assert b_left >= a_right, g["cols"]  # columns never overlap
+    assert g["clipped"] == [], g["clipped"]
