@@ -108,18 +108,31 @@ class _Session:
 _local = threading.local()
 
 
-def _session_for(module) -> tuple[_Session | None, int | None]:
-    for s in reversed(getattr(_local, "stack", [])):
-        layer = s.layer_of.get(id(module))
-        if layer is not None:
-            return s, layer
-    return None, None
+def _sessions_for(module) -> tuple[list[_Session], int | None]:
+    """Every active session (outermost first) that knows ``module``, and its layer: nested ``hooks()`` blocks
+    compose (an ablation outside, a mask policy inside, both apply)."""
+    found, layer = [], None
+    for s in getattr(_local, "stack", []):
+        i = s.layer_of.get(id(module))
+        if i is not None:
+            found.append(s)
+            layer = i
+    return found, layer
+
+
+def _apply(sessions, name, t):
+    for s in sessions:
+        fn = s.fns.get(name)
+        if fn is not None:
+            r = fn(t)
+            t = t if r is None else r
+    return t
 
 
 def _workbench_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """``softmax(Q K^T * scaling + mask) V`` for query ``(B, H, T, Dh)``, key/value ``(B, n_kv, S, Dh)``; returns
     ``(out (B, T, H, Dh), probs or None)`` as transformers' attention functions do."""
-    s, layer = _session_for(module)
+    sessions, layer = _sessions_for(module)
     if kwargs.get("s_aux") is not None:
         raise LayoutError(f"{type(module).__name__}: learned attention sinks (s_aux) are not supported")
     B, H, T, Dh = query.shape
@@ -127,56 +140,44 @@ def _workbench_attention(module, query, key, value, attention_mask, scaling=None
     scaling = Dh ** -0.5 if scaling is None else float(scaling)
     window = kwargs.get("sliding_window")
     softcap = kwargs.get("softcap")
-    fns = s.fns if s is not None else {}
     pre = f"blocks.{layer}.attn."
-    if s is not None:
+    for s in sessions:
         s.seen[layer] = {"scaling": scaling, "sliding_window": int(window) if window else None,
                          "softcap": float(softcap) if softcap else None, "n_kv": key.size(1), "head_dim": Dh}
-        for part, t in (("q", query), ("k", key), ("v", value)):
-            fn = fns.get(pre + part)
-            if fn is not None:
-                r = fn(t)
-                if part == "q" and r is not None:
-                    query = r
-                elif part == "k" and r is not None:
-                    key = r
-                elif part == "v" and r is not None:
-                    value = r
-    if s is not None and s.positions is not None:
-        q_pos, k_pos = s.positions(layer, T, S)
+    query = _apply(sessions, pre + "q", query)
+    key = _apply(sessions, pre + "k", key)
+    value = _apply(sessions, pre + "v", value)
+    positions = next((s.positions for s in reversed(sessions) if s.positions is not None), None)
+    if positions is not None:
+        q_pos, k_pos = positions(layer, T, S)
     else:
         k_pos = torch.arange(S, device=query.device)
         q_pos = k_pos[S - T:]
     allowed = k_pos[None, :] <= q_pos[:, None]
     if window:  # the layer's own sliding window (Mistral, Gemma 2/3, ...)
         allowed = allowed & (k_pos[None, :] > q_pos[:, None] - int(window))
-    if s is not None and s.mask is not None:
-        allowed = allowed & s.mask(q_pos, k_pos)
+    for s in sessions:
+        if s.mask is not None:
+            allowed = allowed & s.mask(q_pos, k_pos)
     if attention_mask is not None and attention_mask.dim() == 4:  # a padding mask from the caller, if any
         pad = attention_mask[:, :, :, :S]
         allowed = allowed & (pad if pad.dtype == torch.bool else pad > torch.finfo(pad.dtype).min / 2)
     rep = H // key.size(1)
     k = key.repeat_interleave(rep, dim=1) if rep > 1 else key
     v = value.repeat_interleave(rep, dim=1) if rep > 1 else value
-    want_probs = pre + "pattern" in fns or kwargs.get("output_attentions", False)
-    if softcap or want_probs:
+    hooked_pattern = any(pre + "pattern" in s.fns for s in sessions)
+    if softcap or hooked_pattern or kwargs.get("output_attentions", False):
         scores = (query @ k.transpose(-2, -1)) * scaling
         if softcap:
             scores = torch.tanh(scores / softcap) * softcap
         scores = scores.masked_fill(~allowed, float("-inf"))
         probs = scores.float().softmax(-1).to(query.dtype)
-        if pre + "pattern" in fns:
-            r = fns[pre + "pattern"](probs)
-            probs = probs if r is None else r
+        probs = _apply(sessions, pre + "pattern", probs)
         out = probs @ v
     else:
         probs = None
         out = F.scaled_dot_product_attention(query, k, v, attn_mask=allowed, scale=scaling)
-    out = out.transpose(1, 2).contiguous()  # (B, T, H, Dh)
-    fn = fns.get(pre + "z")
-    if fn is not None:
-        r = fn(out)
-        out = out if r is None else r
+    out = _apply(sessions, pre + "z", out.transpose(1, 2).contiguous())  # (B, T, H, Dh)
     return out, probs
 
 

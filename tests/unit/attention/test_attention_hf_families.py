@@ -260,3 +260,26 @@ def test_attention_lab_on_every_family(family, tmp_path):
     slid.select(0, 0)
     img = np.asarray(slid.image_source.data["image"][0])
     assert img[T - 1, : T - 6].max() == 0 and img[T - 1, T - 6:].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_ablation_under_a_policy_composes(family):
+    """Nested layout sessions compose: a head ablated (outer) while a sliding-window policy runs (inner) equals
+    zeroing that head's W_O columns in a copy run by HF's eager attention under the same 4-D mask."""
+    hf = sharp(family)
+    policy = sliding_window(5)
+    r = ablate_heads(from_hf(hf), IDS, [(1, 3)], policy=policy)
+    c = copy.deepcopy(hf)
+    lay = layout_of(from_hf(c))
+    Dh = lay.head_dim
+    with torch.no_grad():
+        w = lay.w_o[1].weight
+        if isinstance(lay.w_o[1], torch.nn.Linear):
+            w[:, 3 * Dh:4 * Dh] = 0
+        else:
+            w[3 * Dh:4 * Dh] = 0
+    T = len(IDS)
+    _, logits = eager_reference(c, IDS, policy.allowed(torch.arange(T), torch.arange(T)))
+    np.testing.assert_allclose(r.ablated, logits[-1].log_softmax(-1).numpy(), atol=2e-5)
+    _, base = eager_reference(hf, IDS, policy.allowed(torch.arange(T), torch.arange(T)))
+    np.testing.assert_allclose(r.base, base[-1].log_softmax(-1).numpy(), atol=2e-5)
