@@ -516,4 +516,42 @@ class ScalingLab(WorkbenchWidget):
                                   f"N* ~ C^a, D* ~ C^b{iso}</small>")
 
 
-__all__ = ["ScalingLab"]
+_PALETTE = ["#440154", "#3b528b", "#21918c", "#5ec962", "#c8a800", "#e07b00", "#b00020"]
+
+
+def sweep_chart(sweep: dict, fit, width: int = 760, height: int = 340):
+    """Notebook 04's TinyGPT sweep chart: loss against tokens per model size (points) and ``fit``'s law
+    (dashed), readable log ticks (300k, 1M, 3M), the legend outside the plot and click-to-hide."""
+    N, D, loss = (np.asarray(sweep[k], dtype=float) for k in ("N", "D", "loss"))
+    p = figure(width=width, height=height, x_axis_type="log", y_axis_type="log",
+               title="TinyGPT sweep: loss vs tokens per size", x_axis_label="training tokens D",
+               y_axis_label="validation loss (nats/byte)", x_range=Range1d(*_log_range(D)),
+               y_range=Range1d(*_log_range(loss, pad=0.15)))
+    Dg = np.logspace(np.log10(D.min()), np.log10(D.max()), 40)
+    items = []
+    for colour, n in zip(_PALETTE, np.unique(N)):
+        m = N == n
+        r1 = p.scatter(D[m], loss[m], color=colour, size=8)
+        r2 = p.line(Dg, fit.predict(n, Dg), color=colour, line_dash="dashed")
+        items.append(LegendItem(label=f"N = {tick_label(n)}", renderers=[r1, r2]))
+    p.add_layout(Legend(items=items, click_policy="hide", title="size (dashed: fit)"), "right")
+    readable_log_axis(p.xaxis[0], *_log_range(D))
+    readable_log_axis(p.yaxis[0], *_log_range(loss, pad=0.15), max_ticks=6)
+    return p
+
+
+def token_multiplier_chart(fit, budgets=(1e19, 1e20, 1e21, 1e22), width: int = 760, height: int = 320):
+    """Notebook 04's Gadre chart: an over-training fit's predicted loss against the token multiplier M = D/N
+    at fixed compute budgets, with the legend outside the plot (the curves' rising ends stay visible)."""
+    Mg = np.logspace(0.5, 3, 60)
+    p = figure(width=width, height=height, x_axis_type="log", title="loss vs token multiplier at fixed compute",
+               x_axis_label="M = D / N", y_axis_label="predicted C4 loss")
+    items = [LegendItem(label=tick_label(Cb, sci=True) + " FLOP",
+                        renderers=[p.line(Mg, fit.predict(Cb, Mg), color=c, line_width=2)])
+             for c, Cb in zip(_PALETTE, budgets)]
+    p.add_layout(Legend(items=items, click_policy="hide", title="budget C"), "right")
+    readable_log_axis(p.xaxis[0], Mg[0], Mg[-1])
+    return p
+
+
+__all__ = ["ScalingLab", "sweep_chart", "token_multiplier_chart"]

@@ -213,3 +213,26 @@ def test_controls_fit_a_900px_column():
         assert c.style.description_width == "initial", c.description
         width = c.layout.width
         assert width is None or int(width.rstrip("px")) <= 600
+
+
+def test_notebook_charts_keys_outside_and_readable_ticks():
+    from widgets.scaling_lab import sweep_chart, token_multiplier_chart
+    from workbench.scaling import load_tinygpt_sweep
+
+    sweep = load_tinygpt_sweep().arrays()
+    fit = fit_chinchilla(sweep["N"], sweep["D"], sweep["loss"], grid="coarse")
+    p = sweep_chart(sweep, fit)
+    labels = list(p.xaxis[0].major_label_overrides.values())
+    assert labels and all("e+" not in s and len(s) <= 5 for s in labels), labels
+    (lg,) = [x for x in p.right if isinstance(x, Legend)]
+    assert lg.click_policy == "hide" and len(lg.items) == len(np.unique(sweep["N"]))
+    assert not [x for x in p.center if isinstance(x, Legend)]
+
+    class Law:                                                          # any fit with predict(C, M)
+        def predict(self, C, M):
+            return 2 + np.log10(C) * 0 + 0.01 * np.asarray(M) ** 0.5
+
+    q = token_multiplier_chart(Law())
+    (lg,) = [x for x in q.right if isinstance(x, Legend)]
+    assert [i.label.value for i in lg.items] == ["1e19 FLOP", "1e20 FLOP", "1e21 FLOP", "1e22 FLOP"]
+    assert not [x for x in q.center if isinstance(x, Legend)]
