@@ -367,11 +367,12 @@ class AttentionProbe:
             L = lay.n_layer
             rec = {"q": [None] * L, "k": [None] * L, "v": [None] * L}
 
-            def keep(part, i):
-                return lambda t: rec[part].__setitem__(i, t[0].detach().float())
+            def keep(part, i):  # in the model's dtype (bfloat16 weights keep bfloat16 copies); upcast per block
+                return lambda t: rec[part].__setitem__(i, t[0].detach())
 
             fns = {f"blocks.{i}.attn.{p}": keep(p, i) for i in range(L) for p in ("q", "k", "v")}
-            self.logits_last = hf_forward_logits(m, ids, pol, lay, fns)[0, -1].float()
+            # only the last position's logits are kept: T x V logits would dominate the memory of a long text
+            self.logits_last = hf_forward_logits(m, ids, pol, lay, fns, last_only=True)[0, -1].float()
             self._lay, self._rec = lay, rec
             self.meta["mechanism"] = "recompute"
             return
@@ -414,8 +415,8 @@ class AttentionProbe:
         lay = self._lay
         hs = list(heads)
         rep = lay.n_head // lay.n_kv
-        q = self._rec["q"][layer][hs, start:end]  # (H', Tq, Dh)
-        k = self._rec["k"][layer][[h // rep for h in hs], :end]  # query head h reads kv head h // rep
+        q = self._rec["q"][layer][hs, start:end].float()  # (H', Tq, Dh)
+        k = self._rec["k"][layer][[h // rep for h in hs], :end].float()  # query head h reads kv head h // rep
         key = (start, end, lay.sliding_window[layer], q.device)
         bias = self._bias_cache.get(key)
         if bias is None:
@@ -451,17 +452,27 @@ class AttentionProbe:
         (layer,) = _select("layer", layer, self.n_layer)
         (head,) = _select("head", head, self.n_head)
         end = end or self.T
-        if self.tiny:
-            v = self._v[layer][head, :end]
-        elif self._lay is not None:
-            v = self._rec["v"][layer][head // (self._lay.n_head // self._lay.n_kv), :end]
-        else:
-            raise CaptureNotSupportedError(self.value_norm_error or "this model exposes no value vectors")
-        from workbench.models.layout import layout_of
-
+        v = self._values(layer, head, end)
         with torch.no_grad():
-            W = layout_of(self.model).w_out(layer)[head]  # (Dh, D)
-            return (v.to(W.dtype) @ W).float()
+            W = self._w_out(layer)[head]  # (Dh, D)
+            return v @ W
+
+    def _values(self, layer: int, head: int, end: int) -> torch.Tensor:
+        """One head's values ``(Tk, Dh)``, float32."""
+        if self.tiny:
+            return self._v[layer][head, :end].float()
+        if self._lay is not None:
+            return self._rec["v"][layer][head // (self._lay.n_head // self._lay.n_kv), :end].float()
+        raise CaptureNotSupportedError(self.value_norm_error or "this model exposes no value vectors")
+
+    def _w_out(self, layer: int) -> torch.Tensor:
+        """``W_O`` of one layer ``(H, Dh, D)``, float32, looked up once per layer."""
+        cache = self.__dict__.setdefault("_w_out_cache", {})
+        if layer not in cache:
+            from workbench.models.layout import layout_of
+
+            cache[layer] = layout_of(self.model).w_out(layer).float()
+        return cache[layer]
 
     def value_norms(self, layer: int, heads=None, end: int | None = None) -> torch.Tensor | None:
         """``||v_j W_O^h||`` ``(H', Tk)`` (TinyGPT and HF models with a layout; None otherwise, reason in
@@ -470,7 +481,15 @@ class AttentionProbe:
         hs = _select("head", heads, self.n_head)
         if not self.has_value_norms:
             return None
-        return torch.stack([self.value_vectors(layer, h, end).norm(dim=-1) for h in hs])
+        end = end or self.T
+        W = self._w_out(layer)
+        out = []
+        with torch.no_grad():
+            for h in hs:  # ||v W_h||^2 = v (W_h W_h^T) v^T: (Tk, Dh) work per key instead of (Tk, D)
+                v = self._values(layer, h, end)
+                G = W[h] @ W[h].T  # (Dh, Dh)
+                out.append(((v @ G) * v).sum(-1).clamp_min(0).sqrt())
+        return torch.stack(out)
 
     def capture(self, layers=None, heads=None, window=None, value_norms: bool = True) -> AttentionCapture:
         """Materialise an :class:`AttentionCapture` for a selection, after checking the budget."""

@@ -163,9 +163,11 @@ def use_policy(model, policy: Policy | None):
 
 
 @torch.no_grad()
-def hf_forward_logits(model, ids: torch.Tensor, policy: Policy | None = None, lay=None, fns=None) -> torch.Tensor:
+def hf_forward_logits(model, ids: torch.Tensor, policy: Policy | None = None, lay=None, fns=None,
+                      last_only: bool = False) -> torch.Tensor:
     """Logits ``(B, T, V)`` of a ``from_hf`` model on ``ids`` ``(B, T)`` under a mask ``policy``, with ``fns`` hooked
-    at the layout's named points; beyond the model's context only for rotary (or position-free) families."""
+    at the layout's named points; beyond the model's context only for rotary (or position-free) families.
+    ``last_only``: only the last position's logits ``(B, 1, V)`` are computed (``logits_to_keep=1``)."""
     from workbench.models.layout import layout_of
 
     lay = lay or layout_of(model)
@@ -178,9 +180,12 @@ def hf_forward_logits(model, ids: torch.Tensor, policy: Policy | None = None, la
     policy = as_policy(policy)
     mask = None if policy is None or policy.kind == "dense" else policy.mask_fn
     with lay.hooks(fns, mask=mask):
-        if T <= ctx:
+        if T <= ctx and not last_only:
             return model.forward(ids).logits
-        return model.hf(input_ids=ids.to(model.device), use_cache=False).logits.float()
+        if T <= ctx:
+            model._check(ids)  # the adapter's id and length checks
+        kw = {"logits_to_keep": 1} if last_only else {}
+        return model.hf(input_ids=ids.to(model.device), use_cache=False, **kw).logits.float()
 
 
 class HFSinkCache:
