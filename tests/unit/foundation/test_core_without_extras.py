@@ -14,7 +14,7 @@ def test_core_runs_without_extras_and_without_widgets():
         import workbench.decoding, workbench.scaling, workbench.kernels
         from workbench.models import GPTConfig, TinyGPT, load_pretrained, train
         m = load_pretrained("docs-byte-draft")
-        assert m(torch.tensor([m.tokenizer.encode("def f(x):")])).logits.shape[-1] == 257
+        assert m(torch.tensor([m.tokenizer.encode("def f(x):")])).logits.shape[-1] == 258
         tiny = TinyGPT(GPTConfig(vocab_size=10, n_layer=1, n_head=1, n_embd=8, block_size=8))
         train(tiny, torch.arange(100) % 10, steps=2, batch_size=2, progress=False)
         from workbench import kernels
