@@ -62,19 +62,52 @@ def lab_server(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture
-def page(lab_server):
-    from playwright.sync_api import sync_playwright
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.js_errors = []
-        pg.on("pageerror", lambda e: pg.js_errors.append(str(e)))
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session (Playwright's sync API allows one driver per thread)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install it with 'apt-get install chromium' to run browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         try:
-            yield pg
+            yield b
         finally:
-            browser.close()
+            b.close()
+
+
+def new_lab_page(browser):
+    """A 1,400 x 1,000 tab that records uncaught page errors in ``page.js_errors``."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.js_errors = []
+    pg.on("pageerror", lambda e: pg.js_errors.append(str(e)))
+    return pg
+
+
+def shutdown_kernels(base_url: str) -> None:
+    """Stop every kernel the server runs (a closed tab leaves its kernel, and its model, in memory)."""
+    import json
+
+    try:
+        with urllib.request.urlopen(f"{base_url}/api/kernels", timeout=10) as r:
+            kernels = json.load(r)
+        for k in kernels:
+            urllib.request.urlopen(urllib.request.Request(f"{base_url}/api/kernels/{k['id']}", method="DELETE"),
+                                   timeout=30).read()
+    except OSError:
+        pass  # the server is going away anyway
+
+
+@pytest.fixture
+def page(browser, lab_server):
+    pg = new_lab_page(browser)
+    try:
+        yield pg
+    finally:
+        pg.close()
+        shutdown_kernels(lab_server)

@@ -1,14 +1,10 @@
 """TokenizerLab spans in a real Chromium (plain HTML, no JupyterLab): in a narrow column no token is split across
 lines (the issue's ``<0xC`` / ``3>``) and nothing overflows; the old ``word-break:break-all`` style did split."""
-import os
-from pathlib import Path
-
 import pytest
 
 from workbench.tokenizers import ByteTokenizer
 
 pytestmark = pytest.mark.browser
-CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
 TEXT = "Unicode too: café, naïve, 東京, 🙂 " * 6 + "    def add(a, b):\n        return a + b  # 1234567\n"
 
 MEASURE = """(width) => {
@@ -23,15 +19,8 @@ MEASURE = """(width) => {
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
+def chromium(browser):
+    return browser  # the session's Chromium (conftest): Playwright's sync API allows one driver per thread
 
 
 def _measure(browser, html, width):
