@@ -27,6 +27,7 @@ import time
 
 import ipywidgets as W
 from bokeh.layouts import column
+from bokeh.core.properties import value
 from bokeh.models import (
     ColumnDataSource, FixedTicker, HoverTool, Legend, LegendItem, Range1d, SingleIntervalTicker,
 )
@@ -101,8 +102,8 @@ class DecodingLab(WorkbenchWidget):
             draft = draft if draft is not None else d
         kind = core.kind_of(strategy)
         self.model, self.draft, self.top_n, self.play_interval = model, draft, top_n, play_interval
-        self._model_name = getattr(model, "name", type(model).__name__)
-        self._summary = f"model={self._model_name!r}, strategy={kind!r}"
+        self._lm_name = getattr(model, "name", type(model).__name__)
+        self._summary = f"model={self._lm_name!r}, strategy={kind!r}"
         self._label = core.token_labeller(model)
         self.result = None
         self.comparison = None
@@ -365,7 +366,7 @@ class DecodingLab(WorkbenchWidget):
         if last is None or last[0] != s.strategy:
             self.tabs.selected_index = {"beam": 1, "diverse_beam": 1, "speculative": 2}.get(s.strategy, 0)
         self._last = (s.strategy, ids)
-        self._summary = f"model={self._model_name!r}, strategy={s.strategy!r}"
+        self._summary = f"model={self._lm_name!r}, strategy={s.strategy!r}"
         self.render()
 
     @property
@@ -518,7 +519,7 @@ class DecodingLab(WorkbenchWidget):
                                       (self.stage_log_figure, self._stage_log_renderers, self._stage_log_legend)):
             for k, item in enumerate(legend.items):
                 used = k < len(v.stages)
-                item.label = f"{v.stages[k]} (kept {v.kept[k]})" if used else ""
+                item.label = value(f"{v.stages[k]} (kept {v.kept[k]})" if used else "")  # a text, not a column
                 item.visible = used
             sf.x_range.start, sf.x_range.end = -0.6, n - 0.4
             sf.xaxis.ticker.ticks = v.ticks

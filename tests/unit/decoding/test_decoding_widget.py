@@ -131,6 +131,11 @@ def test_compare_and_errors(lab):
 
 def test_repr_is_stable(lab):
     assert repr(lab) == "DecodingLab(model='t0', strategy='sample')"
+    lab.strategy.value = "beam"
+    assert repr(lab) == "DecodingLab(model='t0', strategy='beam')"
+    # the front-end finds the widget's class by these traits: a lab attribute must never shadow them
+    state = lab.get_state()
+    assert (state["_model_name"], state["_view_name"]) == ("VBoxModel", "VBoxView")
 
 
 # ------------------------------------------------------------------------------------------------ issue 13 items
