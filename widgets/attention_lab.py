@@ -1,8 +1,10 @@
-"""AttentionLab: an L x H overview of per-head metrics, one head in detail, comparison, ablation, export.
+"""AttentionLab: an L x H overview of per-head metrics, one head in detail, comparison, ablation, export; and the
+CheckpointScrubber for the checkpoints of an induction run.
 
-All numbers come from :mod:`workbench.attention`; this module only draws them. Every head view (the detail and
-the three comparison panels) is ONE bokeh ``image`` glyph fed a downsampled ``(n, n)`` float32 array
-(``workbench.attention.head_view``), so a head click sends at most ``max_side**2 * 4`` bytes for the detail plus
+Every number drawn here comes from :mod:`workbench.attention.lab` (metrics, patterns, colour ranges, hover
+labels, top keys, next-token distributions, PNG pictures); this module holds figures, controls and wiring only.
+Every head view (the detail and the three comparison panels) is ONE bokeh ``image`` glyph fed a downsampled
+``(n, n)`` float32 array, so a head click sends at most ``max_side**2 * 4`` bytes for the detail plus
 ``3 * compare_side**2 * 4`` when comparing, whatever ``T`` is.
 """
 from __future__ import annotations
@@ -13,126 +15,144 @@ from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
+from bokeh.events import Tap
 from bokeh.models import (
-    BasicTicker,
     ColorBar,
     ColumnDataSource,
     CustomJSHover,
     FactorRange,
+    FixedTicker,
     HoverTool,
+    Legend,
+    LegendItem,
     LinearColorMapper,
+    PrintfTickFormatter,
     Range1d,
     TapTool,
 )
-from bokeh.events import Tap
 from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 
-from workbench.attention.view import probe_head_view
-from workbench.attention import (
-    AttentionError,
-    AttentionProbe,
-    IndexOutOfRangeError,
-    METRICS,
-    ablate_heads,
-    head_metrics,
-    head_view,
-    rollout,
-    save_png,
-    to_rgb,
-)
+from workbench.attention import METRICS, AttentionError, IndexOutOfRangeError, save_png
+from workbench.attention import lab as core
+from workbench.attention.lab import MODES, POLICY_CHOICES, POLICY_CONTROL, POLICY_LABELS, POLICY_USES, ROLLOUT_MAX_T
 
 from .base import Debouncer, WorkbenchWidget, bokeh_pane, notice, set_notice
 
-MODES = ("raw", "value-weighted", "rollout", "difference")
-ROLLOUT_MAX_T = 1024
+#: the width of a notebook column with the file browser open (DESIGN.md section 6)
+COLUMN = 880
+STYLE = {"description_width": "initial"}
+
+
+def _set_ticks(axis, lo: float, hi: float, max_ticks: int = 8) -> None:
+    """Whole-number ticks (layers, heads, positions, steps) on ``axis``."""
+    axis.ticker = FixedTicker(ticks=core.integer_ticks(lo, hi, max_ticks))
+
+
+def _colour_bar(mapper, title: str = "") -> ColorBar:
+    return ColorBar(color_mapper=mapper, width=10, title=title or None, formatter=PrintfTickFormatter(format="%.2f"),
+                    ticker=FixedTicker(ticks=[0.0, 1.0]), major_label_text_font_size="10px", padding=4)
+
+
+def _apply_scale(mapper, bar, scale) -> None:
+    """Show a :class:`~workbench.attention.lab.ColourScale`: the mapper's range, the bar's format and 5 ticks over
+    exactly that range."""
+    palette = RdBu11 if scale.diverging else Viridis256  # RdBu11 runs blue -> red: B - A > 0 is red, as in the PNG
+    mapper.update(palette=palette, low=scale.low, high=scale.high)
+    bar.formatter.format = scale.fmt
+    bar.ticker.ticks = np.linspace(scale.low, scale.high, 5).tolist()
 
 
 class ImagePanel:
-    """One head view: a figure with ONE ``image`` glyph, its data source, label sources for the hover and a
-    colour mapper. ``show`` draws a :class:`~workbench.attention.HeadView`."""
+    """One head view: a figure with ONE ``image`` glyph, its data source, hover label sources (position and token
+    of each row and column, from :func:`~workbench.attention.lab.position_labels`), a colour mapper and its colour
+    bar. Cell ``(q, k)`` is centred on the whole numbers ``(k, q)``, so integer ticks name cells."""
 
-    LABEL_JS = "const i = Math.floor({v} / meta.data.f[0]); return src.data.{col}[i] ?? '';"
+    LABEL_JS = "const i = Math.floor(({v} + 0.5) / meta.data.f[0]); return src.data.{col}[i] ?? '';"
 
     def __init__(self, title: str = "", width: int = 460, height: int = 440, tools: str = "pan,wheel_zoom,reset",
-                 toolbar_location: str | None = "above"):
-        self.source = ColumnDataSource(dict(image=[np.zeros((1, 1), np.float32)], x=[0], y=[0], dw=[1], dh=[1]))
+                 toolbar_location: str | None = "above", value_name: str = "weight"):
+        self.source = ColumnDataSource(dict(image=[], x=[], y=[], dw=[], dh=[]))
         self.qlab = ColumnDataSource(dict(q=[""]))
         self.klab = ColumnDataSource(dict(k=[""]))
         self.meta = ColumnDataSource(dict(q0=[0], f=[1]))
         self.mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
         fig = figure(width=width, height=height, title=title, toolbar_location=toolbar_location, tools=tools,
                      x_axis_label="key position", y_axis_label="query position",
-                     x_range=Range1d(0, 1), y_range=Range1d(1, 0))
+                     x_range=Range1d(-0.5, 0.5), y_range=Range1d(0.5, -0.5))
         self.glyph = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source,
                                color_mapper=self.mapper)
         js = self.LABEL_JS
-        fig.add_tools(HoverTool(renderers=[self.glyph],
-                                tooltips=[("query", "$y{q}"), ("key", "$x{k}"), ("weight", "@image{0.0000}")],
-                                formatters={
-                                    "$y": CustomJSHover(args=dict(src=self.qlab, meta=self.meta),
-                                                        code=js.format(v="(value - meta.data.q0[0])", col="q")),
-                                    "$x": CustomJSHover(args=dict(src=self.klab, meta=self.meta),
-                                                        code=js.format(v="value", col="k")),
-                                }))
-        fig.add_layout(ColorBar(color_mapper=self.mapper, width=8), "right")
+        self.hover = HoverTool(renderers=[self.glyph],
+                               tooltips=[("query", "$y{q}"), ("key", "$x{k}"), (value_name, "@image{0.0000}")],
+                               formatters={
+                                   "$y": CustomJSHover(args=dict(src=self.qlab, meta=self.meta),
+                                                       code=js.format(v="(value - meta.data.q0[0])", col="q")),
+                                   "$x": CustomJSHover(args=dict(src=self.klab, meta=self.meta),
+                                                       code=js.format(v="value", col="k")),
+                               })
+        fig.add_tools(self.hover)
+        self.bar = _colour_bar(self.mapper, value_name)
+        fig.add_layout(self.bar, "right")
         self.figure = fig
         self.view = None
+        self.scale = None
 
-    def show(self, v, title: str, diverging: bool = False, high: float | None = None) -> None:
-        """Draw ``v``; ``diverging``: red/blue around 0 (differences); ``high``: top of the colour scale."""
-        self.view = v
-        nq, nk = int(v.q_edges[-1] - v.q_edges[0]), int(v.k_edges[-1])
-        if diverging:
-            m = float(max(np.abs(v.image).max(), 1e-9)) if high is None else high
-            self.mapper.update(palette=RdBu11[::-1], low=-m, high=m)
-        else:
-            m = float(max(v.image.max(), 1e-9)) if high is None else high
-            self.mapper.update(palette=Viridis256, low=0.0, high=m)
-        if self.qlab.data["q"] != v.q_labels:  # labels change with the text, not with the head
-            self.qlab.data = dict(q=v.q_labels)
-        if self.klab.data["k"] != v.k_labels:
-            self.klab.data = dict(k=v.k_labels)
-        meta = dict(q0=[int(v.q_edges[0])], f=[v.factor])
+    def show(self, v, title: str, scale) -> None:
+        """Draw the :class:`~workbench.attention.HeadView` ``v`` on the colour scale ``scale``."""
+        self.view, self.scale = v, scale
+        q0 = int(v.q_edges[0])
+        nq, nk = int(v.q_edges[-1]) - q0, int(v.k_edges[-1])
+        _apply_scale(self.mapper, self.bar, scale)
+        ql, kl = core.position_labels(v)
+        if self.qlab.data["q"] != ql:  # labels change with the text, not with the head
+            self.qlab.data = dict(q=ql)
+        if self.klab.data["k"] != kl:
+            self.klab.data = dict(k=kl)
+        meta = dict(q0=[q0], f=[v.factor])
         if self.meta.data != meta:
             self.meta.data = meta
-        self.source.data = dict(image=[v.image], x=[0], y=[int(v.q_edges[0])], dw=[nk], dh=[nq])
-        self.figure.x_range.update(start=0, end=nk)
-        self.figure.y_range.update(start=int(v.q_edges[0]) + nq, end=int(v.q_edges[0]))
+        self.source.data = dict(image=[v.image], x=[-0.5], y=[q0 - 0.5], dw=[nk], dh=[nq])
+        self.figure.x_range.update(start=-0.5, end=nk - 0.5)
+        self.figure.y_range.update(start=q0 + nq - 0.5, end=q0 - 0.5)
+        _set_ticks(self.figure.xaxis[0], 0, nk - 1, 6)
+        _set_ticks(self.figure.yaxis[0], q0, q0 + nq - 1, 8)
         f = f", {v.factor}x{v.factor} blocks" if v.factor > 1 else ""
         self.figure.title.text = title + f
 
-
-def _rgb(image: np.ndarray, diverging: bool, high: float | None = None) -> np.ndarray:
-    """Viridis for patterns, white-centred red (+) / blue (-) for differences; ``(h, w, 3)`` uint8."""
-    if not diverging:
-        return to_rgb(image, 0.0, high)
-    m = max(float(np.abs(image).max()), 1e-9) if high is None else high
-    rgb = np.stack([np.clip(255 * (image / m), 0, 255), np.zeros_like(image), np.clip(-255 * (image / m), 0, 255)], -1)
-    return (255 - rgb.max(-1, keepdims=True) + rgb).astype(np.uint8)
+    def clear(self, title: str) -> None:
+        """No picture (after an error): an empty source and a title saying why."""
+        self.view = self.scale = None
+        self.source.data = dict(image=[], x=[], y=[], dw=[], dh=[])
+        self.figure.title.text = title
 
 
 class AttentionLab(WorkbenchWidget):
     """Explore a model's attention on a text.
 
-    * overview: tiles for every (layer, head) coloured by ``metric``; click a tile (or set ``layer``/``head``);
-    * detail: the selected head as one image, hover shows query token, key token and weight; ``mode`` switches
-      raw / value-weighted / rollout / difference: ``compare_text`` (a second prompt, same model) or
-      ``compare_model`` (a second model or checkpoint of the same shape, same text) gives ``b - a``;
-    * comparison: with a second prompt or model, a row shows the selected head for A and for B side by side
-      (same colour scale, the current mode; raw in difference mode) and ``B - A`` on their common tokens, each
-      one image of at most ``compare_side`` pixels a side; ``checkpoints={label: model}`` adds a "compare with"
-      menu (two checkpoints of one run); :meth:`compare_with` switches B from Python;
-    * line view: the top keys of the query chosen with the ``query`` slider or by tapping a row of the image;
-    * ablation: "ablate head" toggles the selected head off and redraws the next-token distribution;
-    * export: the current image as PNG and the data as .npz into ``export_dir``.
+    * overview: tiles for every (layer, head) coloured by ``metric`` (colour bar: the range of the values shown);
+      click a tile (or set ``layer``/``head``);
+    * detail: the selected head as one image; hover shows the query's and the key's position and token and the
+      weight; ``mode`` switches raw / value-weighted / rollout / difference (only the modes that apply are
+      offered: rollout up to 1,024 tokens, difference with a second prompt or model);
+    * comparison: with a second prompt (``compare_text``) or model (``compare_model``, or the ``checkpoints`` menu),
+      a row shows the selected head for A and for B (one colour scale) and ``B - A`` on their common tokens;
+      :meth:`compare_with` switches B from Python;
+    * top keys: the keys the query chosen with the ``query`` slider (or a tap on a row of the image) attends to;
+    * ablation: "ablate head" toggles the selected head off; the chart shows the next-token distribution clean
+      (grey) and, once a head is ablated, ablated (red);
+    * long context: a text longer than the model's context needs a policy from the "long context" menu
+      (dense, sliding window, lambda; ``policy=`` sets it);
+    * export: "Export PNG" (every figure shown) and "Export data" (.npz, .json or .csv) into ``export_dir``.
+
+    On any error the figures are cleared and the notice says what went wrong; the next good input redraws.
     """
 
     def __init__(self, model, text: str = "The attention lab shows where each token looks.", compare_text: str = "",
                  metric: str = "sink_mass", policy=None, max_side: int = 512, debounce: float = 0.3,
                  export_dir: str | Path = ".", top_k: int = 10, compare_model=None, compare_label: str | None = None,
                  compare_side: int = 256, checkpoints: dict | None = None):
-        self.model, self.policy, self.max_side, self.top_k = model, policy, max_side, top_k
+        self.model, self.max_side, self.top_k = model, max_side, top_k
         self.checkpoints = dict(checkpoints or {})
         self.compare_model, self.compare_label, self.compare_side = compare_model, compare_label, compare_side
         self.export_dir = Path(export_dir)
@@ -142,37 +162,50 @@ class AttentionLab(WorkbenchWidget):
         self.bytes_sent = 0  # bytes of every bokeh patch sent since construction (JSON + binary buffers)
         self.timings: dict[str, float] = {}
         self.ablated: set[tuple[int, int]] = set()
-        self._quiet = False
-        self._quiet_text = False
-        self.probe = self.probe_b = None
-        self.metrics = self.metrics_b = None
-        self._rollouts: dict = {}
+        self.data: core.LabData | None = None
         self.view = None
         self.compare_views = None  # {"a", "b", "diff"}: HeadViews of the comparison row, or None
+        self.ablation = None
+        self.next_view = None  # the core's NextTokens drawn in the chart
+        self.key_view = None  # the core's TopKeys drawn in the top-keys panel
+        self.tiles = None  # the core's Tiles drawn in the overview
 
         # --- controls ---
         self.text = W.Textarea(value=text, layout=W.Layout(width="100%", height="60px"), description="text")
-        self.compare_text = W.Textarea(value=compare_text, layout=W.Layout(width="100%", height="40px"),
+        self.compare_text = W.Textarea(value=compare_text, layout=W.Layout(flex="1 1 auto", height="40px"),
                                        description="compare", placeholder="optional second prompt")
-        self.metric = W.Dropdown(options=list(METRICS), value=metric, description="metric")
+        self.metric = W.Dropdown(options=list(METRICS), value=metric, description="metric", style=STYLE,
+                                 layout=W.Layout(width="210px"))
         #: B for a comparison of two checkpoints: "(none)" or a key of ``checkpoints``
         self.checkpoint = W.Dropdown(options=["(none)", *self.checkpoints], value="(none)", description="compare with",
-                                     layout=W.Layout(display=None if self.checkpoints else "none"))
-        self.mode = W.ToggleButtons(options=list(MODES), value="raw")
-        self.layer = W.BoundedIntText(value=0, min=0, max=self.L - 1, description="layer",
-                                      layout=W.Layout(width="150px"))
-        self.head = W.BoundedIntText(value=0, min=0, max=self.H - 1, description="head",
-                                     layout=W.Layout(width="150px"))
-        self.query = W.IntSlider(value=0, min=0, max=0, description="query")
-        self.ablate_button = W.ToggleButton(value=False, description="ablate head", icon="ban")
+                                     style=STYLE, layout=W.Layout(display=None if self.checkpoints else "none",
+                                                                  flex="0 0 auto"))
+        self.mode = W.ToggleButtons(options=list(MODES), value="raw", style={"button_width": "auto"},
+                                    tooltip="rollout: up to 1,024 tokens; difference: with a second prompt or model")
+        self.layer = W.BoundedIntText(value=0, min=0, max=self.L - 1, description="layer", style=STYLE,
+                                      layout=W.Layout(width="110px"))
+        self.head = W.BoundedIntText(value=0, min=0, max=self.H - 1, description="head", style=STYLE,
+                                     layout=W.Layout(width="110px"))
+        self.query = W.IntSlider(value=0, min=0, max=0, description="query position (top keys)", style=STYLE,
+                                 layout=W.Layout(width="100%"), continuous_update=False)
+        self.ablate_button = W.ToggleButton(value=False, description="ablate head", icon="ban",
+                                            layout=W.Layout(width="auto", flex="0 0 auto"))
+        choice, window, n_global, policy_note = core.policy_choice(policy)
+        #: the long-context policy for texts over the model's context (the messages name this control)
+        self.policy_kind = W.Dropdown(options=[(POLICY_LABELS[c], c) for c in POLICY_CHOICES], value=choice,
+                                      description=POLICY_CONTROL, style=STYLE, layout=W.Layout(width="330px"))
+        self.window = W.BoundedIntText(value=window, min=1, max=1 << 20, description="window", style=STYLE,
+                                       layout=W.Layout(width="150px"))
+        self.n_global = W.BoundedIntText(value=n_global, min=1, max=1 << 20, description="first tokens kept",
+                                         style=STYLE, layout=W.Layout(width="190px"))
         # "Export PNG" draws every figure shown; "Export data" writes .npz (export_npz) or the sources as .json/.csv
-        self.png_button = self.export_controls(formats=(".npz", ".json", ".csv"), default=".npz").children[0]
-        self.npz_button = self.export_data_button
+        export_box = self.export_controls(formats=(".npz", ".json", ".csv"), default=".npz")
+        self.png_button, self.npz_button = self.export_png_button, self.export_data_button
         self.info = notice()
 
         # --- figures ---
         self.tile_source = ColumnDataSource(dict(layer=[], head=[], value=[], text=[], ablated=[]))
-        ov = figure(width=260, height=240, title="heads (click a tile)", toolbar_location=None,
+        ov = figure(width=300, height=270, title="click a tile", toolbar_location=None,
                     x_range=Range1d(-0.5, self.H - 0.5), y_range=Range1d(self.L - 0.5, -0.5),
                     x_axis_label="head", y_axis_label="layer", tools="")
         self.tile_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
@@ -182,11 +215,14 @@ class AttentionLab(WorkbenchWidget):
                               nonselection_fill_alpha=1.0, nonselection_line_alpha=1.0)  # tiles stay readable
         ov.add_tools(TapTool(renderers=[self._tiles]),
                      HoverTool(renderers=[self._tiles], tooltips=[("head", "L@layer H@head"), ("value", "@text")]))
-        ov.xaxis.ticker = BasicTicker(desired_num_ticks=self.H)
-        ov.add_layout(ColorBar(color_mapper=self.tile_mapper, width=8), "right")
+        _set_ticks(ov.xaxis[0], 0, self.H - 1, 8)
+        _set_ticks(ov.yaxis[0], 0, self.L - 1, 8)
+        ov.grid.visible = False
+        self.tile_bar = _colour_bar(self.tile_mapper, metric)
+        ov.add_layout(self.tile_bar, "right")
         self.overview_figure = ov
 
-        self.detail = ImagePanel()
+        self.detail = ImagePanel(width=COLUMN - 310, height=470)
         self.image_source, self.qlab_source, self.klab_source = self.detail.source, self.detail.qlab, self.detail.klab
         self.meta_source, self.image_mapper = self.detail.meta, self.detail.mapper
         det = self.detail.figure
@@ -194,62 +230,78 @@ class AttentionLab(WorkbenchWidget):
         det.on_event(Tap, self._on_image_tap)
         self.detail_figure = det
 
-        self.line_source = ColumnDataSource(dict(x0=[], y0=[], x1=[], y1=[], alpha=[]))
-        self.line_labels = ColumnDataSource(dict(x=[], y=[], text=[], align=[]))
-        lv = figure(width=260, height=440, title="top keys of the query", toolbar_location=None, tools="",
-                    x_range=Range1d(-0.9, 1.9), y_range=Range1d(top_k + 0.5, -1.5))
-        lv.segment(x0="x0", y0="y0", x1="x1", y1="y1", line_alpha="alpha", line_width=3, color="#d62728",
-                   source=self.line_source)
-        lv.text(x="x", y="y", text="text", text_align="align", text_baseline="middle", text_font_size="11px",
-                source=self.line_labels)
-        lv.axis.visible = False
-        lv.grid.visible = False
-        self.line_figure = lv
+        # top keys of the query: one bar per key, labelled "position: 'token'" on the axis (never clipped)
+        self.keys_source = ColumnDataSource(dict(key=[], position=[], weight=[], query=[]))
+        kv = figure(width=330, height=300, title="top keys of the query", toolbar_location=None, tools="",
+                    y_range=FactorRange(), x_range=Range1d(0, 1), x_axis_label="attention weight")
+        kv.hbar(y="key", right="weight", height=0.7, source=self.keys_source, color="#d62728")
+        kv.add_tools(HoverTool(tooltips=[("query", "@query"), ("key", "@key"), ("weight", "@weight{0.0000}")]))
+        kv.ygrid.visible = False
+        kv.yaxis.major_label_text_font_size = "10px"
+        self.keys_figure = kv
 
         self.dist_source = ColumnDataSource(dict(label=[], base=[], ablated=[]))
-        dist = figure(width=460, height=220, title="next-token probabilities (grey: clean, red: ablated)",
-                      x_range=FactorRange(), toolbar_location=None, tools="")
-        dist.vbar(x="label", top="base", width=0.8, source=self.dist_source, color="#bbbbbb")
-        dist.vbar(x="label", top="ablated", width=0.4, source=self.dist_source, color="#d62728")
-        dist.add_tools(HoverTool(tooltips=[("token", "@label"), ("clean", "@base{0.000}"), ("ablated", "@ablated{0.000}")]))
+        dist = figure(width=COLUMN - 340, height=300, title="next-token probabilities at the last position",
+                      x_range=FactorRange(), y_range=Range1d(0, 1), toolbar_location=None, tools="",
+                      y_axis_label="probability")
+        self._base_bars = dist.vbar(x="label", top="base", width=0.8, source=self.dist_source, color="#bbbbbb")
+        self._ablated_bars = dist.vbar(x="label", top="ablated", width=0.4, source=self.dist_source, color="#d62728",
+                                       visible=False)
+        dist.add_tools(HoverTool(tooltips=[("token", "@label"), ("clean", "@base{0.000}"),
+                                           ("ablated", "@ablated{0.000}")]))
+        dist.xaxis.major_label_orientation = 0.8
+        self.dist_legend = Legend(items=[LegendItem(label="clean", renderers=[self._base_bars])],
+                                  click_policy="hide", label_text_font_size="10px")
+        dist.add_layout(self.dist_legend, "right")
         self.dist_figure = dist
 
         # comparison row: A | B | B - A, one image glyph each
-        self.compare_panels = {k: ImagePanel(width=330, height=320, toolbar_location=None, tools="")
+        side = (COLUMN - 10) // 3
+        self.compare_panels = {k: ImagePanel(width=side, height=side, toolbar_location=None, tools="",
+                                             value_name="B - A" if k == "diff" else "weight")
                                for k in ("a", "b", "diff")}
         self.compare_sources = {k: p.source for k, p in self.compare_panels.items()}
 
-        self.panes = [bokeh_pane(f) for f in (ov, det, lv, dist)]
+        self.panes = [bokeh_pane(f) for f in (ov, det, kv, dist)]
         self.compare_panes = [bokeh_pane(self.compare_panels[k].figure) for k in ("a", "b", "diff")]
-        self.compare_box = W.HBox(self.compare_panes, layout=W.Layout(display="none"))
+        wrap = dict(flex_flow="row wrap", align_items="flex-start", width="100%")
+        self.compare_box = W.HBox(self.compare_panes, layout=W.Layout(display="none", **wrap))
         for p in self.panes + self.compare_panes:
             self._count_bytes(p)
         self.initial_bytes = sum(len(json.dumps(p.render_bundle)) for p in self.panes + self.compare_panes)
 
-        # --- events ---
-        self.tile_source.selected.on_change("indices", self._on_tap)
-        self._debouncer = Debouncer(self.run, debounce)
-        self.text.observe(lambda ch: self._debouncer.trigger(), names="value")
-        self.compare_text.observe(lambda ch: None if self._quiet_text else self._debouncer.trigger(), names="value")
-        self.checkpoint.observe(self._on_checkpoint, names="value")
-        self.metric.observe(lambda ch: self._draw_tiles(), names="value")
-        self.mode.observe(lambda ch: (self._draw_tiles(), self._draw_detail()), names="value")
-        self.layer.observe(lambda ch: self._select(), names="value")
-        self.head.observe(lambda ch: self._select(), names="value")
-        self.query.observe(lambda ch: self._draw_lines(), names="value")
-        self.ablate_button.observe(self._on_ablate, names="value")
+        # --- events (every handler through _guarded: skipped while quietly(), errors become notices) ---
+        self.tile_source.selected.on_change("indices", lambda attr, old, new: self._guarded(self._on_tap)(new))
+        self._debouncer = Debouncer(self._guarded(self.run), debounce)
+        trigger = self.reacting(lambda ch: self._debouncer.trigger())
+        self.text.observe(trigger, names="value")
+        self.compare_text.observe(trigger, names="value")
+        self.checkpoint.observe(self._guarded(self._on_checkpoint), names="value")
+        self.metric.observe(self._guarded(lambda ch: self._draw_tiles()), names="value")
+        self.mode.observe(self._guarded(lambda ch: (self._draw_tiles(), self._draw_detail())), names="value")
+        self.layer.observe(self._guarded(lambda ch: self._select()), names="value")
+        self.head.observe(self._guarded(lambda ch: self._select()), names="value")
+        self.query.observe(self._guarded(lambda ch: self._draw_keys()), names="value")
+        self.ablate_button.observe(self._guarded(self._on_ablate), names="value")
+        for w in (self.policy_kind, self.window, self.n_global):
+            w.observe(self._guarded(self._on_policy), names="value")
 
+        self.policy_row = W.HBox([self.policy_kind, self.window, self.n_global], layout=W.Layout(flex_flow="row wrap"))
         super().__init__(children=[
             self.text, W.HBox([self.compare_text, self.checkpoint], layout=W.Layout(width="100%")),
-            W.HBox([self.metric, self.layer, self.head, self.ablate_button, self.export_controls()],
-                   layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.metric, self.layer, self.head, self.ablate_button, export_box],
+                   layout=W.Layout(flex_flow="row wrap", align_items="center")),
+            self.policy_row,
             self.mode, self.info,
-            W.HBox([self.panes[0], self.panes[1], self.panes[2]]),
-            self.panes[3],
+            W.HBox([self.panes[0], self.panes[1]], layout=W.Layout(**wrap)),
             self.query,
+            W.HBox([self.panes[2], self.panes[3]], layout=W.Layout(**wrap)),
             self.compare_box,
-        ])
+        ], layout=W.Layout(max_width=f"{COLUMN + 20}px"))
+        self._policy_controls()
         self.run()
+        if policy_note and self.data is not None:
+            set_notice(self.info, f"{policy_note}; {self._ready_text()}")
 
     # --- plumbing ---------------------------------------------------------------------------------------------
     def _count_bytes(self, pane):
@@ -266,6 +318,59 @@ class AttentionLab(WorkbenchWidget):
         re-serialises a figure changed before the browser shows it; see :mod:`widgets.base`)."""
         return sum(len(json.dumps(p._model_to_traits(p._model))) for p in self.panes + self.compare_panes)
 
+    def _guarded(self, fn):
+        """``fn`` for an observer: skipped while the lab sets its own controls (:meth:`quietly`); any exception
+        clears the figures it would have drawn and becomes a visible notice (never a traceback in the log)."""
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - the student sees the message, not a log traceback
+                self._fail(e)
+                return None
+
+        return self.reacting(handler)
+
+    def _fail(self, e: Exception, what: str = "all") -> None:
+        """Show ``e`` and clear the figures that would be stale: everything (``"all"``) or the selected head's views
+        (``"head"``)."""
+        msg = str(e) if isinstance(e, AttentionError) else f"{type(e).__name__}: {e}"
+        set_notice(self.info, msg, "error")
+        why = "no data: see the message above"
+        self.view = self.compare_views = self.key_view = None
+        self.detail.clear(why)
+        self.keys_source.data = dict(key=[], position=[], weight=[], query=[])
+        self.keys_figure.y_range.factors = []
+        self.keys_figure.title.text = why
+        self.compare_box.layout.display = "none"
+        for p in self.compare_panels.values():
+            p.clear(why)
+        if what == "head":
+            return
+        self.data = self.tiles = self.next_view = self.ablation = None
+        self.tile_source.data = dict(layer=[], head=[], value=[], text=[], ablated=[])
+        self.overview_figure.title.text = why
+        self.dist_source.data = dict(label=[], base=[], ablated=[])
+        self.dist_figure.x_range.factors = []
+        self._ablated_bars.visible = False
+        self.dist_figure.title.text = why
+
+    # --- state ------------------------------------------------------------------------------------------------
+    @property
+    def probe(self):
+        return None if self.data is None else self.data.probe
+
+    @property
+    def metrics(self):
+        return None if self.data is None else self.data.metrics
+
+    @property
+    def probe_b(self):
+        return None if self.data is None else self.data.probe_b
+
+    @property
+    def metrics_b(self):
+        return None if self.data is None else self.data.metrics_b
+
     @property
     def comparing(self) -> bool:
         return self.probe_b is not None
@@ -274,136 +379,144 @@ class AttentionLab(WorkbenchWidget):
     def selected(self) -> tuple[int, int]:
         return int(self.layer.value), int(self.head.value)
 
+    @property
+    def policy(self):
+        """The long-context policy the controls choose (None: the model's own context)."""
+        return core.make_policy(self.policy_kind.value, int(self.window.value), int(self.n_global.value))
+
+    def _policy_controls(self) -> None:
+        """The window and first-token boxes apply only to the policies that read them."""
+        uses = POLICY_USES[self.policy_kind.value]
+        self.window.disabled = "window" not in uses
+        self.n_global.disabled = "n_global" not in uses
+
+    def _on_policy(self, change) -> None:
+        self._policy_controls()
+        self.run()
+
     # --- computing --------------------------------------------------------------------------------------------
     def run(self) -> None:
-        """Recompute everything for the current text(s): one forward pass each, metrics one head at a time."""
+        """Recompute everything for the current text(s): one forward pass each, metrics blockwise. On an error the
+        figures are cleared and the notice says why."""
         t0 = time.perf_counter()
-        try:  # all or nothing: on a bad input the previous state stays drawn, with the error above it
-            probe = AttentionProbe(self.model, self.text.value, policy=self.policy)
-            metrics = head_metrics(probe)
-            cmp = self.compare_text.value
-            other = self.compare_model
-            if other is not None and (other.config.n_layer, other.config.n_head) != (self.L, self.H):
-                raise AttentionError(
-                    f"compare_model must have the same layers x heads as the model ({self.L}x{self.H}), got "
-                    f"{other.config.n_layer}x{other.config.n_head}")
-            probe_b = metrics_b = None
-            if cmp or other is not None:
-                probe_b = AttentionProbe(other or self.model, cmp or self.text.value, policy=self.policy)
-                metrics_b = head_metrics(probe_b)
-        except AttentionError as e:
-            set_notice(self.info, str(e), "error")
-            return
-        self.probe, self.metrics, self.probe_b, self.metrics_b = probe, metrics, probe_b, metrics_b
-        self._rollouts = {}
-        self.timings["run"] = time.perf_counter() - t0
-        T = self.probe.T
-        self.query.max = T - 1
-        self.query.value = T - 1
-        set_notice(self.info, f"{T} tokens; capture + metrics {self.timings['run'] * 1000:.0f} ms")
-        self._draw_tiles()
-        self._draw_detail()
-        self._draw_dist()
-
-    def _tile_values(self) -> np.ndarray:
-        name = self.metric.value
         try:
-            v = self.metrics.get(name)
-            if self.metrics_b is not None and self.mode.value == "difference":
-                v = self.metrics_b.get(name) - v
-        except AttentionError:
-            return np.full((self.L, self.H), np.nan)
-        return v
+            self.data = core.compute(self.model, self.text.value, self.compare_text.value, self.compare_model,
+                                     self.policy)
+        except Exception as e:  # noqa: BLE001 - AttentionError says what to do; anything else still becomes visible
+            self._fail(e)
+            return
+        self.timings["run"] = time.perf_counter() - t0
+        T = self.data.probe.T
+        modes = core.available_modes(T, self.data.comparing)
+        with self.quietly():
+            self.query.max = T - 1
+            self.query.value = T - 1
+            if tuple(self.mode.options) != modes:
+                value = self.mode.value if self.mode.value in modes else "raw"
+                self.mode.options = list(modes)
+                self.mode.value = value
+        set_notice(self.info, self._ready_text())
+        try:
+            self._draw_tiles()
+            self._draw_dist()
+            self._draw_detail()
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+
+    def _ready_text(self) -> str:
+        T = self.data.probe.T
+        extra = []
+        if T > ROLLOUT_MAX_T:
+            extra.append(f"rollout is offered up to {ROLLOUT_MAX_T} tokens")
+        if self.data.comparing:
+            extra.append(f"B: {self._label_b()}, {self.data.probe_b.T} tokens")
+        return (f"{T} tokens; capture + metrics {self.timings['run'] * 1000:.0f} ms"
+                + "".join(f"; {x}" for x in extra))
 
     def _draw_tiles(self) -> None:
-        if self.metrics is None:
+        if self.data is None:
             return
-        v = self._tile_values()
+        tiles = core.tile_values(self.data, self.metric.value, self.mode.value == "difference")
+        self.tiles = tiles
         layers, heads = np.divmod(np.arange(self.L * self.H), self.H)
-        flat = v.reshape(-1)
-        finite = flat[np.isfinite(flat)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        if self.mode.value == "difference" and self.metrics_b is not None:
-            m = max(abs(lo), abs(hi), 1e-9)
-            self.tile_mapper.update(palette=RdBu11[::-1], low=-m, high=m)
-        else:
-            self.tile_mapper.update(palette=Viridis256, low=min(lo, 0.0), high=max(hi, 1e-9))
+        _apply_scale(self.tile_mapper, self.tile_bar, tiles.scale)
+        self.tile_bar.title = f"{self.metric.value} (B - A)" if tiles.difference else self.metric.value
+        flat = tiles.values.reshape(-1)
         self.tile_source.data = dict(
-            layer=layers.tolist(), head=heads.tolist(), value=np.nan_to_num(flat).tolist(),
-            text=["n/a" if not np.isfinite(x) else f"{x:.3f}" for x in flat],
+            layer=layers.tolist(), head=heads.tolist(), value=np.where(np.isfinite(flat), flat, np.nan).tolist(),
+            text=tiles.text,
             ablated=["#d62728" if (int(a), int(b)) in self.ablated else None for a, b in zip(layers, heads)],
         )
-        self.overview_figure.title.text = f"{self.metric.value} (click a tile)"
+        title = "click a tile" + ("; red outline: ablated" if self.ablated else "")
+        self.overview_figure.title.text = title
+        if tiles.why:
+            set_notice(self.info, tiles.why, "warning")
 
-    def _mode_pattern(self, probe, mode: str, layer: int, head: int) -> np.ndarray:
-        """One probe's ``(T, T)`` pattern of (layer, head) under ``mode`` (raw, value-weighted or rollout)."""
-        if mode == "rollout":
-            if probe.T > ROLLOUT_MAX_T:
-                raise AttentionError(f"rollout is limited to {ROLLOUT_MAX_T} tokens (T^3 per layer)")
-            if id(probe) not in self._rollouts:
-                self._rollouts[id(probe)] = rollout(probe)
-            return self._rollouts[id(probe)][layer]
-        a = probe.probs(layer, [head])[0].numpy()
-        if mode == "value-weighted":
-            vn = probe.value_norms(layer, [head])
-            if vn is None:
-                raise AttentionError(f"value-weighted view unavailable: {probe.value_norm_error}")
-            w = a * vn[0].numpy()[None, :]
-            return w / np.maximum(w.sum(-1, keepdims=True), 1e-30)
-        return a
-
-    def pattern(self) -> tuple[np.ndarray, int]:
-        """The selected head's ``(Tq, Tk)`` array for the current mode, and its first query position."""
+    def _draw_detail(self) -> None:
+        if self.data is None:
+            return
+        t0 = time.perf_counter()
         layer, head = self.selected
         mode = self.mode.value
-        if mode == "difference":
-            if self.probe_b is None:
-                raise AttentionError("difference needs a second prompt in 'compare' (or a compare_model)")
-            a = self._mode_pattern(self.probe, "raw", layer, head)
-            b = self._mode_pattern(self.probe_b, "raw", layer, head)
-            T = min(a.shape[0], b.shape[0])
-            return b[:T, :T] - a[:T, :T], 0
-        return self._mode_pattern(self.probe, mode, layer, head), 0
+        try:
+            v = core.detail_view(self.data, layer, head, mode, self.max_side)
+        except AttentionError as e:  # e.g. no value vectors for this model: the head's views go, the tiles stay
+            self._fail(e, "head")
+            return
+        self.view = v
+        self.detail.show(v, f"L{layer} H{head} {mode}", core.view_scale(v, mode == "difference"))
+        self.timings["detail"] = time.perf_counter() - t0
+        self._draw_keys()
+        self._draw_compare()
 
-    def compare_patterns(self) -> dict[str, np.ndarray]:
-        """A's and B's patterns of the selected head (current mode; raw in difference mode) and ``B - A`` on the
-        first ``min(T_a, T_b)`` tokens."""
-        if self.probe_b is None:
-            raise AttentionError("comparison needs a second prompt in 'compare' (or a compare_model)")
+    def probe_tokens(self) -> list[str]:
+        return self.data.tokens("a")
+
+    def _draw_keys(self) -> None:
+        if self.data is None:
+            return
         layer, head = self.selected
-        mode = "raw" if self.mode.value == "difference" else self.mode.value
-        a = self._mode_pattern(self.probe, mode, layer, head)
-        b = self._mode_pattern(self.probe_b, mode, layer, head)
-        T = min(a.shape[0], b.shape[0])
-        return {"a": a, "b": b, "diff": b[:T, :T] - a[:T, :T]}
+        k = core.top_keys(self.data.probe, layer, head, int(self.query.value), self.top_k, self.data.tokens())
+        self.key_view = k
+        self.keys_figure.y_range.factors = list(k.labels)
+        self.keys_figure.x_range.end = float(max(k.weights.max(), 1e-9)) * 1.05
+        self.keys_source.data = dict(key=list(k.labels), position=k.positions.tolist(), weight=k.weights.tolist(),
+                                     query=[k.query_label] * len(k.labels))
+        self.keys_figure.title.text = f"top keys of query {k.query_label}, L{layer} H{head}"
 
-    def _probe_labels(self, probe) -> list[str]:
-        from workbench.attention.capture import token_labels
-
-        if getattr(probe, "_labels", None) is None:
-            probe._labels = token_labels(probe.model, probe.ids.tolist())
-        return probe._labels
+    def _draw_dist(self) -> None:
+        if self.data is None:
+            return
+        nt = core.next_tokens(self.model, self.data.probe, self.ablated, self.top_k, self.policy)
+        self.next_view, self.ablation, self.dist_ids = nt, nt.result, nt.ids
+        abl = nt.ablated is not None
+        self.dist_figure.x_range.factors = nt.labels
+        top = float(max(nt.base.max(), nt.ablated.max() if abl else 0.0, 1e-9))
+        self.dist_figure.y_range.end = min(1.0, top * 1.1)
+        self.dist_source.data = dict(label=nt.labels, base=nt.base.tolist(),
+                                     ablated=nt.ablated.tolist() if abl else [float("nan")] * len(nt.labels))
+        self._ablated_bars.visible = abl
+        items = [LegendItem(label="clean", renderers=[self._base_bars])]
+        if abl:
+            heads = ", ".join(f"L{a}H{b}" for a, b in sorted(self.ablated))
+            items.append(LegendItem(label=f"ablated: {heads}", renderers=[self._ablated_bars]))
+        self.dist_legend.items = items
+        self.dist_figure.title.text = "next-token probabilities at the last position"
 
     def _draw_compare(self) -> None:
-        if self.probe_b is None:
+        if self.data is None or not self.data.comparing:
             self.compare_views = None
             self.compare_box.layout.display = "none"
             return
-        try:
-            pats = self.compare_patterns()
-        except AttentionError as e:
-            set_notice(self.info, str(e), "warning")
-            return
-        la, lb = self._probe_labels(self.probe), self._probe_labels(self.probe_b)
-        T = pats["diff"].shape[0]
-        ld = [x if x == y else f"{x}|{y}" for x, y in zip(la[:T], lb[:T])]
-        views = {k: head_view(pats[k], 0, lab, self.compare_side) for k, lab in (("a", la), ("b", lb), ("diff", ld))}
         layer, head = self.selected
+        views = core.compare_views(self.data, layer, head, self.mode.value, self.compare_side)
+        scales = core.compare_scales(views)
         mode = "raw" if self.mode.value == "difference" else self.mode.value
-        high = float(max(views["a"].image.max(), views["b"].image.max(), 1e-9))  # one scale for A and B
-        self.compare_panels["a"].show(views["a"], f"A: {self._label_a()} L{layer}H{head} {mode}", high=high)
-        self.compare_panels["b"].show(views["b"], f"B: {self._label_b()} L{layer}H{head} {mode}", high=high)
-        self.compare_panels["diff"].show(views["diff"], f"B - A ({T} common tokens)", diverging=True)
+        T = views["diff"].image.shape[0] * views["diff"].factor
+        self.compare_panels["a"].show(views["a"], f"A: {self._label_a()} L{layer}H{head} {mode}", scales["a"])
+        self.compare_panels["b"].show(views["b"], f"B: {self._label_b()} L{layer}H{head} {mode}", scales["b"])
+        n = int(views["diff"].q_edges[-1])
+        self.compare_panels["diff"].show(views["diff"], f"B - A ({n} common tokens)", scales["diff"])
         self.compare_views = views
         self.compare_box.layout.display = "flex"
 
@@ -429,108 +542,22 @@ class AttentionLab(WorkbenchWidget):
         """Compare with another model or checkpoint (same layers x heads) and/or another prompt, then redraw.
         ``compare_with()`` with no arguments ends the comparison."""
         self.compare_model, self.compare_label = model, label
-        self._quiet_text = True
-        try:
+        with self.quietly():
             self.compare_text.value = text or ""
-        finally:
-            self._quiet_text = False
         self.run()
 
-    def _draw_detail(self) -> None:
-        if self.probe is None:
-            return
-        t0 = time.perf_counter()
-        try:
-            v = self._detail_view()
-        except AttentionError as e:
-            set_notice(self.info, str(e), "warning")
-            return
-        self.view = v
-        layer, head = self.selected
-        self.detail.show(v, f"L{layer} H{head} {self.mode.value}", diverging=self.mode.value == "difference")
-        self.timings["detail"] = time.perf_counter() - t0
-        self._draw_lines()
-        self._draw_compare()
-
-    def _detail_view(self):
-        """The selected head's image for the current mode. Raw and value-weighted views are built from blocks of
-        query rows (:func:`~workbench.attention.view.probe_head_view`), never the whole ``(T, T)`` pattern;
-        rollout and difference go through :meth:`pattern`."""
-        mode = self.mode.value
-        if mode in ("raw", "value-weighted"):
-            layer, head = self.selected
-            return probe_head_view(self.probe, layer, head, self.probe_tokens(), self.max_side,
-                                   value_weighted=mode == "value-weighted")
-        a, q0 = self.pattern()
-        return head_view(a, q0, self.probe_tokens(), self.max_side)
-
-    def probe_tokens(self) -> list[str]:
-        return self._probe_labels(self.probe)
-
-    def _draw_lines(self) -> None:
-        if self.probe is None:
-            return
-        layer, head = self.selected
-        qi = int(self.query.value)
-        row = self.probe.probs(layer, [head], (qi, qi + 1))[0, 0].numpy()
-        k = min(self.top_k, row.size)
-        top = np.sort(np.argsort(row)[::-1][:k])
-        toks = self.probe_tokens()
-        ys = np.arange(k)
-        qy = (k - 1) / 2
-        self.line_source.data = dict(x0=[0.0] * k, y0=[qy] * k, x1=[1.0] * k, y1=ys.tolist(),
-                                     alpha=(row[top] / max(row[top].max(), 1e-9)).tolist())
-        self.line_labels.data = dict(
-            x=[-0.05] + [1.05] * k, y=[qy] + ys.tolist(),
-            text=[f"{qi}:{toks[qi]}"] + [f"{j}:{toks[j]} {row[j]:.2f}" for j in top],
-            align=["right"] + ["left"] * k,
-        )
-
-    def _draw_dist(self) -> None:
-        if self.probe is None:
-            return
-        if not self.ablated:  # the clean distribution is the probe's own last logits: no extra forward pass
-            self.ablation = None
-            base_lp = self.probe.logits_last.log_softmax(-1).cpu().numpy()
-            r = None
-        else:
-            try:
-                r = ablate_heads(self.model, self.probe.ids, sorted(self.ablated), k=self.top_k,
-                                 policy=self.policy)
-            except AttentionError as e:
-                set_notice(self.info, str(e), "warning")
-                return
-            self.ablation = r
-            base_lp = r.base
-        order = np.argsort(base_lp)[::-1][: self.top_k]
-        if self.ablated:
-            order = np.unique(np.concatenate([order, [t[0] for t in r.top[:3]]]))
-            order = order[np.argsort(base_lp[order])[::-1]]
-        from workbench.attention.capture import token_labels
-
-        labels, seen = [], set()
-        for i, s in zip(order, token_labels(self.model, order.tolist())):
-            s = s if s not in seen else f"{s}#{i}"
-            seen.add(s)
-            labels.append(s)
-        self.dist_ids = order
-        base = np.exp(base_lp[order])
-        abl = np.exp(r.ablated[order]) if self.ablated else np.zeros_like(base)
-        self.dist_figure.x_range.factors = labels
-        self.dist_source.data = dict(label=labels, base=base.tolist(), ablated=abl.tolist())
-
     # --- events -----------------------------------------------------------------------------------------------
-    def _on_tap(self, attr, old, new) -> None:
+    def _on_tap(self, new) -> None:
         if not new:
             return
         layer, head = divmod(int(new[0]), self.H)
         self.select(layer, head)
 
     def _on_image_tap(self, event) -> None:
-        """A tap on the detail image picks the query row under it for the line view."""
-        if self.probe is None or event.y is None:
+        """A tap on the detail image picks the query row under it for the top-keys panel."""
+        if self.data is None or event.y is None:
             return
-        q = int(np.clip(np.floor(event.y), 0, self.probe.T - 1))
+        q = int(np.clip(np.floor(event.y + 0.5), 0, self.data.probe.T - 1))  # cell q spans [q - 0.5, q + 0.5)
         self.query.value = q
 
     def select(self, layer: int, head: int) -> None:
@@ -538,20 +565,14 @@ class AttentionLab(WorkbenchWidget):
         if not (0 <= layer < self.L and 0 <= head < self.H):
             raise IndexOutOfRangeError(f"no head L{layer} H{head} in a {self.L}x{self.H} model "
                                        f"(layers 0..{self.L - 1}, heads 0..{self.H - 1})")
-        self._quiet = True
-        try:
+        with self.quietly():
             self.layer.value, self.head.value = layer, head
-        finally:
-            self._quiet = False
-        self._select()
+        self._guarded(self._select)()
 
     def _select(self) -> None:
-        if self._quiet:
-            return
         t0 = time.perf_counter()
-        self.ablate_button.unobserve(self._on_ablate, names="value")
-        self.ablate_button.value = self.selected in self.ablated
-        self.ablate_button.observe(self._on_ablate, names="value")
+        with self.quietly():
+            self.ablate_button.value = self.selected in self.ablated
         self._draw_detail()
         self.timings["select"] = time.perf_counter() - t0
 
@@ -565,27 +586,17 @@ class AttentionLab(WorkbenchWidget):
 
     # --- export -----------------------------------------------------------------------------------------------
     def png_rgb(self, view: str = "detail") -> tuple[np.ndarray, int]:
-        """The ``(h, w, 3)`` uint8 picture :meth:`export_png` writes (before pixel repetition) and its scale.
-
-        ``detail``: the detail image (Viridis scaled to its max, or red/blue for differences). ``compare``: A, B
-        and B - A side by side, each padded to the tallest with white and separated by 2 white columns; A and B
-        share one scale."""
+        """The ``(h, w, 3)`` uint8 picture :meth:`export_png` writes (before pixel repetition) and its scale:
+        :func:`workbench.attention.lab.detail_picture` or :func:`~workbench.attention.lab.compare_picture`."""
         if view == "detail":
             if self.view is None:
                 raise AttentionError("nothing to export yet")
-            img = self.view.image
-            return _rgb(img, self.mode.value == "difference"), max(1, 256 // max(img.shape))
+            return core.detail_picture(self.view, self.mode.value == "difference")
         if view != "compare":
             raise AttentionError(f"view must be 'detail' or 'compare', got {view!r}")
         if self.compare_views is None:
             raise AttentionError("no comparison to export: give a second prompt or compare_model")
-        imgs = [self.compare_views[k].image for k in ("a", "b", "diff")]
-        high = float(max(imgs[0].max(), imgs[1].max(), 1e-9))
-        parts = [_rgb(imgs[0], False, high), _rgb(imgs[1], False, high), _rgb(imgs[2], True)]
-        h = max(p.shape[0] for p in parts)
-        gap = np.full((h, 2, 3), 255, np.uint8)
-        padded = [np.concatenate([p, np.full((h - p.shape[0], p.shape[1], 3), 255, np.uint8)]) for p in parts]
-        return np.concatenate([padded[0], gap, padded[1], gap, padded[2]], axis=1), max(1, 256 // h)
+        return core.compare_picture(self.compare_views)
 
     def export_png(self, path: str | Path | None = None, view: str = "detail") -> Path:
         """Write the current detail image (``view="detail"``), the comparison row (``"compare"``) pixel for pixel as
@@ -608,17 +619,18 @@ class AttentionLab(WorkbenchWidget):
         return super().export_data(path, table)
 
     def export_state(self) -> dict:
-        """Exported with the data: text(s), the selected head, mode, ablations, tokens and every metric."""
+        """Exported with the data: text(s), the selected head, mode, policy, ablations, tokens and every metric."""
         metrics = {} if self.metrics is None else {
             m: self.metrics.get(m) for m in METRICS if getattr(self.metrics, m, None) is not None}
         return {"text": self.text.value, "compare_text": self.compare_text.value, "layer": self.selected[0],
                 "head": self.selected[1], "mode": self.mode.value, "metric": self.metric.value,
-                "ablated": sorted(self.ablated), "tokens": self.probe_tokens() if self.probe is not None else [],
+                "policy": str(self.policy) if self.policy is not None else None,
+                "ablated": sorted(self.ablated), "tokens": self.probe_tokens() if self.data is not None else [],
                 "metrics": metrics}
 
     def export_npz(self, path: str | Path | None = None) -> Path:
         """Write the current view and every metric ``(L, H)`` to a .npz file."""
-        if self.view is None:
+        if self.view is None or self.data is None:
             raise AttentionError("nothing to export yet")
         layer, head = self.selected
         path = Path(path) if path else self.export_dir / f"attention_L{layer}H{head}.npz"
@@ -628,7 +640,7 @@ class AttentionLab(WorkbenchWidget):
             for k, v in self.compare_views.items():
                 extra[f"compare_{k}"] = v.image
             extra["compare_ids"] = self.probe_b.ids.numpy()
-            extra["compare_tokens"] = np.array(self._probe_labels(self.probe_b))
+            extra["compare_tokens"] = np.array(self.data.tokens("b"))
             if self.metrics_b is not None:
                 extra.update({f"compare_metric_{m}": self.metrics_b.get(m) for m in METRICS
                               if getattr(self.metrics_b, m) is not None})
@@ -642,67 +654,104 @@ class AttentionLab(WorkbenchWidget):
 class CheckpointScrubber(WorkbenchWidget):
     """Scrub through the checkpoints of :func:`workbench.attention.induction.train_induction`.
 
-    A slider picks the checkpoint; the image shows head ``(layer, head)`` on the run's evaluation sequence and
-    the line chart the induction score of every head against step, with the current step marked.
+    A slider picks the checkpoint; the image shows head ``(layer, head)`` on the run's evaluation sequence (colour
+    bar: 0 to the largest weight shown) and the chart the induction score of every head against step, with the
+    current step marked. The chart's legend sits outside the plot (click an entry to hide its line); "Export PNG"
+    and "Export data" write what is shown into ``export_dir``. Numbers come from :mod:`workbench.attention.lab`.
     """
 
-    def __init__(self, run, layer: int | None = None, head: int | None = None, shift: int = 0):
-        from workbench.attention import capture_attention, induction_score
+    COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf"]
 
+    def __init__(self, run, layer: int | None = None, head: int | None = None, shift: int = 0,
+                 export_dir: str | Path | None = None):
         self.run = run
         best = run.best_head()
         self.layer_i = best[0] if layer is None else layer
         self.head_i = best[1] if head is None else head
         self.shift = shift
+        if export_dir is not None:
+            self.export_dir = Path(export_dir)
         #: the chosen head's (shifted) induction score at every checkpoint, ``(n,)``
-        self.shifted = np.array([
-            induction_score(capture_attention(run.model_at(i), run.eval_ids, layers=[self.layer_i],
-                                              heads=[self.head_i], value_norms=False), shift=shift)[0, 0]
-            for i in range(len(run.steps))]) if shift else run.induction[:, self.layer_i, self.head_i]
+        self.shifted = core.induction_curve(run, self.layer_i, self.head_i, shift)
         self._summary = f"{len(run.steps)} checkpoints, head L{self.layer_i} H{self.head_i}"
-        self._capture = capture_attention
-        self.slider = W.SelectionSlider(options=[int(s) for s in run.steps], value=int(run.steps[-1]),
-                                        description="step", continuous_update=False)
+        steps = [int(s) for s in run.steps]
+        self.slider = W.SelectionSlider(options=steps, value=steps[-1], description="step", style=STYLE,
+                                        continuous_update=False, layout=W.Layout(width="420px"))
         T = len(run.eval_ids)
         self.image_source = ColumnDataSource(dict(image=[np.zeros((T, T), np.float32)]))
-        img = figure(width=330, height=320, title="", x_range=Range1d(0, T), y_range=Range1d(T, 0),
-                     toolbar_location=None, tools="", x_axis_label="key", y_axis_label="query")
-        img.image(image="image", x=0, y=0, dw=T, dh=T, source=self.image_source,
-                  color_mapper=LinearColorMapper(palette=Viridis256, low=0, high=1))
+        self.image_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
+        img = figure(width=330, height=330, title="", x_range=Range1d(-0.5, T - 0.5), y_range=Range1d(T - 0.5, -0.5),
+                     toolbar_location=None, tools="", x_axis_label="key position", y_axis_label="query position")
+        img.image(image="image", x=-0.5, y=-0.5, dw=T, dh=T, source=self.image_source, color_mapper=self.image_mapper)
+        _set_ticks(img.xaxis[0], 0, T - 1, 6)
+        _set_ticks(img.yaxis[0], 0, T - 1, 8)
+        self.image_bar = _colour_bar(self.image_mapper, "weight")
+        img.add_layout(self.image_bar, "right")
         self.image_figure = img
+
         L, H = run.induction.shape[1:]
-        curves = figure(width=420, height=320, title="induction score per head", x_axis_label="step",
-                        y_range=Range1d(0, 1.02), toolbar_location=None, tools="")
-        colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+        curves = figure(width=540, height=330, title="induction score per head", x_axis_label="step",
+                        y_axis_label="score", x_range=Range1d(steps[0], steps[-1]), y_range=Range1d(0, 1.02),
+                        toolbar_location=None, tools="")
+        _set_ticks(curves.xaxis[0], steps[0], steps[-1], 6)
+        items = []
+        self.curve_sources = {}
         for li in range(L):
             for hi in range(H):
-                curves.line(run.steps, run.induction[:, li, hi], line_width=2 if li == L - 1 else 1,
-                            color=colours[(li * H + hi) % len(colours)], legend_label=f"L{li}H{hi}",
-                            line_dash="solid" if li == L - 1 else "dashed")
-        curves.line(run.steps, np.clip(run.loss_second / max(run.loss_second[0], 1e-9), 0, 1), color="black",
-                    line_width=2, legend_label="loss (repeat, scaled)")
+                src = ColumnDataSource(dict(step=steps, score=np.asarray(run.induction[:, li, hi]).tolist()))
+                self.curve_sources[f"L{li}H{hi}"] = src
+                r = curves.line("step", "score", source=src, line_width=2 if li == L - 1 else 1,
+                                color=self.COLOURS[(li * H + hi) % len(self.COLOURS)],
+                                line_dash="solid" if li == L - 1 else "dashed")
+                items.append(LegendItem(label=f"L{li}H{hi}", renderers=[r]))
+        self.loss_source = ColumnDataSource(dict(step=steps, loss=core.scaled_loss(run).tolist()))
+        r = curves.line("step", "loss", source=self.loss_source, color="black", line_width=2)
+        items.append(LegendItem(label="loss (repeat, scaled)", renderers=[r]))
         if shift:
-            curves.line(run.steps, self.shifted, color="black", line_width=3, line_dash="dotdash",
-                        legend_label=f"L{self.layer_i}H{self.head_i} shift {shift}")
-        curves.legend.label_text_font_size = "8px"
-        self.marker_source = ColumnDataSource(dict(x=[int(run.steps[-1])] * 2, y=[0, 1.02]))
-        curves.line(x="x", y="y", source=self.marker_source, color="grey", line_dash="dotted")
+            self.shift_source = ColumnDataSource(dict(step=steps, score=self.shifted.tolist()))
+            r = curves.line("step", "score", source=self.shift_source, color="black", line_width=3,
+                            line_dash="dotdash")
+            items.append(LegendItem(label=f"L{self.layer_i}H{self.head_i} shift {shift}", renderers=[r]))
+        #: outside the plot, right of it: never over the curves (the phase change) or the step marker
+        self.legend = Legend(items=items, click_policy="hide", label_text_font_size="9px", glyph_height=10,
+                             spacing=0, padding=4, margin=4)
+        curves.add_layout(self.legend, "right")
+        self.marker_source = ColumnDataSource(dict(x=[steps[-1]] * 2, y=[0, 1.02]))
+        self.marker = curves.line(x="x", y="y", source=self.marker_source, color="grey", line_width=2,
+                                  line_dash="dotted")  # drawn last: on top of every curve
         self.curve_figure = curves
-        self.info = W.HTML()
-        self.slider.observe(lambda ch: self.show(), names="value")
-        super().__init__(children=[self.slider, self.info,
-                                   W.HBox([bokeh_pane(self.image_figure), bokeh_pane(self.curve_figure)])])
+        self.info = notice()
+        self.slider.observe(self.reacting(lambda ch: self.show()), names="value")
+        wrap = dict(flex_flow="row wrap", align_items="flex-start", width="100%")
+        super().__init__(children=[
+            W.HBox([self.slider, self.export_controls()], layout=W.Layout(flex_flow="row wrap", align_items="center")),
+            self.info,
+            W.HBox([bokeh_pane(self.image_figure), bokeh_pane(self.curve_figure)], layout=W.Layout(**wrap)),
+        ], layout=W.Layout(max_width=f"{COLUMN + 20}px"))
         self.show()
 
     def show(self) -> None:
-        """Draw the selected checkpoint."""
-        i = list(self.run.steps).index(int(self.slider.value))
-        cap = self._capture(self.run.model_at(i), self.run.eval_ids, layers=[self.layer_i], heads=[self.head_i],
-                            value_norms=False)
-        self.image_source.data = dict(image=[cap.probs[0, 0]])
-        self.marker_source.data = dict(x=[int(self.slider.value)] * 2, y=[0, 1.02])
+        """Draw the selected checkpoint (an error clears the image and says why)."""
+        step = int(self.slider.value)
+        i = [int(s) for s in self.run.steps].index(step)
+        try:
+            pattern = core.checkpoint_pattern(self.run, i, self.layer_i, self.head_i)
+        except Exception as e:  # noqa: BLE001 - visible, never a traceback in the log
+            self.image_source.data = dict(image=[])
+            self.image_figure.title.text = "no picture: see the message above"
+            set_notice(self.info, f"{type(e).__name__}: {e}", "error")
+            return
+        _apply_scale(self.image_mapper, self.image_bar, core.colour_scale(pattern))
+        self.image_source.data = dict(image=[pattern])
+        self.marker_source.data = dict(x=[step] * 2, y=[0, 1.02])
         score = self.run.induction[i, self.layer_i, self.head_i]
-        self.image_figure.title.text = f"L{self.layer_i} H{self.head_i} at step {self.slider.value}"
+        self.image_figure.title.text = f"L{self.layer_i} H{self.head_i} at step {step}"
         extra = f", shifted by {self.shift}: {self.shifted[i]:.3f}" if self.shift else ""
-        self.info.value = (f"step {self.slider.value}: induction score of L{self.layer_i}H{self.head_i} "
-                           f"{score:.3f}{extra}; loss on the repeated half {self.run.loss_second[i]:.3f} nats")
+        set_notice(self.info, f"step {step}: induction score of L{self.layer_i}H{self.head_i} {score:.3f}{extra}; "
+                              f"loss on the repeated half {self.run.loss_second[i]:.3f} nats")
+
+    def export_state(self) -> dict:
+        """Exported with the data: the step shown, the head, the shift and the run's steps."""
+        return {"step": int(self.slider.value), "layer": self.layer_i, "head": self.head_i, "shift": self.shift,
+                "steps": [int(s) for s in self.run.steps]}
