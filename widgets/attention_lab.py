@@ -234,7 +234,7 @@ class AttentionLab(WorkbenchWidget):
         self.keys_source = ColumnDataSource(dict(key=[], position=[], weight=[], query=[]))
         kv = figure(width=330, height=300, title="top keys of the query", toolbar_location=None, tools="",
                     y_range=FactorRange(), x_range=Range1d(0, 1), x_axis_label="attention weight")
-        kv.hbar(y="key", right="weight", height=0.7, source=self.keys_source, color="#d62728")
+        kv.hbar(y="key", right="weight", height=0.7, source=self.keys_source, color="#1f77b4")  # red is "ablated"
         kv.add_tools(HoverTool(tooltips=[("query", "@query"), ("key", "@key"), ("weight", "@weight{0.0000}")]))
         kv.ygrid.visible = False
         kv.yaxis.major_label_text_font_size = "10px"
@@ -478,7 +478,7 @@ class AttentionLab(WorkbenchWidget):
         layer, head = self.selected
         k = core.top_keys(self.data.probe, layer, head, int(self.query.value), self.top_k, self.data.tokens())
         self.key_view = k
-        self.keys_figure.y_range.factors = list(k.labels)
+        self.keys_figure.y_range.factors = list(k.labels)[::-1]  # a categorical y axis runs upwards: heaviest on top
         self.keys_figure.x_range.end = float(max(k.weights.max(), 1e-9)) * 1.05
         self.keys_source.data = dict(key=list(k.labels), position=k.positions.tolist(), weight=k.weights.tolist(),
                                      query=[k.query_label] * len(k.labels))
@@ -691,8 +691,9 @@ class CheckpointScrubber(WorkbenchWidget):
         self.image_figure = img
 
         L, H = run.induction.shape[1:]
+        pad = max(1, (steps[-1] - steps[0]) // 40)  # the step marker stays off the frame at the first and last step
         curves = figure(width=540, height=330, title="induction score per head", x_axis_label="step",
-                        y_axis_label="score", x_range=Range1d(steps[0], steps[-1]), y_range=Range1d(0, 1.02),
+                        y_axis_label="score", x_range=Range1d(steps[0] - pad, steps[-1] + pad), y_range=Range1d(0, 1.02),
                         toolbar_location=None, tools="")
         _set_ticks(curves.xaxis[0], steps[0], steps[-1], 6)
         items = []

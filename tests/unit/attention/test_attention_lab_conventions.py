@@ -198,6 +198,7 @@ def test_scrubber_legend_is_outside_and_the_step_marker_on_top(run, tmp_path):
     assert sc.legend in curves.right and sc.legend.click_policy == "hide"
     assert len(sc.legend.items) == 2 * 4 + 2  # every head, the loss, the shifted score
     assert curves.renderers[-1] is sc.marker  # drawn last: never behind a curve
+    assert curves.x_range.start < 0 and curves.x_range.end > 20  # the marker at the first/last step is off the frame
     sc.slider.value = 10
     assert sc.marker_source.data["x"] == [10, 10]
     assert ticks(curves.xaxis[0]) == [0, 5, 10, 15, 20]

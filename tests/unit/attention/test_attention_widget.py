@@ -49,7 +49,7 @@ def test_tile_click_selects_head_and_updates_one_image(lab, model):
     assert d["position"] == top.tolist()
     np.testing.assert_allclose(d["weight"], row[top], atol=1e-6)
     assert d["key"] == [f"{j}: {lab.probe_tokens()[j]!r}" for j in top]
-    assert list(lab.keys_figure.y_range.factors) == d["key"]
+    assert list(lab.keys_figure.y_range.factors) == d["key"][::-1]  # the axis runs upwards: heaviest on top
     assert lab.keys_figure.x_range.end >= max(d["weight"])
 
 
