@@ -160,4 +160,4 @@ def test_shipped_names_stay_offline_and_do_not_touch_the_hub(monkeypatch, saved)
     fake = FakeHub(monkeypatch, saved)
     monkeypatch.setenv(zoo.ENV_VAR, "1")
     m = load_pretrained("docs-byte-draft")
-    assert m.config.vocab_size == 257 and fake.calls == []
+    assert m.config.vocab_size == 258 and fake.calls == []
