@@ -59,7 +59,7 @@ def test_evaluate_with_bos_scores_every_byte_of_each_window_after_a_bos():
     assert abs(got - want) < 1e-6
 
 
-def test_training_with_bos_learns_to_use_it():
+def test_training_with_bos_windows_still_learns_the_data():
     torch.manual_seed(0)
     m = TinyGPT(GPTConfig(vocab_size=11, n_layer=1, n_head=1, n_embd=16, block_size=8))
     data = torch.arange(400) % 9
