@@ -80,12 +80,17 @@ def _tokenizer(model):
 
 
 def fit_prompt(model, text: str, reserve: int = 0) -> PromptIds:
-    """Tokenize ``text`` and keep the last ``block_size - reserve`` tokens (left truncation)."""
-    ids = _tokenizer(model).encode(text)
+    """Tokenize ``text`` and keep the last ``block_size - reserve`` tokens (left truncation). A BOS the tokenizer
+    puts first (``tokenizer.bos_id``) stays first: the model was trained with it at position 0."""
+    tok = _tokenizer(model)
+    ids = tok.encode(text)
     room = model.config.block_size - reserve
     if room < 1:
         raise ModelError(f"no room for a prompt: context {model.config.block_size}, {reserve} tokens reserved")
     dropped = max(0, len(ids) - room)
+    bos = getattr(tok, "bos_id", None)
+    if dropped and bos is not None and ids and ids[0] == bos and room > 1:
+        return PromptIds([bos] + ids[dropped + 1:], dropped, len(ids))
     return PromptIds(ids[dropped:], dropped, len(ids))
 
 

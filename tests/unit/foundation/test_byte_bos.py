@@ -65,3 +65,22 @@ def test_training_with_bos_windows_still_learns_the_data():
     data = torch.arange(400) % 9
     h = train(m, data, steps=150, batch_size=8, lr=1e-2, val_ids=data[:80], bos=10, progress=False)
     assert h.final_val_loss < 1.0
+
+
+def test_fit_prompt_keeps_the_bos_first_when_it_cuts_from_the_left():
+    from workbench.models import GPTConfig, TinyGPT
+    from workbench.models.predict import fit_prompt
+    from workbench.tokenizers import ByteTokenizer
+
+    tok = ByteTokenizer(bos=True)
+    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_embd=8, block_size=16), tok)
+    text = "abcdefghijklmnopqrstuvwxyz"
+    p = fit_prompt(m, text, reserve=4)
+    assert p.ids[0] == tok.bos_id and len(p.ids) == 12
+    assert tok.decode(p.ids) == text[-11:]  # the BOS plus the last 11 bytes
+    assert p.dropped == len(text) + 1 - 12
+    short = fit_prompt(m, "abc")
+    assert short.ids == tok.encode("abc") and short.dropped == 0
+    plain = fit_prompt(TinyGPT(GPTConfig(vocab_size=257, n_layer=1, n_head=1, n_embd=8, block_size=16),
+                               ByteTokenizer()), text, reserve=4)
+    assert bytes(plain.ids) == text[-12:].encode()
