@@ -43,6 +43,20 @@ def sharp(family, seed=0):
     return hf
 
 
+def without_head(hf, layer, head):
+    """A copy of ``hf`` with one head's columns of ``W_O`` zeroed (weight surgery: the reference for ablation)."""
+    c = copy.deepcopy(hf)
+    lay = layout_of(from_hf(c))
+    rows = slice(head * lay.head_dim, (head + 1) * lay.head_dim)
+    with torch.no_grad():
+        w = lay.w_o[layer].weight
+        if isinstance(lay.w_o[layer], torch.nn.Linear):
+            w[:, rows] = 0
+        else:  # GPT-2's Conv1D: (in, out)
+            w[rows] = 0
+    return c
+
+
 def eager_reference(hf, ids, mask=None):
     """HF's own eager attention ``(L, H, T, T)`` and logits ``(T, V)``, optionally under a bool ``(T, T)`` mask."""
     ref = copy.deepcopy(hf)
@@ -101,15 +115,8 @@ def test_zero_ablation_equals_weight_surgery(family):
     hf = sharp(family)
     model = from_hf(hf)
     r = ablate_heads(model, IDS, [(1, 3)])
-    c = copy.deepcopy(hf)
-    lay = layout_of(from_hf(c))
-    Dh = lay.head_dim
+    c = without_head(hf, 1, 3)
     with torch.no_grad():
-        w = lay.w_o[1].weight
-        if isinstance(lay.w_o[1], torch.nn.Linear):
-            w[:, 3 * Dh:4 * Dh] = 0
-        else:  # Conv1D: (in, out)
-            w[3 * Dh:4 * Dh] = 0
         ref = c(input_ids=torch.as_tensor(IDS)[None]).logits[0, -1].log_softmax(-1).numpy()
     np.testing.assert_allclose(r.ablated, ref, atol=2e-5)
     assert np.abs(r.delta).max() > 1e-4
@@ -269,15 +276,7 @@ def test_ablation_under_a_policy_composes(family):
     hf = sharp(family)
     policy = sliding_window(5)
     r = ablate_heads(from_hf(hf), IDS, [(1, 3)], policy=policy)
-    c = copy.deepcopy(hf)
-    lay = layout_of(from_hf(c))
-    Dh = lay.head_dim
-    with torch.no_grad():
-        w = lay.w_o[1].weight
-        if isinstance(lay.w_o[1], torch.nn.Linear):
-            w[:, 3 * Dh:4 * Dh] = 0
-        else:
-            w[3 * Dh:4 * Dh] = 0
+    c = without_head(hf, 1, 3)
     T = len(IDS)
     _, logits = eager_reference(c, IDS, policy.allowed(torch.arange(T), torch.arange(T)))
     np.testing.assert_allclose(r.ablated, logits[-1].log_softmax(-1).numpy(), atol=2e-5)
