@@ -18,10 +18,18 @@ def open_and_run_all(page, base_url: str, notebook: str, timeout_s: float = 150)
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands", timeout=60_000)
     # wait for the kernel to be ready before running
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-    # fire and forget: the command's promise only settles when every cell has run
-    page.evaluate("() => { setTimeout(() => window.jupyterapp.commands.execute('notebook:run-all-cells'), 0); }")
+    # fire and forget: the command's promise only settles when every cell has run. The command acts on the
+    # current notebook, so activate its panel first; if nothing was queued (no cell shows [*] or a number), say
+    # because the panel was not current yet on a busy machine, issue it again.
+    run_all = """() => {
+        const panel = window.jupyterapp.shell.currentWidget;
+        if (panel) window.jupyterapp.shell.activateById(panel.id);
+        setTimeout(() => window.jupyterapp.commands.execute('notebook:run-all-cells'), 0);
+    }"""
+    page.evaluate(run_all)
     page.wait_for_timeout(2000)
     deadline = time.time() + timeout_s
+    issued, tries = time.time(), 1
     while time.time() < deadline:
         state = page.evaluate("""() => {
             const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
@@ -31,6 +39,9 @@ def open_and_run_all(page, base_url: str, notebook: str, timeout_s: float = 150)
         }""")
         if state["n"] and state["done"] == state["n"] and not state["busy"]:
             return
+        if not state["done"] and not state["busy"] and time.time() - issued > 15 and tries < 4:
+            page.evaluate(run_all)
+            issued, tries = time.time(), tries + 1
         time.sleep(1)
     raise AssertionError(f"notebook did not finish running within {timeout_s} s: {state}")
 
