@@ -510,10 +510,11 @@ class ScalingLab(WorkbenchWidget):
                     ref_cells.append(_fmt(be / (al + be) if k == "a" else al / (al + be)))
             rows.append(f"<tr><td>{k}</td><td><b>{_fmt(vals[k])}</b></td><td>{ci_s}</td>"
                         + "".join(f"<td>{c}</td>" for c in ref_cells) + "</tr>")
-        iso = f"; Approach 2: N* ~ C^{self.isoflop.a:.3f}" if self.isoflop is not None else ""
+        # non-breaking spaces: in the 440 px box a formula never splits across lines ("D* ~" / "C^b")
+        iso = f"; Approach 2: N*&nbsp;~&nbsp;C^{self.isoflop.a:.3f}" if self.isoflop is not None else ""
         self.params_view.value = (f"<table>{head}</tr>{''.join(rows)}</table><small>objective {f.objective:.6g} "
                                   f"({f.reduce}, delta {f.delta:g}, {f.grid} grid, {self.stopping.value}); "
-                                  f"N* ~ C^a, D* ~ C^b{iso}</small>")
+                                  f"N*&nbsp;~&nbsp;C^a, D*&nbsp;~&nbsp;C^b{iso}</small>")
 
 
 _PALETTE = ["#440154", "#3b528b", "#21918c", "#5ec962", "#c8a800", "#e07b00", "#b00020"]
