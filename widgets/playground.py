@@ -45,7 +45,7 @@ class Playground(WorkbenchWidget):
         self.last_continuation = None
         label = {"description_width": "initial"}
         self.prompt = W.Textarea(value=prompt, placeholder="Type a prompt…", continuous_update=True,
-                                 layout=W.Layout(width="100%", height="70px"))
+                                 layout=W.Layout(width="auto", align_self="stretch", height="70px"))
         self.info = notice()
         self.source = ColumnDataSource(dict(label=[], prob=[], model_prob=[], id=[], pct=[], model_pct=[], color=[]))
         fig = figure(height=300, width=width - 10, y_range=FactorRange(), x_range=(0, 1), toolbar_location=None,
@@ -79,7 +79,9 @@ class Playground(WorkbenchWidget):
         self.sample_button = W.Button(description="Sample", button_style="primary", icon="play",
                                       tooltip="sample a continuation with this temperature, length and seed",
                                       layout=W.Layout(width="auto", min_width="100px", **no_shrink))
-        self.continuation = W.HTML(layout=W.Layout(width="100%"))
+        # width auto + stretch, not 100%: ipywidgets adds a 2 px margin each side, and 100% + 4 px overflows the
+        # box (a horizontal scrollbar under the Playground wherever scrollbars are not overlays)
+        self.continuation = W.HTML(layout=W.Layout(width="auto", align_self="stretch"))
         self.sample_button.on_click(lambda _: self.sample())
         self._debouncer = Debouncer(self.refresh, debounce)
         self.prompt.observe(self._on_prompt, names="value")

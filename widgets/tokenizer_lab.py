@@ -128,9 +128,10 @@ class TokenizerLab(WorkbenchWidget):
 
         # -- live view
         self.text = W.Textarea(value=text, placeholder="Type or paste text…", continuous_update=True,
-                               layout=W.Layout(width="100%", height="110px"))
+                               layout=W.Layout(width="auto", align_self="stretch", height="110px"))
         self.info = notice()
-        self.views = {n: W.HTML(layout=W.Layout(width="100%")) for n in self.names}
+        # width auto + stretch, not 100%: 100% plus ipywidgets' 2 px margins overflows its box by 4 px
+        self.views = {n: W.HTML(layout=W.Layout(width="auto", align_self="stretch")) for n in self.names}
         # equal columns that may shrink (min_width 0) and a gutter: padding plus a rule between neighbours
         columns = [W.VBox([W.HTML(f"<b>{html.escape(n)}</b>"), self.views[n]],
                           layout=W.Layout(flex="1 1 0", min_width="0", padding="0 8px" if k else "0 8px 0 0",
@@ -165,10 +166,10 @@ class TokenizerLab(WorkbenchWidget):
                 raise TypeError("scrub must be a BPETokenizer")
             n = len(self.scrub_tokenizer.merges)
             self.sample = W.Textarea(value=sample if sample is not None else text[:400], continuous_update=True,
-                                     layout=W.Layout(width="100%", height="60px"))
+                                     layout=W.Layout(width="auto", align_self="stretch", height="60px"))
             self.merge_slider = W.IntSlider(value=n, min=0, max=n, description="merges applied",
                                             continuous_update=True, style={"description_width": "initial"},
-                                            layout=W.Layout(width="100%"))
+                                            layout=W.Layout(width="auto", align_self="stretch"))
             self.merge_info = W.HTML()
             self.scrub_view = W.HTML(layout=W.Layout(width="400px", margin="0 16px 0 0"))
             self.pairs_source = ColumnDataSource(dict(pair=[], count=[]))
