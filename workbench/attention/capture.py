@@ -338,8 +338,10 @@ class AttentionProbe:
             allowed_fn = self.policy.allowed if self.policy is not None else (lambda a, b: b[None, :] <= a[:, None])
             bias = attention_bias(q_pos, k_pos, slopes, q.dtype, allowed_fn)
             self._bias_cache = {key: bias}
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(cfg.head_dim)) + bias
-        return att.softmax(dim=-1).float()
+        # one fused pass: bias + scale * q k^T (baddbmm), then the softmax in place of the scores
+        att = torch.baddbmm(bias.expand(q.size(0), *bias.shape) if bias.dim() == 2 else bias, q, k.transpose(-2, -1),
+                            alpha=1.0 / math.sqrt(cfg.head_dim))
+        return torch.softmax(att, dim=-1, out=att) if att.dtype == torch.float32 else att.softmax(dim=-1).float()
 
     # -- generic route ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -423,11 +425,13 @@ class AttentionProbe:
             ok = self._allowed(start, end, lay.sliding_window[layer], q.device)
             bias = torch.zeros(ok.shape, dtype=q.dtype, device=q.device).masked_fill(~ok, float("-inf"))
             self._bias_cache = {key: bias}
-        att = (q @ k.transpose(-2, -1)) * lay.scaling[layer]
         cap = lay.softcap[layer]
         if cap:
-            att = torch.tanh(att / cap) * cap
-        return (att + bias).softmax(dim=-1)
+            att = (q @ k.transpose(-2, -1)) * lay.scaling[layer]
+            att = torch.tanh(att / cap) * cap + bias
+        else:  # one fused pass: bias + scale * q k^T
+            att = torch.baddbmm(bias.expand(q.size(0), *bias.shape), q, k.transpose(-2, -1), alpha=lay.scaling[layer])
+        return torch.softmax(att, dim=-1, out=att)
 
     # -- public -------------------------------------------------------------------------------------------------
     def probs(self, layer: int, heads=None, window=None) -> torch.Tensor:
