@@ -178,6 +178,104 @@ class WorkbenchWidget(W.VBox):
 
         return handler
 
+    # --- long actions: progress, Stop, never a second run (see BackgroundTask) ---------------------------
+    #: where long actions run: None (default) in a worker thread when the kernel's event loop is running (a
+    #: notebook: the kernel stays responsive), at once otherwise (scripts, tests); True/False force either
+    background: bool | None = None
+    _task: "BackgroundTask | None" = None
+    _task_button: W.Button | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a long action started by :meth:`run_in_background` runs."""
+        return self._task is not None and self._task.running
+
+    @property
+    def task(self) -> "BackgroundTask | None":
+        """The running (or last) long action."""
+        return self._task
+
+    def task_button(self, description: str, start: Callable[[], None], *, icon: str = "play",
+                    tooltip: str = "") -> W.Button:
+        """A button that calls ``start()`` when idle and stops the running action when busy: it reads "Stop"
+        while an action runs, so a second click stops instead of starting a second run."""
+        b = W.Button(description=description, icon=icon, tooltip=tooltip,
+                     layout=W.Layout(width="auto", min_width="96px", flex="0 0 auto"))
+        b._workbench_idle = dict(description=description, icon=icon, tooltip=tooltip, button_style="")
+
+        def click(_):
+            if self.busy:
+                self.stop_task()
+            elif not b.disabled:
+                start()
+
+        b.on_click(click)
+        self._task_button = b
+        return b
+
+    def _task_notice(self) -> W.HTML | None:
+        info = getattr(self, "info", None)
+        return info if isinstance(info, W.HTML) else None
+
+    def stop_task(self) -> None:
+        """Ask the running action to stop (it ends at its next progress step, with a "stopped" notice)."""
+        t = self._task
+        if t is None or not t.running or t.stop_requested:
+            return
+        t.stop()
+        b = self._task_button
+        if b is not None:
+            b.description, b.disabled = "stopping ...", True
+        if (w := self._task_notice()) is not None:
+            set_notice(w, "stopping after the current step ...", "warning")
+
+    def wait_task(self, timeout: float | None = None) -> bool:
+        """Block until the running action ended and the widget shows its result (scripts, tests)."""
+        return True if self._task is None else self._task.wait(timeout)
+
+    def run_in_background(self, fn: Callable, *, on_progress: Callable | None = None,
+                          on_done: Callable | None = None, on_error: Callable | None = None,
+                          on_stopped: Callable | None = None, on_end: Callable | None = None,
+                          background: bool | None = None) -> "BackgroundTask | None":
+        """Run ``fn(progress)`` as the widget's one long action (see :class:`BackgroundTask`); returns None and
+        starts nothing while another runs. The :meth:`task_button` reads "Stop" meanwhile. Defaults: an error
+        and a stop end in the widget's notice (``self.info``)."""
+        if self.busy:
+            return None
+
+        def error(e):
+            if on_error is not None:
+                on_error(e)
+            elif (w := self._task_notice()) is not None:
+                set_notice(w, f"failed: {type(e).__name__}: {e}", "error")
+
+        def stopped():
+            if on_stopped is not None:
+                on_stopped()
+            elif (w := self._task_notice()) is not None:
+                set_notice(w, "stopped", "warning")
+
+        def end():
+            b = self._task_button
+            if b is not None:
+                for k, v in b._workbench_idle.items():
+                    setattr(b, k, v)
+                b.disabled = False
+            if on_end is not None:
+                on_end()
+
+        bg = self.background if background is None else background
+        if bg is None:
+            bg = _kernel_loop() is not None
+        self._task = BackgroundTask(fn, on_progress=on_progress, on_done=on_done, on_error=error,
+                                    on_stopped=stopped, on_end=end)
+        b = self._task_button
+        if b is not None and bg:
+            b.description, b.icon, b.button_style, b.disabled = "Stop", "stop", "warning", False
+            b.tooltip = "stop this run (the previous results stay)"
+        self._task.start(background=bg)
+        return self._task
+
     # --- export (see widgets/export.py) -------------------------------------------------------------------
     #: where the export buttons (and calls without a path) write; relative to the notebook's folder
     export_dir: Path | str = Path("exports")
@@ -339,6 +437,163 @@ class WorkbenchWidget(W.VBox):
             if not isinstance(e, ExportError):
                 self._export_failed(Exception(f"{type(e).__name__}: {e}"))
             return None
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to stop a core loop cleanly (the user clicked Stop)."""
+
+
+def _kernel_loop():
+    """The running event loop of the kernel's main thread (ipykernel handles widget messages on it), or None in
+    scripts and tests."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            loop = asyncio.get_event_loop()
+    except RuntimeError:
+        return None
+    return loop if loop.is_running() else None
+
+
+class BackgroundTask:
+    """One long action run in a worker thread that posts progress, can be stopped, and ends in exactly one of
+    ``on_done(result)``, ``on_stopped()`` or ``on_error(exc)``, then ``on_end()``.
+
+    ``fn(progress)`` does the work and calls ``progress(done, total)`` as it goes (pass it to a core function's
+    ``progress=``): that forwards to ``on_progress(done, total)`` and raises :class:`Cancelled` once :meth:`stop`
+    was called, which ends the core loop cleanly. Callbacks run on the kernel's main thread when a running event
+    loop was found at :meth:`start` (widget updates from the kernel's own thread), otherwise in the worker thread;
+    :meth:`wait` joins the worker and delivers the end at once on the calling thread. ``background=False`` runs
+    ``fn`` at once in the calling thread (same callbacks).
+    """
+
+    def __init__(self, fn: Callable, *, on_progress: Callable | None = None, on_done: Callable | None = None,
+                 on_error: Callable | None = None, on_stopped: Callable | None = None,
+                 on_end: Callable | None = None):
+        import threading
+
+        self.fn = fn
+        self.on_progress, self.on_done, self.on_error = on_progress, on_done, on_error
+        self.on_stopped, self.on_end = on_stopped, on_end
+        self._stop = threading.Event()
+        self._finished = threading.Event()   # the end was delivered
+        self._lock = threading.Lock()
+        self._outcome = None                  # ("done", result) | ("stopped", None) | ("error", exc)
+        self._thread = None
+        self._loop = None
+
+    # --- state --------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until the end was delivered."""
+        return self._thread is not None and not self._finished.is_set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def outcome(self) -> str | None:
+        """"done", "stopped", "error", or None while running."""
+        return self._outcome[0] if self._finished.is_set() and self._outcome else None
+
+    # --- control ------------------------------------------------------------------------------------------
+    def start(self, background: bool = True) -> "BackgroundTask":
+        import threading
+
+        if self._thread is not None:
+            return self  # one run per task: a second start never starts a second run
+        if not background:
+            self._thread = threading.current_thread()
+            self._work()
+            self._finish()
+            return self
+        self._loop = _kernel_loop()
+        self._thread = threading.Thread(target=self._run, name="workbench-task", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the work to stop: the next ``progress`` call raises :class:`Cancelled`."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the work ended and its end was delivered (on this thread if not yet). True if it ended."""
+        import threading
+
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+            if t.is_alive():
+                return False
+        if self._outcome is not None:
+            self._finish()
+        return self._finished.is_set()
+
+    # --- internals ----------------------------------------------------------------------------------------
+    def progress(self, done, total) -> None:
+        if self._stop.is_set():
+            raise Cancelled("stopped")
+        if self.on_progress is not None:
+            self._post(self._progress, done, total)
+
+    def _progress(self, done, total) -> None:
+        if not self._finished.is_set():
+            self.on_progress(done, total)
+
+    def _work(self) -> None:
+        try:
+            result = self.fn(self.progress)
+            self._outcome = ("stopped", None) if self._stop.is_set() and result is None else ("done", result)
+        except Cancelled:
+            self._outcome = ("stopped", None)
+        except BaseException as e:  # noqa: BLE001 - every error ends in on_error (a visible notice)
+            self._outcome = ("error", e)
+
+    def _run(self) -> None:
+        self._work()
+        self._post(self._finish)
+
+    def _post(self, cb: Callable, *args) -> None:
+        import threading
+
+        loop = self._loop
+        if loop is not None and threading.current_thread() is not threading.main_thread():
+            try:
+                loop.call_soon_threadsafe(cb, *args)
+                return
+            except RuntimeError:  # the loop closed: deliver here
+                pass
+        cb(*args)
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self._finished.is_set() or self._outcome is None:
+                return
+            kind, value = self._outcome
+            try:
+                cb = {"done": self.on_done, "stopped": self.on_stopped, "error": self.on_error}[kind]
+                if cb is not None:
+                    cb(value) if kind != "stopped" else cb()
+                elif kind == "error":
+                    raise value
+            except Exception as e:  # noqa: BLE001 - an error in the handler itself still reaches on_error
+                self._outcome = ("error", e)
+                if self.on_error is not None and cb is not self.on_error:
+                    try:
+                        self.on_error(e)
+                    except Exception:  # noqa: BLE001
+                        pass
+            finally:
+                self._finished.set()
+                if self.on_end is not None:
+                    self.on_end()
 
 
 def side_by_side(*widgets: W.Widget, gap: str = "16px") -> W.HBox:

@@ -139,6 +139,11 @@ class ScalingLab(WorkbenchWidget):
         self.budget = W.FloatSlider(value=23.0, min=18.0, max=26.0, step=0.1, description="log10 C (FLOP)",
                                     continuous_update=True, style=_WIDE, layout=W.Layout(width="420px"))
         self.info = notice()
+        # the fit runs as the widget's one long action: in a worker thread when slow (scipy defaults), with
+        # progress in the notice; this button reads "Stop" meanwhile (a second click stops, never a second run)
+        self.fit_button = self.task_button("refit", self.refit, icon="refresh",
+                                           tooltip="fit again with the current choices")
+        self._shown_choices: dict | None = None   # the choices of the fit on display (restored on Stop)
         self.params_view = W.HTML(layout=W.Layout(max_width="440px"))
         self.budget_view = W.HTML()
 
@@ -226,11 +231,11 @@ class ScalingLab(WorkbenchWidget):
         self._nopt_pane = bokeh_pane(nf)
 
         # --- wiring: one re-entrancy mechanism (WorkbenchWidget.quietly / reacting) ---
-        self.source.observe(self.reacting(self._on_source), names="value")
+        self.source.observe(self.reacting(self._idle_only(self._on_source)), names="value")
         self.load_button.on_click(self.reacting(lambda b: self.reload()))
-        self.drop_highest.observe(self.reacting(lambda ch: self.reload()), names="value")
+        self.drop_highest.observe(self.reacting(self._idle_only(lambda ch: self.reload())), names="value")
         for w in (self.reduce, self.delta, self.grid, self.stopping, self.bootstrap):
-            w.observe(self.reacting(lambda ch: self.refit()), names="value")
+            w.observe(self.reacting(self._idle_only(lambda ch: self.refit())), names="value")
         self.budget.observe(self.reacting(lambda ch: self.update_budget()), names="value")
 
         wrap = W.Layout(flex_flow="row wrap", align_items="center")
@@ -238,7 +243,7 @@ class ScalingLab(WorkbenchWidget):
             W.HBox([self.source, self.drop_highest], layout=wrap),
             W.HBox([self.path, self.load_button, self.export_controls(default=".csv")], layout=wrap),
             W.HBox([self.reduce, self.delta], layout=wrap),
-            W.HBox([self.grid, self.stopping, self.bootstrap], layout=wrap),
+            W.HBox([self.grid, self.stopping, self.bootstrap, self.fit_button], layout=wrap),
         ])
         self.tabs = W.Tab(children=[self._loss_pane, self._iso_pane, self._nopt_pane])
         for i, t in enumerate(["loss vs compute", "IsoFLOP", "N* vs compute"]):
@@ -258,12 +263,32 @@ class ScalingLab(WorkbenchWidget):
         self._set_mode()
         self.reload()
 
+    _CHOICES = ("source", "path", "drop_highest", "reduce", "delta", "grid", "stopping", "bootstrap")
+
     def _set_mode(self) -> None:
         """Enable what applies to the current source and state: the store path only for a sweep store, the
-        budget slider only with a fit."""
+        budget slider only with a fit; while a fit runs, the fitting choices are locked (the budget, tabs and
+        exports keep working on the fit on display)."""
+        busy = self.busy
         store = self.source.value == "store"
-        self.path.disabled = self.load_button.disabled = not store
+        self.path.disabled = self.load_button.disabled = not store or busy
+        for k in ("source", "drop_highest", "reduce", "delta", "grid", "stopping", "bootstrap"):
+            getattr(self, k).disabled = busy
         self.budget.disabled = self.fit is None
+        if not busy:
+            self.fit_button.disabled = self.data is None
+
+    def _idle_only(self, fn):
+        """An observer that runs only when no fit is running; a change made meanwhile (from code: the controls
+        are disabled) is put back, so the controls always show the choices of a fit that exists or runs."""
+        def handler(change):
+            if self.busy:
+                with self.quietly():
+                    change["owner"].value = change["old"]
+                return None
+            return fn(change)
+
+        return handler
 
     def _fail(self, prefix: str, e: Exception) -> None:
         """A visible, specific notice that replaces the previous one; nothing stale stays on the charts."""
@@ -275,54 +300,95 @@ class ScalingLab(WorkbenchWidget):
         self._set_mode()
 
     def reload(self) -> None:
-        """Load the chosen source with the outlier rule applied, then refit."""
+        """Load the chosen source with the outlier rule applied, then refit (nothing while a fit runs)."""
+        if self.busy:
+            return
         try:
-            self.data = load_source(self.source.value, path=self.path.value, drop_highest=int(self.drop_highest.value))
+            data = load_source(self.source.value, path=self.path.value, drop_highest=int(self.drop_highest.value))
         except Exception as e:  # noqa: BLE001 - every bad input ends in a visible notice, never a traceback
             what = "cannot load the sweep store: " if self.source.value == "store" else "cannot load the data: "
             self._fail(what, e)
             return
+        self.refit(data)
+
+    def _adopt(self, data) -> None:
+        """Show ``data``: the budget slider's range follows its compute range."""
+        self.data = data
         lc = np.log10(self.data.C)
         lo, hi = float(np.floor(lc.min())), float(np.ceil(lc.max()) + 2)
         with self.quietly():  # widen first so the new value is always inside the range
             self.budget.min, self.budget.max = min(lo, self.budget.min), max(hi, self.budget.max)
             self.budget.value = round(float(lc.max()) + 1.0, 1)
             self.budget.min, self.budget.max = lo, hi
-        self.refit()
 
-    def refit(self) -> None:
-        """Fit the law with the current choices (a notice, with bootstrap progress, while it runs), IsoFLOP
-        profiles, then redraw."""
-        if self.data is None:
+    def refit(self, data=None) -> None:
+        """Fit the law to ``data`` (default: the data shown) with the current choices, IsoFLOP profiles, then
+        redraw. With scipy's default stopping rule (one full multistart per bootstrap refit: tens of seconds)
+        the fit runs in a worker thread (see :attr:`background`): the notice counts refits, ``fit_button``
+        reads "Stop", and a stopped fit leaves the previous one on display, with its choices back in the
+        controls. Nothing starts while a fit runs."""
+        if self.busy:
             return
+        data = self.data if data is None else data
+        if data is None:
+            return
+        choices = {k: getattr(self, k).value for k in self._CHOICES}
         grid, stopping, n_boot = self.grid.value, self.stopping.value, int(self.bootstrap.value)
         what = "4,500 starts" if grid == "full" else "243 starts"
         slow = " (a plain scipy loop, one start at a time)" if stopping == "scipy defaults" else ""
         same = (f"; {n_boot} bootstrap refits with the same choices"
                 + (" (each reruns the whole scipy loop)" if stopping == "scipy defaults" else "") if n_boot else "")
-        head = f"fitting {len(self.data)} runs from {what}{slow}{same}"
+        head = f"fitting {len(data)} runs from {what}{slow}{same}"
         set_notice(self.info, head + " ...", "warning")
 
+        slow = stopping == "scipy defaults"
+        refits = [0, n_boot]
+
         def progress(done, total):
-            set_notice(self.info, f"{head}: refit {done} of {total} ...", "warning")
+            refits[:] = [done, total]
+            stop = " (Stop keeps the fit on display)" if self.fit_button.description == "Stop" else ""
+            set_notice(self.info, f"{head}: refit {done} of {total}{stop} ...", "warning")
+
+        def work(tick):
+            fit = fit_source(data, reduce=choices["reduce"], delta=float(choices["delta"]), grid=grid,
+                             stopping=stopping, bootstrap=n_boot, seed=self.seed, progress=tick if slow else None)
+            try:
+                iso, iso_note = fit_isoflop(data.N, data.C, data.loss, budgets=data.budgets), ""
+            except ScalingError as e:
+                iso = None
+                iso_note = f" IsoFLOP (Approach 2) not available for these runs: {str(e).split(' (skipped')[0]}."
+            return fit, iso, iso_note
+
+        def failed(e):
+            self._fail("fit failed: ", e)
+            self._adopt(data)
 
         t0 = time.perf_counter()
-        try:
-            self.fit = fit_source(self.data, reduce=self.reduce.value, delta=float(self.delta.value), grid=grid,
-                                  stopping=stopping, bootstrap=n_boot, seed=self.seed,
-                                  progress=progress if stopping == "scipy defaults" else None)
-        except Exception as e:  # noqa: BLE001
-            data = self.data
-            self._fail("fit failed: ", e)
-            self.data = data
+        self.run_in_background(work, on_progress=progress, on_error=failed,
+                               on_done=lambda r: self._show_fit(data, choices, *r, time.perf_counter() - t0),
+                               on_stopped=lambda: self._stopped(refits), on_end=self._set_mode,
+                               background=None if slow else False)
+        self._set_mode()
+
+    def _stopped(self, refits) -> None:
+        """Stop: the fit on display stays, and the controls go back to its choices."""
+        done, total = refits
+        when = f" after {done} of {total} bootstrap refits" if total else ""
+        if self._shown_choices is None or self.fit is None:
+            set_notice(self.info, f"fit stopped{when}: no fit to show; click refit to run it again", "warning")
             return
-        self.timings["fit"] = time.perf_counter() - t0
-        try:
-            self.isoflop = fit_isoflop(self.data.N, self.data.C, self.data.loss, budgets=self.data.budgets)
-            iso_note = ""
-        except ScalingError as e:
-            self.isoflop = None
-            iso_note = f" IsoFLOP (Approach 2) not available for these runs: {str(e).split(' (skipped')[0]}."
+        with self.quietly():
+            for k, v in self._shown_choices.items():
+                getattr(self, k).value = v
+        self._summary = f"source={self.source.value!r}"
+        set_notice(self.info, f"fit stopped{when}: the previous fit stays on display (its choices are back in "
+                              "the controls); click refit to run it again", "warning")
+
+    def _show_fit(self, data, choices, fit, iso, iso_note, seconds) -> None:
+        self._adopt(data)
+        self.fit, self.isoflop, self._shown_choices = fit, iso, choices
+        self.timings["fit"] = seconds
+        n_boot = int(choices["bootstrap"])
         f = self.fit
         band = (f"; 95% bands from {n_boot} refits with the same choices" if n_boot else "; no bootstrap band")
         msg = (f"fitted {f.n_points} runs ({self.data.n_dropped} highest-loss dropped"
