@@ -115,3 +115,30 @@ def test_refit_button_when_idle_fits_again_with_the_current_choices(lab):
     w.fit_button.click()                            # strict: a fast synchronous refit
     assert w.fit is not before and w.fit.n_starts == before.n_starts and fake.calls == 0
     assert "fitted 240 runs" in w.info.value
+
+
+def test_a_real_scipy_defaults_bootstrap_is_stopped_at_its_next_refit(monkeypatch):
+    """The real core loop: Stop raises Cancelled from the progress callback between two refits."""
+    w = ScalingLab(bootstrap=20)
+    w.background = True
+    real, first, stop_clicked = mod.fit_source, threading.Event(), threading.Event()
+
+    def watched(data, **kw):
+        tick = kw["progress"]
+
+        def progress(done, total):
+            first.set()
+            assert stop_clicked.wait(WAIT)       # hold the worker until Stop was clicked: no race on timing
+            tick(done, total)
+
+        return real(data, **{**kw, "progress": progress if tick else None})
+
+    monkeypatch.setattr(mod, "fit_source", watched)
+    w.reduce.value = "mean"                          # strict: synchronous, fast
+    prev = w.fit
+    w.stopping.value = "scipy defaults"
+    assert first.wait(WAIT) and w.busy
+    w.fit_button.click()
+    stop_clicked.set()
+    assert w.wait_task(WAIT) and w.task.outcome == "stopped"
+    assert w.fit is prev and w.stopping.value == "strict" and "fit stopped after 0 of 20" in w.info.value  # none reported yet
