@@ -196,3 +196,10 @@ REPLACE_LISTING = r"""([cellIndex, html]) => {
     const out = [...cell.node.querySelectorAll('.jp-OutputArea-output')].find(o => o.querySelector('pre'));
     out.innerHTML = html;
 }"""
+
+# The tab bars of a cell's outputs (ipywidgets Tab, a Lumino TabBar): titles, and one tab to click.
+TAB_TITLES = """(i) => [...window.jupyterapp.shell.currentWidget.content.widgets[i].node
+    .querySelectorAll('.jp-OutputArea-output .widget-tab .lm-TabBar-tab')].map(t => t.textContent.trim())"""
+
+TAB_HANDLE = """([i, k]) => [...window.jupyterapp.shell.currentWidget.content.widgets[i].node
+    .querySelectorAll('.jp-OutputArea-output .widget-tab .lm-TabBar-tab')][k]"""

@@ -12,6 +12,7 @@ still fails the test with a plain ``AssertionError``.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +20,8 @@ import pytest
 
 from .conftest import ARTIFACTS, new_lab_page, shutdown_kernels
 from .helpers import assert_no_widget_errors, colourful_pixels, open_and_run_all
-from .layout import LISTINGS, MEASURE, READY, REPLACE_LISTING, RICH_CELLS, SCROLL_TO, SOURCES
+from .layout import (LISTINGS, MEASURE, READY, REPLACE_LISTING, RICH_CELLS, SCROLL_TO, SOURCES, TAB_HANDLE,
+                     TAB_TITLES)
 
 pytestmark = pytest.mark.browser
 SHOTS = ARTIFACTS / "layout"
@@ -47,8 +49,22 @@ BEHAVIOUR = {
     "05_gpu_kernels": [("the-checks-catch-planted-faults", "kernel_part = between(")],
 }
 
-# (notebook, lab) -> {check: the finding, as measured}. Checks: "over", "clipped", "empty".
+# (notebook, lab) -> {check: the finding, as measured}. Checks: "over", "clipped", "empty" ("<check>@<tab>" in a tab),
+# "listing" (a code listing, line by line).
 KNOWN: dict[tuple[str, str], dict[str, str]] = {
+    ("03_decoding", "DecodingLab"): {
+        "empty@beam tree": (
+            "measured 2026-12-04 with the notebook's strategy 'sample': the 'beam tree' tab shows empty axes "
+            "(x and y from -1 to 1, legend entries without symbols, 0 rows in 7 renderers) and no word that the tree "
+            "needs strategy 'beam' (DecodingLab is being reworked)"),
+        "empty@speculative": (
+            "measured 2026-12-04 with strategy 'sample': both charts of the 'speculative' tab are empty axes (0 rows "
+            "in 4 and 2 renderers) with no word that they need strategy 'speculative'")},
+    ("02_attention", "AttentionLab"): {"over": (
+        "measured 2026-12-04: the AttentionLab's outer VBox (text, compare, 'compare with', metric...) shows 900 of "
+        "904 px, a horizontal scrollbar wherever scrollbars are not overlays: children with width 100% (the text "
+        "and compare Textareas, widgets/attention_lab.py) plus ipywidgets' 2 px margins; width='auto', "
+        "align_self='stretch' fixed the same in the Playground and TokenizerLab (AttentionLab is being reworked)")},
     ("05_gpu_kernels", "kernel-listing"): {"listing": (
         "issue 13 item 9, measured 2026-12-04: the notebook's cell builds its own <table>, so JupyterLab right-aligns "
         "it (35 of 41 kernel lines and 10 of 13 reference lines not at the left edge, text-align right) and wraps "
@@ -182,18 +198,31 @@ def test_notebook_views(notebooks, name, lab, marker):
     m = _measure(nb, i, lab)
     print(lab, m)
     assert m["sidebar"], "the file browser should be open (the narrow case)"
-    outs = [o for o in m["outputs"] if o["widgets"] or o["canvases"]]
-    assert outs, f"{lab}: no widget or figure was drawn in cell {i}"
-    findings = {}
-    for o in outs:
-        if o["over"]:
-            findings.setdefault("over", []).append(f"past the column's right edge {o['column'][1]:.0f}: {o['over']}")
-        if o["clipped"]:
-            findings.setdefault("clipped", []).append(f"text cut short: {o['clipped']}")
-        # empty: nothing painted but the background, or (when bokeh's view is found) no visible renderer has data
-        empty = [f for f in o["figures"] if f["colours"] < 2 or f["data_rows"] == 0]
-        if empty:
-            findings.setdefault("empty", []).append(f"bokeh figures without data or ink: {empty}")
+    findings: dict[str, list] = {}
+    views = [("", m)]
+    # a lab with tabs: every tab is a view of its own (hidden ones are not laid out until shown); a finding in a tab
+    # is keyed "<check>@<tab title>" in KNOWN
+    for k, title in enumerate(nb.page.evaluate(TAB_TITLES, i)[1:], start=1):
+        nb.page.evaluate_handle(TAB_HANDLE, [i, k]).as_element().click()
+        nb.page.wait_for_timeout(1500)
+        views.append((title, _measure(nb, i, f"{lab}--tab-{re.sub(r'[^A-Za-z0-9]+', '-', title)}")))
+    if len(views) > 1:
+        nb.page.evaluate_handle(TAB_HANDLE, [i, 0]).as_element().click()
+    for tab, mv in views:
+        key = (lambda check: f"{check}@{tab}") if tab else (lambda check: check)
+        where = f"tab {tab!r}: " if tab else ""
+        outs = [o for o in mv["outputs"] if o["widgets"] or o["canvases"]]
+        assert outs, f"{lab}: {where}no widget or figure was drawn in cell {i}"
+        for o in outs:
+            if o["over"]:
+                findings.setdefault(key("over"), []).append(
+                    f"{where}past the column's right edge {o['column'][1]:.0f}: {o['over']}")
+            if o["clipped"]:
+                findings.setdefault(key("clipped"), []).append(f"{where}text cut short: {o['clipped']}")
+            # empty: nothing painted but the background, or (when bokeh's view is found) no visible renderer has data
+            empty = [f for f in o["figures"] if f["colours"] < 2 or f["data_rows"] == 0]
+            if empty:
+                findings.setdefault(key("empty"), []).append(f"{where}bokeh figures without data or ink: {empty}")
     known = KNOWN.get((name, lab), {})
     unexpected = {k: v for k, v in findings.items() if k not in known}
     assert not unexpected, f"{name} / {lab}: {unexpected}"
