@@ -112,8 +112,7 @@ MEASURE = r"""(cellIndex) => {
             widgets: out.querySelectorAll('.jupyter-widgets, .widget-box').length, canvases: figures.length,
             html: !!out.querySelector('.jp-RenderedHTMLCommon') && !out.querySelector('.jupyter-widgets'),
             over: outer.slice(0, 8).map(e => name(e) + ` right=${Math.round(r(e).right)}`).concat(
-                squeezed.filter(e => !squeezed.some(o => o !== e && o.contains(e))).slice(0, 8)
-                    .map(e => name(e) + ` shows ${e.clientWidth} of ${e.scrollWidth} px`)),
+                squeezed.slice(0, 8).map(e => name(e) + ` shows ${e.clientWidth} of ${e.scrollWidth} px`)),
             clipped, figures,
         });
     }
