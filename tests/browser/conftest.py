@@ -21,7 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab_server(tmp_path_factory):
     """Serve a scratch copy of the notebooks (so autosave never touches the repository's files)."""
     if not Path(CHROMIUM).exists():
@@ -70,9 +70,10 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--di
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
-    """One headless Chromium for the whole session (Playwright's sync API allows one driver per thread)."""
+    """One headless Chromium for the browser tests (Playwright's sync API allows one driver per thread). Package
+    scope: its event loop is closed before the unit tests run, whose widgets look for a running loop."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: install it with 'apt-get install chromium' to run browser tests")
     sync_api = pytest.importorskip("playwright.sync_api")
