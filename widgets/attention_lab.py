@@ -171,7 +171,8 @@ class AttentionLab(WorkbenchWidget):
         self.tiles = None  # the core's Tiles drawn in the overview
 
         # --- controls ---
-        self.text = W.Textarea(value=text, layout=W.Layout(width="100%", height="60px"), description="text")
+        self.text = W.Textarea(value=text, layout=W.Layout(width="auto", align_self="stretch", height="60px"),
+                               description="text")
         self.compare_text = W.Textarea(value=compare_text, layout=W.Layout(flex="1 1 auto", height="40px"),
                                        description="compare", placeholder="optional second prompt")
         self.metric = W.Dropdown(options=list(METRICS), value=metric, description="metric", style=STYLE,
@@ -187,7 +188,8 @@ class AttentionLab(WorkbenchWidget):
         self.head = W.BoundedIntText(value=0, min=0, max=self.H - 1, description="head", style=STYLE,
                                      layout=W.Layout(width="110px"))
         self.query = W.IntSlider(value=0, min=0, max=0, description="query position (top keys)", style=STYLE,
-                                 layout=W.Layout(width="100%"), continuous_update=False)
+                                 layout=W.Layout(width="auto", flex="1 1 auto", min_width="320px"),
+                                 continuous_update=False)
         self.ablate_button = W.ToggleButton(value=False, description="ablate head", icon="ban",
                                             layout=W.Layout(width="auto", flex="0 0 auto"))
         choice, window, n_global, policy_note = core.policy_choice(policy)
@@ -288,7 +290,7 @@ class AttentionLab(WorkbenchWidget):
 
         self.policy_row = W.HBox([self.policy_kind, self.window, self.n_global], layout=W.Layout(flex_flow="row wrap"))
         super().__init__(children=[
-            self.text, W.HBox([self.compare_text, self.checkpoint], layout=W.Layout(width="100%")),
+            self.text, W.HBox([self.compare_text, self.checkpoint], layout=W.Layout(width="auto", align_self="stretch")),
             W.HBox([self.metric, self.layer, self.head, self.ablate_button, export_box],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
             self.policy_row,

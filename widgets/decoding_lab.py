@@ -491,6 +491,7 @@ class DecodingLab(WorkbenchWidget):
         if view != self._drawn:  # empty the views of the previous kind of result once
             self._clear()
             self._drawn = view
+            self._show_tabs_for(view)
         {"spec": self._render_spec, "beam": self._render_beam, "steps": self._render_steps}[view](r)
         tok = self.model.tokenizer
         prompt = html.escape(tok.decode_with_placeholders(r.prompt)) if tok is not None else ""
@@ -499,6 +500,29 @@ class DecodingLab(WorkbenchWidget):
         self.text_view.value = f'<div style="font-family:monospace">{prompt}{gen}</div>' \
                                f'<small>step {self.cursor} / {self.n_steps}</small>'
         self.timings["render"] = time.perf_counter() - t0
+
+    #: what each tab needs, said in the tab when the current strategy does not draw it (no empty axes)
+    _TAB_NEEDS = {"steps": "The step view follows one sequence token by token: choose 'greedy' or 'sample' in "
+                           "'strategy' above (beam and speculative results have their own tabs).",
+                  "beam": "The beam tree is drawn for the strategies 'beam' and 'diverse beam': choose one in "
+                          "'strategy' above.",
+                  "spec": "Speculative rounds (accepted, rejected and unverified draft tokens) are drawn for the "
+                          "strategy 'speculative', which needs a draft model: choose it in 'strategy' above."}
+
+    def _show_tabs_for(self, view: str) -> None:
+        """The tab of the current kind of result shows its figures; the others say what they need."""
+        panes = {"steps": self._step_box, "beam": self._beam_pane, "spec": self._spec_pane}
+        notes = self.__dict__.setdefault("_tab_notes", {})
+        children = list(self.tabs.children)
+        for i, kind in enumerate(("steps", "beam", "spec")):
+            if kind == view:
+                children[i] = panes[kind]
+            else:
+                if kind not in notes:
+                    notes[kind] = W.HTML(f'<p style="color:#555;max-width:640px">{self._TAB_NEEDS[kind]}</p>')
+                children[i] = notes[kind]
+        if tuple(children) != tuple(self.tabs.children):
+            self.tabs.children = children
 
     def _render_steps(self, r):
         tl = core.timeline_rows(r, self.cursor, self._label)

@@ -51,26 +51,7 @@ BEHAVIOUR = {
 
 # (notebook, lab) -> {check: the finding, as measured}. Checks: "over", "clipped", "empty" ("<check>@<tab>" in a tab),
 # "listing" (a code listing, line by line).
-KNOWN: dict[tuple[str, str], dict[str, str]] = {
-    ("03_decoding", "DecodingLab"): {
-        "empty@beam tree": (
-            "measured 2026-12-04 with the notebook's strategy 'sample': the 'beam tree' tab shows empty axes "
-            "(x and y from -1 to 1, legend entries without symbols, 0 rows in 7 renderers) and no word that the tree "
-            "needs strategy 'beam' (DecodingLab is being reworked)"),
-        "empty@speculative": (
-            "measured 2026-12-04 with strategy 'sample': both charts of the 'speculative' tab are empty axes (0 rows "
-            "in 4 and 2 renderers) with no word that they need strategy 'speculative'")},
-    ("02_attention", "AttentionLab"): {"over": (
-        "measured 2026-12-04: the AttentionLab's outer VBox (text, compare, 'compare with', metric...) shows 900 of "
-        "904 px, a horizontal scrollbar wherever scrollbars are not overlays: children with width 100% (the text "
-        "and compare Textareas, widgets/attention_lab.py) plus ipywidgets' 2 px margins; width='auto', "
-        "align_self='stretch' fixed the same in the Playground and TokenizerLab (AttentionLab is being reworked)")},
-    ("05_gpu_kernels", "kernel-listing"): {"listing": (
-        "issue 13 item 9, measured 2026-12-04: the notebook's cell builds its own <table>, so JupyterLab right-aligns "
-        "it (35 of 41 kernel lines and 10 of 13 reference lines not at the left edge, text-align right) and wraps "
-        "mid-word (8 and 4 lines on two rows, white-space pre-wrap); the same text through "
-        "workbench.kernels.listing.side_by_side passes in the same output element: the notebook should call it")},
-}
+KNOWN: dict[tuple[str, str], dict[str, str]] = {}
 
 
 class KnownFinding(Exception):

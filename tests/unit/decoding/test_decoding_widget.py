@@ -1,6 +1,7 @@
 """DecodingLab driven from Python: set controls, click buttons, assert on the bokeh data sources."""
 from __future__ import annotations
 
+import ipywidgets as W
 import pytest
 import torch
 
@@ -341,3 +342,17 @@ def test_quietly_is_the_base_mechanism():
     except ValueError:
         pass
     assert not w.is_quiet
+
+
+def test_tabs_that_do_not_apply_say_what_they_need(lab):
+    """No empty axes: under 'sample' the beam-tree and speculative tabs say which strategy draws them; switching
+    strategy brings the figures back and puts the note in the step tab."""
+    beam, spec = lab.tabs.children[1], lab.tabs.children[2]
+    assert isinstance(beam, W.HTML) and "'beam'" in beam.value
+    assert isinstance(spec, W.HTML) and "'speculative'" in spec.value
+    assert lab.tabs.children[0] is lab._step_box
+    lab.strategy.value = "beam"
+    assert lab.tabs.children[1] is lab._beam_pane and isinstance(lab.tabs.children[0], W.HTML)
+    assert len(lab.beam_nodes.data["x"]) > 0
+    lab.strategy.value = "sample"
+    assert lab.tabs.children[0] is lab._step_box and isinstance(lab.tabs.children[1], W.HTML)
