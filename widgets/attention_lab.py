@@ -60,7 +60,7 @@ def _apply_scale(mapper, bar, scale) -> None:
     palette = RdBu11 if scale.diverging else Viridis256  # RdBu11 runs blue -> red: B - A > 0 is red, as in the PNG
     mapper.update(palette=palette, low=scale.low, high=scale.high)
     bar.formatter.format = scale.fmt
-    bar.ticker.ticks = np.linspace(scale.low, scale.high, 5).tolist()
+    bar.ticker.ticks = scale.ticks
 
 
 class ImagePanel:
@@ -93,6 +93,7 @@ class ImagePanel:
                                })
         fig.add_tools(self.hover)
         self.bar = _colour_bar(self.mapper, value_name)
+        self.value_name = value_name
         fig.add_layout(self.bar, "right")
         self.figure = fig
         self.view = None
@@ -104,6 +105,7 @@ class ImagePanel:
         q0 = int(v.q_edges[0])
         nq, nk = int(v.q_edges[-1]) - q0, int(v.k_edges[-1])
         _apply_scale(self.mapper, self.bar, scale)
+        self.bar.title = f"{self.value_name}: no difference" if scale.flat else self.value_name
         ql, kl = core.position_labels(v)
         if self.qlab.data["q"] != ql:  # labels change with the text, not with the head
             self.qlab.data = dict(q=ql)
@@ -442,7 +444,8 @@ class AttentionLab(WorkbenchWidget):
         self.tiles = tiles
         layers, heads = np.divmod(np.arange(self.L * self.H), self.H)
         _apply_scale(self.tile_mapper, self.tile_bar, tiles.scale)
-        self.tile_bar.title = f"{self.metric.value} (B - A)" if tiles.difference else self.metric.value
+        self.tile_bar.title = (f"{self.metric.value} (B - A)" + (": no difference" if tiles.scale.flat else "")
+                               if tiles.difference else self.metric.value)
         flat = tiles.values.reshape(-1)
         self.tile_source.data = dict(
             layer=layers.tolist(), head=heads.tolist(), value=np.where(np.isfinite(flat), flat, np.nan).tolist(),
@@ -466,7 +469,8 @@ class AttentionLab(WorkbenchWidget):
             self._fail(e, "head")
             return
         self.view = v
-        self.detail.show(v, f"L{layer} H{head} {mode}", core.view_scale(v, mode == "difference"))
+        scale = core.view_scale(v, mode == "difference")
+        self.detail.show(v, f"L{layer} H{head} {mode}" + (": no difference" if scale.flat else ""), scale)
         self.timings["detail"] = time.perf_counter() - t0
         self._draw_keys()
         self._draw_compare()
@@ -518,7 +522,8 @@ class AttentionLab(WorkbenchWidget):
         self.compare_panels["a"].show(views["a"], f"A: {self._label_a()} L{layer}H{head} {mode}", scales["a"])
         self.compare_panels["b"].show(views["b"], f"B: {self._label_b()} L{layer}H{head} {mode}", scales["b"])
         n = int(views["diff"].q_edges[-1])
-        self.compare_panels["diff"].show(views["diff"], f"B - A ({n} common tokens)", scales["diff"])
+        same = ": no difference" if scales["diff"].flat else ""
+        self.compare_panels["diff"].show(views["diff"], f"B - A ({n} common tokens){same}", scales["diff"])
         self.compare_views = views
         self.compare_box.layout.display = "flex"
 

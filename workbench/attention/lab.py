@@ -161,12 +161,20 @@ def available_modes(T: int, comparing: bool) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ColourScale:
     """A colour bar's range and tick format: ``low``..``high`` cover the values drawn; ``diverging``: centred on 0
-    (red above, blue below); ``fmt``: a printf format whose labels stay distinct and short over the range."""
+    (red above, blue below); ``fmt``: a printf format whose labels stay distinct and short over the range;
+    ``flat``: every value drawn is 0 (a difference of identical inputs): the range is a tiny symmetric one, the bar
+    shows the single tick 0 and says "no difference" instead of describing colours that are not there."""
 
     low: float
     high: float
     diverging: bool
     fmt: str
+    flat: bool = False
+
+    @property
+    def ticks(self) -> list[float]:
+        """The colour bar's ticks: 5 over ``low..high``, or just 0 when ``flat``."""
+        return [0.0] if self.flat else np.linspace(self.low, self.high, 5).tolist()
 
 
 def tick_format(low: float, high: float) -> str:
@@ -189,7 +197,8 @@ def colour_scale(values, diverging: bool = False) -> ColourScale:
     v = v[np.isfinite(v)]
     if diverging:
         m = float(np.abs(v).max()) if v.size else 0.0
-        m = m if m > 0 else 1e-9
+        if m == 0:  # nothing differs: no colour range to describe
+            return ColourScale(-1e-9, 1e-9, True, "%.0f", flat=True)
         return ColourScale(-m, m, True, tick_format(-m, m))
     lo = min(float(v.min()), 0.0) if v.size else 0.0
     hi = float(v.max()) if v.size else 1.0

@@ -222,3 +222,21 @@ def test_scrubber_exports(run, tmp_path):
     assert doc["state"]["step"] == int(run.steps[-1]) and doc["state"]["steps"] == [0, 10, 20]
     assert doc["tables"]["marker_source"]["x"] == [20, 20]
     assert len(doc["tables"]["curve_sources.L1H2"]["score"]) == 3
+
+
+def test_identical_texts_give_a_flat_difference_bar_that_says_no_difference(model):
+    """Same text in both boxes: B - A is all zeros; its bars show the tick 0 and a 'no difference' note, never the
+    range of an earlier comparison (sibling of issue 13 item 8)."""
+    lab = AttentionLab(model, TEXT, compare_text=TEXT[::-1], debounce=0)
+    p = lab.compare_panels["diff"]
+    assert bar_range(p.bar)[1] > 0.1 and p.bar.title == "B - A"
+    lab.compare_text.value = TEXT
+    assert np.abs(p.source.data["image"][0]).max() == 0
+    assert p.bar.ticker.ticks == [0.0] and p.bar.title == "B - A: no difference"
+    assert -1e-6 < p.mapper.low < 0 < p.mapper.high < 1e-6
+    assert p.bar.formatter.format % 0.0 == "0" and "no difference" in p.figure.title.text
+    lab.mode.value = "difference"
+    assert lab.tile_bar.ticker.ticks == [0.0] and lab.tile_bar.title.endswith("(B - A): no difference")
+    assert lab.detail.bar.ticker.ticks == [0.0] and "no difference" in lab.detail.figure.title.text
+    lab.compare_text.value = TEXT[::-1]  # a real difference again: the full range and the plain title
+    assert bar_range(p.bar)[1] > 0.1 and p.bar.title == "B - A" and "no difference" not in p.figure.title.text
