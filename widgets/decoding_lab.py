@@ -152,7 +152,7 @@ class DecodingLab(WorkbenchWidget):
                                        tooltip="run 2-4 ticked strategies on this prompt with one seed")
         self.info = notice(note, "warning" if note else "info")
         self.text_view = W.HTML()
-        self.compare_view = W.HTML()
+        self.compare_view = W.HTML(self.COMPARE_HINT)  # says what to do until a comparison is run
         self.controls = {name: getattr(self, name) for name in core.CONTROLS}
 
         # --- figures ---
@@ -169,13 +169,15 @@ class DecodingLab(WorkbenchWidget):
                                     tooltip="probability axis on a log scale, so tiny probabilities stay visible")
 
         self.timeline_source = ColumnDataSource(dict(step=[], entropy=[], surprisal=[], token=[]))
-        tf = figure(width=FIG_W, height=210, title="entropy and surprisal (bits)", toolbar_location=None, tools="")
+        tf = figure(width=FIG_W, height=210, title="entropy and surprisal (bits)", toolbar_location=None, tools="",
+                    x_range=Range1d(0.5, 1.5))  # steps count from 1; a lone first point sits in view, not at an edge
         l1 = tf.line("step", "entropy", source=self.timeline_source, color="#1f77b4", line_width=2)
+        l1m = tf.scatter("step", "entropy", source=self.timeline_source, color="#1f77b4", size=5)  # a 1-point line
         l2 = tf.scatter("step", "surprisal", source=self.timeline_source, color="#d62728", size=6)
         tf.add_tools(HoverTool(renderers=[l2], tooltips=[("step", "@step"), ("token", "@token"),
                                                          ("surprisal", "@surprisal{0.00}"),
                                                          ("entropy", "@entropy{0.00}")]))
-        tf.add_layout(_legend([LegendItem(label="entropy", renderers=[l1]),
+        tf.add_layout(_legend([LegendItem(label="entropy", renderers=[l1, l1m]),
                                LegendItem(label="surprisal of chosen", renderers=[l2])]), "right")
         tf.xaxis.ticker = SingleIntervalTicker(interval=1)
         tf.xaxis.axis_label = "step"
@@ -501,6 +503,12 @@ class DecodingLab(WorkbenchWidget):
                                f'<small>step {self.cursor} / {self.n_steps}</small>'
         self.timings["render"] = time.perf_counter() - t0
 
+    #: what the compare tab says before the first comparison (never an empty box)
+    COMPARE_HINT = ('<p style="color:#555;max-width:640px">No comparison yet: tick 2-4 strategies in the '
+                    "'compare' list above (ctrl/cmd-click to pick several) and click the 'compare' button. They "
+                    "run on this prompt with one seed, so they share their noise, and the first step where their "
+                    "outputs diverge is marked here.</p>")
+
     #: what each tab needs, said in the tab when the current strategy does not draw it (no empty axes)
     _TAB_NEEDS = {"steps": "The step view follows one sequence token by token: choose 'greedy' or 'sample' in "
                            "'strategy' above (beam and speculative results have their own tabs).",
@@ -527,7 +535,9 @@ class DecodingLab(WorkbenchWidget):
     def _render_steps(self, r):
         tl = core.timeline_rows(r, self.cursor, self._label)
         self.timeline_source.data = tl
-        self.timeline_figure.xaxis.ticker.interval = core.tick_interval(len(tl["step"]))
+        span = max(self.n_steps, len(tl["step"]), 1)  # the whole run's steps: points fill in as the cursor moves
+        self.timeline_figure.x_range.update(start=0.5, end=span + 0.5)
+        self.timeline_figure.xaxis.ticker.interval = core.tick_interval(span)
         v = core.stage_view(r, self.cursor, self._label)
         self.stage_source.data = v.rows
         for k in self._stage_bars:

@@ -166,7 +166,7 @@ def test_decoding_lab_exports_the_shown_tab(models, tmp_path):
     step_png = assert_picture(lab.export_png(tmp_path / "step.png"), lab)
     doc = load_json(lab.export_data(tmp_path / "dec.json"))
     t = doc["tables"]["timeline_source"]
-    assert t["entropy"] == list(lab.timeline_source.data["entropy"]) and t["step"] == [0, 1, 2]
+    assert t["entropy"] == list(lab.timeline_source.data["entropy"]) and t["step"] == [1, 2, 3]
     assert doc["tables"]["stage_source"]["prob"] == list(lab.stage_source.data["prob"])
     assert doc["state"]["result_type"] == type(lab.result).__name__ and doc["state"]["cursor"] == 3
     assert [s["chosen"] for s in doc["state"]["result"]["steps"]] == [s.chosen for s in lab.result.steps]

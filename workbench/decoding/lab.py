@@ -323,7 +323,7 @@ def stage_view(trace, cursor: int, label=str, group_width: float = 0.84) -> Stag
             rows["stage_index"].append(k)
             rows["kept"].append(int(snap.kept))
             rows["chosen"].append(tid == st.chosen)
-    title = (f"step {st.step}: chose {label(st.chosen)!r} (p={st.chosen_prob:.3f}, kept {st.kept}, "
+    title = (f"step {st.step + 1}: chose {label(st.chosen)!r} (p={st.chosen_prob:.3f}, kept {st.kept}, "
              f"H={st.entropy:.2f} bits)")
     floor = log_floor(rows["prob"])
     rows["prob_log"] = [p if p > floor else floor for p in rows["prob"]]
@@ -339,9 +339,10 @@ def log_floor(values, lo: float = 1e-9, hi: float = 0.1) -> float:
 
 
 def timeline_rows(trace, cursor: int, label=str) -> dict:
-    """Entropy (bits) of each step's raw distribution and surprisal (bits) of the chosen token, up to the cursor."""
+    """Entropy (bits) of each step's raw distribution and surprisal (bits) of the chosen token, up to the cursor.
+    Steps are numbered from 1, as the cursor counts them ("step 1 / 40" is the first generated token)."""
     steps = (getattr(trace, "steps", None) or [])[: max(cursor, 0)]
-    return dict(step=[s.step for s in steps], entropy=[float(s.entropy) for s in steps],
+    return dict(step=[s.step + 1 for s in steps], entropy=[float(s.entropy) for s in steps],
                 surprisal=[float(s.surprisal) for s in steps], token=[label(s.chosen) for s in steps])
 
 

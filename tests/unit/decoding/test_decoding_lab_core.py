@@ -151,7 +151,7 @@ def test_stage_view_is_the_trace(models, ids):
     assert max(v.rows["prob"]) <= v.y_max <= 1.0
     nz = [p for p in v.rows["prob"] if p > 0]
     assert v.log_floor <= min(nz) and all(p >= v.log_floor for p in v.rows["prob_log"])
-    assert "step 3" in v.title and f"{st.chosen_prob:.3f}" in v.title
+    assert "step 4:" in v.title and f"{st.chosen_prob:.3f}" in v.title  # numbered like the cursor
 
 
 def test_axis_helpers():
@@ -167,7 +167,7 @@ def test_timeline_rows(models, ids):
     m = models[0]
     r = L.run(m, None, ids, L.LabSettings(strategy="sample", max_new_tokens=10))
     t = L.timeline_rows(r, 6, m.tokenizer.token_str)
-    assert t["step"] == [0, 1, 2, 3, 4, 5]
+    assert t["step"] == [1, 2, 3, 4, 5, 6]  # numbered from 1, like the cursor
     assert t["entropy"] == pytest.approx(r.entropies[:6]) and t["surprisal"] == pytest.approx(r.surprisals[:6])
     assert t["token"] == [m.tokenizer.token_str(s.chosen) for s in r.steps[:6]]
 

@@ -176,7 +176,7 @@ def test_control_change_keeps_the_step(lab):
         lab.step()
     assert lab.cursor == 5
     lab.temperature.value = 0.7  # same prompt, same kind of step: stays on step 5
-    assert lab.cursor == 5 and lab.timeline_source.data["step"] == [0, 1, 2, 3, 4]
+    assert lab.cursor == 5 and lab.timeline_source.data["step"] == [1, 2, 3, 4, 5]
     lab.strategy.value = "greedy"
     assert lab.cursor == 5
     lab.strategy.value = "beam"  # beam steps are generated positions too
@@ -261,7 +261,7 @@ def test_keys_axes_and_legends(lab):
     assert lab._step_box.children[0] is lab._stage_pane
     tl = lab.timeline_figure
     assert any(isinstance(a, Legend) for a in tl.right) and isinstance(tl.xaxis.ticker, SingleIntervalTicker)
-    assert tl.xaxis.ticker.interval == 1 and tl.center[-1:] != [Legend]
+    assert tl.xaxis.ticker.interval == 2 and tl.center[-1:] != [Legend]  # integer ticks over the run's 12 steps
 
     lab.configure(strategy="beam", num_beams=3, max_new_tokens=12)
     lab.play()
@@ -356,3 +356,25 @@ def test_tabs_that_do_not_apply_say_what_they_need(lab):
     assert len(lab.beam_nodes.data["x"]) > 0
     lab.strategy.value = "sample"
     assert lab.tabs.children[0] is lab._step_box and isinstance(lab.tabs.children[1], W.HTML)
+
+
+def test_first_step_is_visible_and_numbered_like_the_cursor(lab):
+    """At step 1 the timeline shows a point (markers, not only a line) on an x axis from 0.5 over the run's
+    steps, the stage chart's title and the text both say step 1, and the compare tab says what to do before a
+    comparison is run (siblings of issue 13 item 6)."""
+    assert lab.cursor == 1 and lab.n_steps == 12
+    tf = lab.timeline_figure
+    assert lab.timeline_source.data["step"] == [1]
+    markers = [r for r in tf.renderers if r.glyph.__class__.__name__ == "Scatter" and r.glyph.y == "entropy"]
+    assert markers and markers[0].data_source is lab.timeline_source  # a one-point entropy line still shows
+    assert (tf.x_range.start, tf.x_range.end) == (0.5, 12.5)
+    assert lab.stage_figure.title.text.startswith("step 1:") and "step 1 / 12" in lab.text_view.value
+    for _ in range(3):
+        lab.step()
+    assert lab.stage_figure.title.text.startswith("step 4:") and "step 4 / 12" in lab.text_view.value
+    assert lab.timeline_source.data["step"] == [1, 2, 3, 4] and tf.x_range.end == 12.5
+    compare_tab = lab.tabs.children[3]
+    assert "No comparison yet" in compare_tab.value and "'compare' button" in compare_tab.value
+    lab.run_compare()
+    assert "No comparison yet" not in lab.compare_view.value and "first divergence" in lab.compare_view.value \
+        or "all outputs identical" in lab.compare_view.value
