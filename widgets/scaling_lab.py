@@ -57,6 +57,20 @@ def tick_label(v: float, sci: bool = False) -> str:
     return f"{v:.3g}"
 
 
+def _sci_label(v: float) -> str:
+    m, e = f"{v:.1e}".split("e")
+    return f"{float(m):g}e{int(e)}"
+
+
+def tick_labels(ticks, sci: bool = False) -> dict:
+    """Labels for one axis's ticks in ONE format: short suffixes (300k, 3M, 100B) unless ``sci`` or a tick
+    reaches 1e12 (where :func:`tick_label` switches to ``1e12``); then every tick from 1e4 up is ``3e9``-style, so
+    an axis never mixes ``1e12`` with ``100B``."""
+    ticks = [float(t) for t in ticks]
+    sci = sci or any(np.isfinite(t) and t >= 1e12 for t in ticks)
+    return {t: _sci_label(t) if sci and t >= 1e4 and np.isfinite(t) else tick_label(t) for t in ticks}
+
+
 def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
     """Tick positions for a log axis over ``[lo, hi]``: powers of ten (every k-th decade when there are many),
     or 1-2-5 / 1-9 mantissas when the axis spans few decades, at most about ``max_ticks`` of them."""
@@ -81,7 +95,7 @@ def readable_log_axis(axis, lo: float, hi: float, max_ticks: int = 8, sci: bool 
     bar (no overlapping ``3.000e+6``)."""
     ticks = log_ticks(lo, hi, max_ticks)
     axis.ticker = FixedTicker(ticks=ticks, minor_ticks=[])
-    axis.major_label_overrides = {t: tick_label(t, sci) for t in ticks}
+    axis.major_label_overrides = tick_labels(ticks, sci)
 
 
 def _log_range(values, pad: float = 0.08, fallback=(1.0, 10.0)) -> tuple[float, float]:
@@ -157,7 +171,7 @@ class ScalingLab(WorkbenchWidget):
         lf = figure(width=FIG_WIDTH, height=400, x_axis_type="log", y_axis_type="log", title="loss vs compute",
                     x_range=Range1d(1e18, 1e26), y_range=Range1d(1.0, 10.0),
                     x_axis_label="compute C = 6ND (FLOP)", y_axis_label="final loss", tools="pan,wheel_zoom,reset",
-                    toolbar_location="above")
+                    toolbar_location="below")  # the title (with the source's name) keeps the top row to itself
         band = lf.varea(x="C", y1="lo", y2="hi", source=self.frontier_source, color="#ff7f0e", alpha=0.25)
         pts = lf.scatter("C", "loss", source=self.points_source, color=n_color, size=6, alpha=0.8)
         laws = lf.multi_line("xs", "ys", source=self.law_source, color=n_color, line_width=1.5, line_dash="dashed")
@@ -190,7 +204,7 @@ class ScalingLab(WorkbenchWidget):
         isf = figure(width=FIG_WIDTH, height=360, x_axis_type="log", title="IsoFLOP profiles",
                      x_range=Range1d(1e6, 1e12), y_range=Range1d(1.0, 10.0),
                      x_axis_label="parameters N", y_axis_label="final loss", tools="pan,wheel_zoom,reset",
-                     toolbar_location="above")
+                     toolbar_location="below")
         ip = isf.scatter("N", "loss", source=self.iso_points, color=c_color, size=6)
         ic = isf.multi_line("xs", "ys", source=self.iso_curves, color=c_color, line_width=2)
         il = isf.multi_line("xs", "ys", source=self.iso_law, color=c_color, line_width=1, line_dash="dashed")
@@ -214,7 +228,7 @@ class ScalingLab(WorkbenchWidget):
         nf = figure(width=FIG_WIDTH, height=340, x_axis_type="log", y_axis_type="log", title="compute-optimal N*",
                     x_range=Range1d(1e18, 1e26), y_range=Range1d(1e6, 1e12),
                     x_axis_label="compute C (FLOP)", y_axis_label="N*", tools="pan,wheel_zoom,reset",
-                    toolbar_location="above")
+                    toolbar_location="below")
         nb = nf.varea(x="C", y1="lo", y2="hi", source=self.nopt_fit_source, color="#ff7f0e", alpha=0.25)
         n3 = nf.line("C", "approach3", source=self.nopt_fit_source, color="#ff7f0e", line_width=3)
         n2 = nf.line("C", "approach2", source=self.nopt_fit_source, color="black", line_dash="dashed", line_width=2)

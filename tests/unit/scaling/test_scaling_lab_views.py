@@ -11,7 +11,7 @@ from bokeh.embed import json_item  # noqa: E402
 from bokeh.models import ColorBar, Legend  # noqa: E402
 
 from widgets import ScalingLab  # noqa: E402
-from widgets.scaling_lab import FIG_WIDTH, log_ticks, tick_label  # noqa: E402
+from widgets.scaling_lab import FIG_WIDTH, log_ticks, tick_label, tick_labels  # noqa: E402
 from workbench.scaling import RunRecord, SweepStore, fit_chinchilla  # noqa: E402
 from workbench.scaling.fitters import BOOTSTRAP_METHODS  # noqa: E402
 from workbench.scaling.replays import SWEEP_CSV  # noqa: E402
@@ -205,6 +205,36 @@ def test_tick_helpers():
     assert log_ticks(2.6e5, 4.2e6) == [3e5, 1e6, 3e6]                    # few decades: 1-3 mantissas
     assert log_ticks(1.7, 3.6) == [2.0, 3.0] and log_ticks(2.5, 3.6) == [2.5, 3.6]   # under a decade: the ends
     assert log_ticks(1e18, 1e26) == [1e18, 1e20, 1e22, 1e24, 1e26]      # many decades: every other one
+
+
+def _one_format(labels) -> bool:
+    """Every label sci-style (3e9) or every one suffix-style (100B, 3M, 300)."""
+    sci = ["e" in s for s in labels]
+    return all(sci) or not any(sci)
+
+
+def test_each_axis_keeps_one_label_format_and_titles_keep_clear_of_the_toolbar():
+    """Sibling of issue 13 item 11: the N* axis of Chinchilla read "1e8 ... 10B, 100B, 1e12"; one format per
+    axis. The figures' titles (which carry the source's name) get the top row to themselves: toolbar below."""
+    assert tick_labels([1e8, 1e10, 1e12]) == {1e8: "1e8", 1e10: "1e10", 1e12: "1e12"}
+    assert tick_labels([1e6, 1e8, 1e10]) == {1e6: "1M", 1e8: "100M", 1e10: "10B"}
+    assert tick_labels([3e19, 1e21], sci=True) == {3e19: "3e19", 1e21: "1e21"}
+    for source in ("chinchilla", "tinygpt"):
+        w = ScalingLab(source=source, bootstrap=0)
+        for fig in (w.loss_figure, w.iso_figure, w.nopt_figure):
+            assert fig.toolbar_location == "below", fig.title.text
+            for ax in (fig.xaxis[0], fig.yaxis[0]):
+                labels = [v for v in ax.major_label_overrides.values()]
+                assert _one_format(labels), (fig.title.text, labels)  # (linear axes: bokeh's own labels)
+        nopt = list(w.nopt_figure.yaxis[0].ticker.ticks)
+        assert nopt and w.nopt_figure.yaxis[0].major_label_overrides
+        if max(nopt) >= 1e12:  # the Chinchilla case: all sci
+            assert all("e" in w.nopt_figure.yaxis[0].major_label_overrides[t] for t in nopt)
+        assert _one_format(list(w.n_colorbar.major_label_overrides.values()))
+    w.source.value = "store"  # the empty chart's N axes run 1e6..1e12: once "1M ... 100B, 1e12", now all sci
+    for ax in (w.nopt_figure.yaxis[0], w.iso_figure.xaxis[0]):
+        labels = list(ax.major_label_overrides.values())
+        assert labels[-1] == "1e12" and all("e" in x for x in labels), labels
 
 
 def test_controls_fit_a_900px_column():
