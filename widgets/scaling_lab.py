@@ -635,4 +635,37 @@ def token_multiplier_chart(fit, budgets=(1e19, 1e20, 1e21, 1e22), width: int = 7
     return p
 
 
-__all__ = ["ScalingLab", "sweep_chart", "token_multiplier_chart"]
+#: notebook 04's emergence metrics: key in the sweep's models, chart title
+EMERGENCE_METRICS = (("exact_match", "exact match"), ("token_accuracy", "per-token accuracy"),
+                     ("edit_distance", "token edit distance (lower is better)"),
+                     ("answer_logprob", "log p(answer) (nats)"))
+
+
+def emergence_charts(em: dict, width: int = 400, height: int = 270) -> list:
+    """Notebook 04's emergence grid: one figure per metric of :func:`~workbench.scaling.load_emergence`'s
+    sweep, the mean over seeds (line and points) and its +-2 standard-error band, each with a key below the
+    plot (outside the data); readable log ticks on the parameter axis. Two per row fit a 900 px column:
+    ``show(gridplot(emergence_charts(em), ncols=2))``."""
+    models = em["models"]
+    N = np.array([m["N"] for m in models], dtype=float)
+    n_seeds = len(em.get("settings", {}).get("seeds", [])) or None
+    seeds = f" over {n_seeds} seeds" if n_seeds else ""
+    figs = []
+    for key, title in EMERGENCE_METRICS:
+        f = figure(width=width, height=height, x_axis_type="log", title=title, x_axis_label="non-embedding parameters",
+                   toolbar_location=None, tools="")
+        y = np.array([m[key] for m in models], dtype=float)
+        sem = np.array([m["sem"][key] for m in models], dtype=float)
+        band = f.varea(N, y - 2 * sem, y + 2 * sem, alpha=0.2)
+        line = f.line(N, y, line_width=2)
+        pts = f.scatter(N, y, size=7)
+        f.add_layout(Legend(items=[LegendItem(label=f"mean{seeds}", renderers=[line, pts]),
+                                   LegendItem(label="\u00b12 standard errors", renderers=[band])],
+                            orientation="horizontal", click_policy="hide", label_text_font_size="10px",
+                            padding=2, spacing=8, margin=4), "below")
+        readable_log_axis(f.xaxis[0], *_log_range(N), max_ticks=5)
+        figs.append(f)
+    return figs
+
+
+__all__ = ["ScalingLab", "sweep_chart", "token_multiplier_chart", "emergence_charts"]

@@ -266,3 +266,30 @@ def test_notebook_charts_keys_outside_and_readable_ticks():
     (lg,) = [x for x in q.right if isinstance(x, Legend)]
     assert [i.label.value for i in lg.items] == ["1e19 FLOP", "1e20 FLOP", "1e21 FLOP", "1e22 FLOP"]
     assert not [x for x in q.center if isinstance(x, Legend)]
+
+
+def test_emergence_charts_key_their_band_outside_the_data():
+    """Notebook 04's emergence grid: the shaded band has a key (and the mean line too), placed below the plot,
+    never over the data; one figure per metric with the sweep's values; two per row fit a 900 px column."""
+    from bokeh.models import VArea
+
+    from widgets.scaling_lab import EMERGENCE_METRICS, emergence_charts
+    from workbench.scaling import load_emergence
+
+    em = load_emergence()
+    figs = emergence_charts(em)
+    assert [f.title.text for f in figs] == [t for _, t in EMERGENCE_METRICS] and 2 * figs[0].width <= 880
+    N = [m["N"] for m in em["models"]]
+    for f, (key, _) in zip(figs, EMERGENCE_METRICS):
+        assert not [x for x in f.center if isinstance(x, Legend)]
+        (lg,) = [x for x in f.below if isinstance(x, Legend)]
+        labels = [i.label["value"] for i in lg.items]
+        assert labels == ["mean over 3 seeds", "\u00b12 standard errors"]
+        (band,) = [r for r in f.renderers if isinstance(r.glyph, VArea)]
+        assert lg.items[1].renderers == [band]
+        y = np.array([m[key] for m in em["models"]])
+        s = np.array([m["sem"][key] for m in em["models"]])
+        np.testing.assert_allclose(band.data_source.data["y2"] - band.data_source.data["y1"], 4 * s)
+        np.testing.assert_allclose(band.data_source.data["x"], N)
+        np.testing.assert_allclose((band.data_source.data["y2"] + band.data_source.data["y1"]) / 2, y)
+        assert f.xaxis[0].major_label_overrides and all("+" not in v for v in f.xaxis[0].major_label_overrides.values())
