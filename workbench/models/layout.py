@@ -397,12 +397,7 @@ def _hf_layout(model, root) -> ModelLayout:
     n_layer = getattr(getattr(model, "config", None), "n_layer", None)
     # 1. one short forward pass with the workbench attention function: which modules call it, in order
     called: list = []
-    seen_layer: dict = {}
-
-    class _Probe(_Session):
-        pass
-
-    session = _Probe({}, {})
+    session = _Session({}, {})
     modules = {id(m): m for m in root.modules()}
 
     def find_caller(module):
@@ -420,7 +415,6 @@ def _hf_layout(model, root) -> ModelLayout:
 
     session.layer_of = _Lazy()
     z_seen: dict = {}
-    session.fns = {}
 
     def z_recorder(i):
         def fn(t):
