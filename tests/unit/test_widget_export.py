@@ -17,28 +17,16 @@ pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (bokeh depends on pillow)
 
 from widgets.export import ExportError, shown_layout  # noqa: E402
-from workbench.models import GPTConfig, TinyGPT  # noqa: E402
 from workbench.tokenizers import ByteTokenizer  # noqa: E402
+from tests.unit.decoding.decoding_helpers import byte_model  # noqa: E402
 
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent / "attention"))
 
 
-def _model(seed, n_layer, n_embd, name):
-    tok = ByteTokenizer()
-    torch.manual_seed(seed)
-    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=n_layer, n_head=2, n_embd=n_embd, block_size=64,
-                          pos="rope"), tokenizer=tok, name=name).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.15)
-    return m
-
-
 @pytest.fixture(scope="module")
 def models():
-    return _model(0, 2, 32, "t0"), _model(1, 1, 32, "t1")
+    return byte_model(0, 2), byte_model(1, 1)
 
 
 def read_png(path) -> np.ndarray:

@@ -19,6 +19,22 @@ def tiny(seed: int, vocab: int = 16, scale: float = 0.6, block_size: int = 32, n
     return m
 
 
+def byte_model(seed: int, n_layer: int = 2, n_embd: int = 32) -> TinyGPT:
+    """A random byte-level TinyGPT named ``t{seed}`` (context 64, RoPE) with weights large enough for varied
+    next-token distributions: what the DecodingLab tests and their core and export twins are driven with."""
+    from workbench.tokenizers import ByteTokenizer
+
+    tok = ByteTokenizer()
+    torch.manual_seed(seed)
+    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=n_layer, n_head=2, n_embd=n_embd, block_size=64,
+                          pos="rope"), tokenizer=tok, name=f"t{seed}").eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.15)
+    return m
+
+
 def chi_square(observed: np.ndarray, expected_probs: np.ndarray, min_expected: float = 5.0):
     """Chi-square goodness of fit, pooling cells with expected count < ``min_expected`` into one cell.
 

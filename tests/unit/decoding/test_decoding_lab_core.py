@@ -13,27 +13,14 @@ from workbench.decoding import (
 )
 from workbench.decoding import lab as L
 from workbench.decoding.compare import KINDS
-from workbench.models import GPTConfig, TinyGPT
-from workbench.tokenizers import ByteTokenizer
+from decoding_helpers import byte_model  # noqa: E402
 
 torch.set_num_threads(1)
 
 
-def _model(seed, n_layer=2):
-    tok = ByteTokenizer()
-    torch.manual_seed(seed)
-    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=n_layer, n_head=2, n_embd=32, block_size=64,
-                          pos="rope"), tokenizer=tok, name=f"t{seed}").eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.15)
-    return m
-
-
 @pytest.fixture(scope="module")
 def models():
-    return _model(0), _model(1, 1)
+    return byte_model(0), byte_model(1, 1)
 
 
 @pytest.fixture(scope="module")

@@ -8,27 +8,14 @@ import torch
 pytest.importorskip("jupyter_bokeh")
 from widgets.decoding_lab import DecodingLab  # noqa: E402
 from workbench.decoding import Pipeline, beam_search, greedy, sample, speculative_decode  # noqa: E402
-from workbench.models import GPTConfig, TinyGPT  # noqa: E402
-from workbench.tokenizers import ByteTokenizer  # noqa: E402
+from decoding_helpers import byte_model  # noqa: E402
 
 torch.set_num_threads(1)
 
 
-def _model(seed, n_layer, n_embd):
-    tok = ByteTokenizer()
-    torch.manual_seed(seed)
-    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=n_layer, n_head=2, n_embd=n_embd, block_size=64,
-                          pos="rope"), tokenizer=tok, name=f"t{seed}").eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.15)
-    return m
-
-
 @pytest.fixture(scope="module")
 def models():
-    return _model(0, 2, 32), _model(1, 1, 32)
+    return byte_model(0, 2), byte_model(1, 1)
 
 
 @pytest.fixture
