@@ -5,7 +5,7 @@ import pytest
 
 from .conftest import ARTIFACTS
 from .helpers import assert_no_widget_errors, colourful_pixels, open_and_run_all
-from .test_decoding_lab_browser import GEOMETRY, _write
+from .test_decoding_lab_browser import _write, measured_cell
 
 pytestmark = pytest.mark.browser
 
@@ -35,17 +35,7 @@ def test_attention_lab_and_scrubber_fit_the_column(page, lab_server):
     page.wait_for_timeout(2000)
     assert_no_widget_errors(page)
     for i, shot, n_figs in ((0, "attention_lab_layout.png", 7), (1, "checkpoint_scrubber.png", 2)):
-        cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").nth(i)
-        cell.scroll_into_view_if_needed()
-        page.wait_for_timeout(800)
-        g = page.evaluate(GEOMETRY, i)
-        cell.screenshot(path=str(ARTIFACTS / shot))
-        assert g["sidebar"], "the file browser should be open (the narrow case)"
-        left, right = g["column"]
-        assert g["over"] == [], (g["over"], g["column"])
-        assert g["clipped"] == [], g["clipped"]
-        shown = [(c, c.bounding_box()) for c in cell.locator("canvas").all()]
-        shown = [(c, b) for c, b in shown if b and b["width"] > 0]
+        _, (left, right), shown = measured_cell(page, i, shot)
         assert len(shown) >= n_figs, len(shown)
         assert all(left - 1 <= b["x"] and b["x"] + b["width"] <= right + 1 for _, b in shown), (
             [(b["x"], b["width"]) for _, b in shown], right)

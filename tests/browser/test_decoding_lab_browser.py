@@ -47,6 +47,23 @@ GEOMETRY = """(i) => {
 }"""
 
 
+def measured_cell(page, i: int, shot: str):
+    """Scroll code cell ``i`` into view, screenshot it to ``ARTIFACTS / shot`` and check its geometry: the file
+    browser is open, no box passes the column, no text is cut. Returns (geometry, (left, right) of the column, the
+    visible canvases with their bounding boxes)."""
+    cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").nth(i)
+    cell.scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    g = page.evaluate(GEOMETRY, i)
+    cell.screenshot(path=str(ARTIFACTS / shot))
+    assert g["sidebar"], "the file browser should be open (the narrow case)"
+    assert g["over"] == [], (g["over"], g["column"])
+    assert g["clipped"] == [], g["clipped"]
+    # bokeh draws in shadow roots, which Playwright's locators pierce; only the selected tab's figures have a size
+    shown = [(c, c.bounding_box()) for c in cell.locator("canvas").all()]
+    return g, tuple(g["column"]), [(c, b) for c, b in shown if b and b["width"] > 0]
+
+
 def _write(base_url: str, name: str, cells) -> None:
     nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                          "language": "python"}},
@@ -64,18 +81,7 @@ def test_decoding_lab_fits_the_column(page, lab_server):
     page.wait_for_timeout(2000)
     assert_no_widget_errors(page)
     for i, shot in ((0, "decoding_lab_step.png"), (1, "decoding_lab_beam.png")):
-        cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").nth(i)
-        cell.scroll_into_view_if_needed()
-        page.wait_for_timeout(800)
-        g = page.evaluate(GEOMETRY, i)
-        cell.screenshot(path=str(ARTIFACTS / shot))
-        assert g["sidebar"], "the file browser should be open (the narrow case)"
-        left, right = g["column"]
-        assert g["over"] == [], (g["over"], g["column"])
-        assert g["clipped"] == [], g["clipped"]
+        g, (left, right), shown = measured_cell(page, i, shot)
         assert g["select"] == [[8, 8, True]], g["selects"]  # every compare choice visible, no scrolling
-        # bokeh draws in shadow roots, which Playwright's locators pierce
-        shown = [(c, c.bounding_box()) for c in cell.locator("canvas").all()]
-        shown = [(c, b) for c, b in shown if b and b["width"] > 0]  # the selected tab's figures
         assert shown and all(left - 1 <= b["x"] and b["x"] + b["width"] <= right + 1 for _, b in shown), (shown, right)
         assert colourful_pixels(shown[0][0].screenshot()) > 300
