@@ -1,11 +1,11 @@
 """``python -m workbench.bench <area>``: side-by-side measurements against a named reference, same machine, same run.
 
-Areas: models, tokenizers, attention, decoding, scaling, kernels, real.
+Areas: models, tokenizers, attention, decoding, scaling, kernels, real, residual.
 """
 import sys
 from importlib import import_module
 
-AREAS = ("models", "tokenizers", "attention", "decoding", "scaling", "kernels", "real")
+AREAS = ("models", "tokenizers", "attention", "decoding", "scaling", "kernels", "real", "residual")
 
 
 def main(argv=None):
