@@ -1,3 +1,4 @@
+import importlib
 import os
 
 import pytest
@@ -23,3 +24,15 @@ def tiny_model():
     tok = ByteTokenizer()
     return TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32, block_size=64, pos="rope"),
                    tokenizer=tok, name="tiny").eval()
+
+
+@pytest.fixture
+def restore_backend(monkeypatch):
+    """Give a test a fresh kernel back-end decision and restore the previous one afterwards."""
+    # `workbench.kernels.backend` the attribute is the function backend(); get the module itself.
+    backend_mod = importlib.import_module("workbench.kernels.backend")
+    saved = backend_mod._state, backend_mod._probe_cache
+    monkeypatch.delenv(backend_mod.ENV_VAR, raising=False)
+    backend_mod._state = backend_mod._probe_cache = None
+    yield backend_mod
+    backend_mod._state, backend_mod._probe_cache = saved

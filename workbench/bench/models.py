@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..models import GPTConfig, TinyGPT
 from ..models.make_pretrained import RECIPES
-from .reference_gpt import ReferenceGPT
+from ..models.reference import ReferenceGPT
 
 # The shipped docs-byte shape (without dropout, which the reference does not model).
 SHAPE = dict(vocab_size=257, **{k: v for k, v in RECIPES["docs-byte"]["config"].items() if k != "dropout"})

@@ -1,7 +1,12 @@
-"""TinyGPT: a small decoder-only transformer with learned / RoPE / ALiBi positions, a KV cache and capture.
+"""TinyGPT, the fast version: read :mod:`workbench.models.reference` first (the same model, one plain route).
 
+A small decoder-only transformer with learned / RoPE / ALiBi positions, a KV cache and capture.
 The fast path uses ``F.scaled_dot_product_attention``; the capture path computes
 ``softmax(Q K^T / sqrt(d) + mask)`` explicitly so the probabilities can be returned. Both give the same logits.
+Attention takes one of five routes (capture; the GPU kernel; SDPA causal; SDPA unmasked for cached queries
+that see every key; SDPA with the bias of ALiBi, a cache or a ``mask_fn``), and a cached step of a few tokens
+may run in NumPy (:mod:`workbench.models.numpy_step`): ``tests/unit/models/test_reference.py`` checks each
+against the reference.
 """
 from __future__ import annotations
 
