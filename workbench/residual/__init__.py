@@ -9,3 +9,9 @@ from .run import Head, ResidualStack, encode, head_of, residual_stack, run_with_
 
 __all__ = ["Head", "LengthMismatchError", "LensMismatchError", "OutOfRangeError", "ResidualError", "ResidualStack",
            "encode", "head_of", "residual_stack", "run_with_cache", "unembed_residual"]
+
+from .lens import LensResult, lens_kl_by_layer, lens_logits, logit_lens  # noqa: E402
+from .tuned_lens import TunedLens, load_tuned_lens, model_hash, train_tuned_lens  # noqa: E402
+
+__all__ += ["LensResult", "lens_kl_by_layer", "lens_logits", "logit_lens",
+            "TunedLens", "load_tuned_lens", "model_hash", "train_tuned_lens"]
