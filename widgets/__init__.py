@@ -10,6 +10,7 @@ _LABS = {
     "AttentionLab": "widgets.attention_lab",
     "DecodingLab": "widgets.decoding_lab",
     "ScalingLab": "widgets.scaling_lab",
+    "ResidualLab": "widgets.residual_lab",
 }
 
 __all__ = ["Debouncer", "WorkbenchWidget", "bokeh_pane", "load_bokeh", "side_by_side", *_LABS]
