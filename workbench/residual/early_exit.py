@@ -2,7 +2,7 @@
 
 ``early_exit(model, k)`` runs blocks ``0..k-1`` only (``k`` is the number of blocks run, ``1..L``) and turns the
 residual stream at that boundary into logits with the model's own final norm and unembedding (the logit lens) or,
-given a tuned lens, with its translator first. It is a :class:`~workbench.models.interface.CausalLM`, so
+given a tuned lens (:mod:`.tuned_lens`), with its translator for that boundary first. It is a :class:`~workbench.models.interface.CausalLM`, so
 ``speculative_decode(model, early_exit(model, k), ...)`` is self-speculative decoding: the draft is the target's own
 first ``k`` layers, with no second set of weights.
 
@@ -50,25 +50,37 @@ def _check_layer(model, layer) -> int:
 
 
 def _resolve_lens(model, lens):
-    """None / ``"logit"`` -> None (the logit lens); ``"tuned"`` -> the model's trained tuned lens; an object with
-    ``translate(boundary, resid)`` as it is."""
-    if lens is None or lens == "logit":
+    """None / ``"logit"`` -> None (the logit lens); ``"tuned"`` -> the model's shipped tuned lens; a
+    :class:`~workbench.residual.tuned_lens.TunedLens` after checking it was trained for ``model``
+    (:class:`~workbench.residual.errors.LensMismatchError` otherwise)."""
+    from .tuned_lens import TunedLens, load_tuned_lens
+
+    if lens is None or (isinstance(lens, str) and lens == "logit"):
         return None
-    if lens == "tuned":
-        try:
-            from .tuned_lens import load_tuned_lens
-        except ImportError:
-            raise ResidualError("lens='tuned' needs workbench.residual.tuned_lens; pass a lens object") from None
-        return load_tuned_lens(model)
-    if isinstance(lens, str) or not callable(getattr(lens, "translate", None)):
-        raise ResidualError(f"lens must be None, 'logit', 'tuned' or an object with translate(boundary, resid); "
-                            f"got {type(lens).__name__}")
+    if isinstance(lens, str) and lens == "tuned":
+        found = load_tuned_lens(model)
+        if found is None:
+            raise ResidualError(f"no tuned lens is shipped for {getattr(model, 'name', type(model).__name__)}: "
+                                "train one with train_tuned_lens(model, corpus_ids) and pass it as lens=")
+        return found
+    if not isinstance(lens, TunedLens):
+        raise ResidualError(f"lens must be None, 'logit', 'tuned' or a TunedLens; got {lens!r:.60}")
+    lens.check(model)
     return lens
 
 
+def translate_at(lens, boundary: int, resid: torch.Tensor) -> torch.Tensor:
+    """The tuned lens's translator at one ``boundary`` applied to a residual ``(..., D)``:
+    ``h + h A_b^T + b_b`` (as :meth:`TunedLens.translate_layers`), the identity at the last boundary ``L``."""
+    if boundary >= lens.n_layer:
+        return resid
+    x = resid.to(lens.A.dtype)
+    return x + x @ lens.A[boundary].T + lens.b[boundary]
+
+
 def lens_name(lens) -> str:
-    """``'logit'`` for the logit lens, else the lens's class name (for reports)."""
-    return "logit" if lens is None or lens == "logit" else ("tuned" if lens == "tuned" else type(lens).__name__)
+    """``'logit'`` for the logit lens, ``'tuned'`` for a tuned lens (for reports)."""
+    return "logit" if lens is None or lens == "logit" else "tuned"
 
 
 class EarlyExitModel:
@@ -187,7 +199,7 @@ class EarlyExitModel:
 
     def _readout(self, resid: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, T, V)`` float32 of the residual ``(B, T, D)`` at boundary ``layer`` through the lens."""
-        x = resid if self.lens is None else self.lens.translate(self.layer, resid)
+        x = resid if self.lens is None else translate_at(self.lens, self.layer, resid)
         return self._head(x).float()
 
     def _numpy_step(self, ids: torch.Tensor, cache):
@@ -211,8 +223,10 @@ class EarlyExitModel:
 
 def early_exit(model, layer: int, lens=None) -> EarlyExitModel:
     """``model`` cut after ``layer`` blocks (``1..L``; ``L`` is the whole model) and read out by ``lens``: None or
-    ``"logit"`` for the logit lens, ``"tuned"`` for the model's tuned lens, or any object with
-    ``translate(boundary, resid (B, T, D)) -> (B, T, D)``. A layer outside ``1..L`` is an :class:`OutOfRangeError`.
+    ``"logit"`` for the logit lens, ``"tuned"`` for the model's shipped tuned lens, or a
+    :class:`~workbench.residual.tuned_lens.TunedLens` (its translator at boundary ``layer`` runs before the head).
+    A layer outside ``1..L`` is an :class:`OutOfRangeError`; a lens trained for another model a
+    :class:`~workbench.residual.errors.LensMismatchError`.
 
     The result is a model of the interface sharing the target's weights, so
     ``speculative_decode(model, early_exit(model, k), prompt, n, gamma, pipeline)`` is self-speculative decoding.
@@ -319,7 +333,7 @@ def lens_agreement(model, text_or_ids, layers, lens=None) -> dict[int, float]:
             rs = residual_stack(model, ids[:, s:s + n])
             final = rs.logits.argmax(-1)
             for k in layers:
-                x = rs.resid[k] if lens is None else lens.translate(k, rs.resid[k])
+                x = rs.resid[k] if lens is None else translate_at(lens, k, rs.resid[k])
                 hits[k] += int((head(x).argmax(-1) == final).sum())
     return {k: hits[k] / ids.size(1) for k in layers}
 
@@ -347,6 +361,7 @@ def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int 
     from ..decoding import Pipeline, greedy_fast, speculative_decode
 
     ids = text_ids(model, text_or_ids)
+    lens = _resolve_lens(model, lens)
     L = layout_of(model).n_layer
     layers = list(range(1, L + 1)) if layers is None else [_check_layer(model, k) for k in layers]
     room = int(model.config.block_size)
@@ -391,4 +406,4 @@ def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int 
 
 
 __all__ = ["EarlyExitModel", "ExitReport", "ExitRow", "early_exit", "exit_report", "kv_cache_bytes",
-           "lens_agreement", "lens_name", "text_ids"]
+           "lens_agreement", "lens_name", "text_ids", "translate_at"]

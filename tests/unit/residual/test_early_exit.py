@@ -13,9 +13,10 @@ from workbench.decoding import Pipeline, greedy, speculative_decode  # noqa: E40
 from workbench.models import GPTConfig, TinyGPT  # noqa: E402
 from workbench.models.kv_cache import KVCache  # noqa: E402
 from workbench.models.layout import layout_of  # noqa: E402
-from workbench.residual import OutOfRangeError, ResidualError  # noqa: E402
+from workbench.residual import LensMismatchError, OutOfRangeError, ResidualError, TunedLens  # noqa: E402
 from workbench.residual.early_exit import (EarlyExitModel, early_exit, exit_report, kv_cache_bytes,  # noqa: E402
                                            lens_agreement)
+from workbench.residual.lens import lens_logits  # noqa: E402
 from workbench.residual.run import head_of, residual_stack  # noqa: E402
 from workbench.tokenizers import ByteTokenizer  # noqa: E402
 
@@ -224,36 +225,35 @@ def test_cache_holds_only_the_layers_that_run_and_keeps_crop_and_reorder(tiny, w
     torch.testing.assert_close(got, d.forward(swapped).logits[:, 8:12], atol=1e-4, rtol=1e-4)
 
 
-class Affine(torch.nn.Module):
-    """A stand-in tuned lens: one affine translator per boundary, ``translate(k, h) = h + h A_k + b_k``."""
-
-    def __init__(self, n_layer: int, d: int):
-        super().__init__()
-        g = torch.Generator().manual_seed(1)
-        self.A = torch.nn.Parameter(torch.randn(n_layer, d, d, generator=g) * 0.3)
-        self.b = torch.nn.Parameter(torch.randn(n_layer, d, generator=g))
-        self.asked: list[int] = []
-
-    def translate(self, boundary: int, resid: torch.Tensor) -> torch.Tensor:
-        self.asked.append(boundary)
-        return resid + resid @ self.A[boundary] + self.b[boundary]
+def random_tuned_lens(model, seed: int = 1) -> TunedLens:
+    """A tuned lens for ``model`` with random translators (a trained one is close to the identity)."""
+    lens = TunedLens.for_model(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        lens.A.copy_(torch.randn(lens.A.shape, generator=g) * 0.3)
+        lens.b.copy_(torch.randn(lens.b.shape, generator=g))
+    return lens
 
 
-def test_a_translator_lens_is_applied_before_the_head(tiny):
-    lens = Affine(4, tiny.config.n_embd)
-    ids = IDS[:, :10]
-    rs = residual_stack(tiny, ids)
-    for k in (1, 3):
-        d = early_exit(tiny, k, lens=lens)
-        with torch.no_grad():
-            x = rs.resid[k]
-            want = head_of(tiny)(x + x @ lens.A[k] + lens.b[k])
-        torch.testing.assert_close(d.forward(ids).logits, want, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(stepped(d, d.new_cache(1, 16), ids, [4, 1, 1, 1, 3]), want, atol=1e-4, rtol=1e-4)
-        assert lens.asked[-1] == k
+@pytest.mark.parametrize("which", ["tinygpt", "llama"])
+def test_a_tuned_lens_translates_before_the_head(tiny, which):
+    """With a tuned lens the draft's logits are lens_logits (the tuned-lens module's own stack computation) at
+    boundary k, in a forward pass and cached steps; greedy self-speculative decoding still equals greedy."""
+    model = dict(models(tiny))[which]
+    lens = random_tuned_lens(model)
+    ids = ids_for(model)[:, :10]
+    want_all = lens_logits(model, residual_stack(model, ids).resid, lens)
+    L = layout_of(model).n_layer
+    for k in range(1, L + 1):
+        d = early_exit(model, k, lens=lens)
+        torch.testing.assert_close(d.forward(ids).logits, want_all[k], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(stepped(d, d.new_cache(1, 16), ids, [4, 1, 1, 1, 3]), want_all[k],
+                                   atol=1e-4, rtol=1e-4)
         assert any(p is lens.A for p in d.parameters())
-        got = speculative_decode(tiny, d, [5, 99, 17], 12, gamma=2, pipeline=GREEDY)
-        assert got.tokens == greedy(tiny, [5, 99, 17], 12).tokens
+    d = early_exit(model, 1, lens=lens)
+    assert (d.forward(ids).logits - early_exit(model, 1).forward(ids).logits).abs().max() > 1e-2  # not the logit lens
+    prompt = ids[0, :3].tolist()
+    assert speculative_decode(model, d, prompt, 12, gamma=2, pipeline=GREEDY).tokens == greedy(model, prompt, 12).tokens
 
 
 def test_bad_input_gets_specific_errors(tiny):
@@ -263,8 +263,12 @@ def test_bad_input_gets_specific_errors(tiny):
     for bad in (True, 1.5, "2"):
         with pytest.raises(ResidualError, match="int"):
             early_exit(tiny, bad)
-    with pytest.raises(ResidualError, match="translate"):
+    with pytest.raises(ResidualError, match="TunedLens"):
         early_exit(tiny, 1, lens="not a lens")
+    with pytest.raises(ResidualError, match="no tuned lens is shipped"):
+        early_exit(tiny, 1, lens="tuned")
+    with pytest.raises(LensMismatchError, match="another model"):
+        early_exit(tiny, 1, lens=TunedLens.for_model(tiny_gpt(7)))
     with pytest.raises(ResidualError, match="capture"):
         early_exit(tiny, 1).forward(IDS, capture=True)
     with pytest.raises(ResidualError, match="exceed the context"):
