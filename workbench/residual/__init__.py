@@ -15,3 +15,7 @@ from .tuned_lens import TunedLens, load_tuned_lens, model_hash, train_tuned_lens
 
 __all__ += ["LensResult", "lens_kl_by_layer", "lens_logits", "logit_lens",
             "TunedLens", "load_tuned_lens", "model_hash", "train_tuned_lens"]
+
+from .early_exit import EarlyExitModel, ExitReport, ExitRow, early_exit, exit_report  # noqa: E402
+
+__all__ += ["EarlyExitModel", "ExitReport", "ExitRow", "early_exit", "exit_report"]
