@@ -42,7 +42,7 @@ def floor_train(text: str, n_merges: int, pattern: str = "gpt2", digits: str = "
     """Pure-Python BPE that recounts all pairs over all chunks before each merge (no incremental
     counts, no de-duplication of equal chunks). Same id layout and tie-break as BPETokenizer, so
     its merges (as byte pairs) come out identical; it is only slower."""
-    from workbench.tokenizers.bpe import HF_BYTE_ORDER
+    from workbench.tokenizers.byte_level import HF_BYTE_ORDER
 
     byte_id = {b: i for i, b in enumerate(HF_BYTE_ORDER)}
     vocab = [bytes([b]) for b in HF_BYTE_ORDER]

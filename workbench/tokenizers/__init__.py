@@ -2,7 +2,9 @@
 pre-tokenization presets, HF interop and metrics."""
 from .base import Tokenizer, TokenizerError, TokenSpan, printable, tokenizer_from_dict
 from .byte import ByteTokenizer
-from .bpe import BPETokenizer, MergeStep, bytes_to_unicode
+from .bpe import BPETokenizer
+from .bpe_train import MergeStep
+from .byte_level import bytes_to_unicode
 from .pretokenize import DIGIT_PATTERNS, GPT2_PATTERN, GPT4_PATTERN, PATTERNS, PreTokenizer
 from .hf_interop import HFTokenizer, from_hf, to_hf
 from .metrics import TokenStats, count_difference, measure

@@ -20,7 +20,10 @@ Use :meth:`~BPETokenizer.token_bytes` rather than assuming byte ``b`` has id ``b
 Training (:meth:`BPETokenizer.train`): the text is cut into pieces (:mod:`.pretokenize`), equal
 pieces are counted once with a multiplicity, and pair counts are kept in a dict that each merge
 updates incrementally: only the words that contain the merged pair are touched, and only the
-pairs next to a merge change (the whole corpus is never recounted).
+pairs next to a merge change (the whole corpus is never recounted); the engine is
+:mod:`.bpe_train`, and :mod:`.reference` is the same trainer and encoder written the naive way (read it
+first). The byte map and the special-token checks are in :mod:`.byte_level`; reading and writing
+``tokenizer.json`` in :mod:`.hf_interop` (the ``save``/``load``/``to_hf`` methods below only delegate).
 
 Tie-break rule (deterministic): the pair with the highest count wins; among equal counts the pair
 ``(left id, right id)`` that is smallest wins, comparing left ids first. With the id layout above
@@ -40,251 +43,16 @@ ids that stop mid-character give one U+FFFD per maximal invalid byte run (the sa
 from __future__ import annotations
 
 import heapq
-import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import Counter
 from typing import Iterable, Optional, Sequence, Union
 
 from .base import Tokenizer, TokenizerError, check_text, register
+from .bpe_train import MergeStep, train_words
+from .byte_level import (  # noqa: F401  (re-exported: the byte map's names were defined here before)
+    BYTE_TO_CHAR, CHAR_TO_BYTE, HF_BYTE_ORDER, bytes_to_hf_str, bytes_to_unicode, check_special_tokens,
+    hf_str_to_bytes, special_aliases, special_splitter,
+)
 from .pretokenize import PreTokenizer
-
-# ---------------------------------------------------------------------------------------------
-# GPT-2's reversible byte <-> unicode-character map (what HF's ByteLevel pre-tokenizer uses)
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """Map each byte to a printable character: printable Latin-1 bytes map to themselves, the
-    other 68 bytes (control characters, space, ...) to U+0100 onwards, in byte order.
-
-    >>> bytes_to_unicode()[ord("a")], bytes_to_unicode()[ord(" ")]
-    ('a', 'Ġ')
-    """
-    keep = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return out
-
-
-BYTE_TO_CHAR = bytes_to_unicode()
-CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
-#: Bytes in HF's alphabet order (sorted by their mapped character's code point).
-HF_BYTE_ORDER = sorted(range(256), key=lambda b: ord(BYTE_TO_CHAR[b]))
-
-
-def bytes_to_hf_str(bs: bytes) -> str:
-    """Bytes as HF byte-level vocabulary text, e.g. ``b" the"`` -> ``"Ġthe"``."""
-    return "".join(BYTE_TO_CHAR[b] for b in bs)
-
-
-def hf_str_to_bytes(s: str) -> Optional[bytes]:
-    """Inverse of :func:`bytes_to_hf_str`; ``None`` when ``s`` has a character outside the map."""
-    try:
-        return bytes(CHAR_TO_BYTE[c] for c in s)
-    except KeyError:
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MergeStep:
-    """One training merge: ``left + right -> new_id``, how often the pair occurred (``count``), the
-    new token's bytes, and the corpus length in tokens after applying it (``n_tokens``)."""
-
-    rank: int
-    left: int
-    right: int
-    new_id: int
-    count: int
-    token: bytes
-    n_tokens: int
-
-    @property
-    def pair(self) -> tuple[int, int]:
-        return (self.left, self.right)
-
-
-def check_special_tokens(special_tokens: Iterable[str]) -> list[str]:
-    """The special tokens as a list, or a TokenizerError for an empty, non-str or repeated one."""
-    if isinstance(special_tokens, str):
-        raise TokenizerError(
-            f"special_tokens must be a list of strings, not one string {special_tokens!r}"
-        )
-    specials = list(special_tokens)
-    seen = set()
-    for s in specials:
-        if not isinstance(s, str) or not s:
-            raise TokenizerError(f"special tokens must be non-empty strings, got {s!r}")
-        if s in seen:
-            raise TokenizerError(f"special token {s!r} is given more than once")
-        check_text(s)
-        if len(s) == 1 and s in CHAR_TO_BYTE:
-            raise TokenizerError(
-                f"special token {s!r} is also the byte-level name of byte {CHAR_TO_BYTE[s]:#04x} in the "
-                "tokenizer.json format; choose a longer special token"
-            )
-        seen.add(s)
-    return specials
-
-
-def special_aliases(special_tokens: dict[str, int]) -> dict[bytes, int]:
-    """Byte strings whose HF vocabulary name equals a special token's text, mapped to its id.
-
-    HF keys its vocabulary by name, so a merge whose result is spelled like a special token (say
-    ``<|endoftext|>``, learned from its occurrences in the training text) gets the special's id
-    rather than a new one. Mirrored here for parity.
-    """
-    out = {}
-    for s, i in special_tokens.items():
-        if all(c in CHAR_TO_BYTE for c in s):
-            out[bytes(CHAR_TO_BYTE[c] for c in s)] = i
-    return out
-
-
-def _special_splitter(specials: Sequence[str]):
-    import re
-
-    if not specials:
-        return None
-    # Longest first: at any position the longest special wins (HF matches leftmost-longest too).
-    return re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Training engine
-
-
-def _merge_word(w: list[int], a: int, b: int, new: int, changes: list) -> Optional[list[int]]:
-    """Merge every ``(a, b)`` in ``w`` left to right; append ``(pair, +-1)`` count changes for the
-    neighbours to ``changes``. Returns the new word, or None if ``w`` holds no ``(a, b)``."""
-    n = len(w)
-    try:
-        i = w.index(a, 0, n - 1)
-    except ValueError:
-        return None
-    out = w[:i]
-    merged = False
-    while i < n:
-        x = w[i]
-        if x == a and i + 1 < n and w[i + 1] == b:
-            if out:
-                prev = out[-1]
-                changes.append(((prev, a), -1))
-                changes.append(((prev, new), 1))
-            if i + 2 < n:
-                nxt = w[i + 2]
-                changes.append(((b, nxt), -1))
-                changes.append(((new, nxt), 1))
-            out.append(new)
-            merged = True
-            i += 2
-        else:
-            out.append(x)
-            i += 1
-    return out if merged else None
-
-
-def train_words(
-    word_counts: dict[bytes, int],
-    vocab: list[bytes],
-    byte_ids: list[int],
-    vocab_size: int,
-    progress=None,
-    aliases: Optional[dict[bytes, int]] = None,
-) -> tuple[list[tuple[int, int, int]], list[MergeStep]]:
-    """Learn merges from ``{piece bytes: count}``; extends ``vocab`` in place.
-
-    ``vocab`` starts as the specials plus the 256 byte symbols and ``byte_ids[b]`` is byte ``b``'s id.
-    ``aliases`` maps byte strings to existing ids a merge result must reuse (see :func:`special_aliases`).
-    Returns ``(merges, trace)`` where each merge is ``(left, right, new_id)``.
-    """
-    vocab_index = {vocab[i]: i for i in byte_ids}
-    vocab_index.update(aliases or {})
-    words: list[list[int]] = []
-    counts: list[int] = []
-    for piece, c in word_counts.items():
-        words.append([byte_ids[x] for x in piece])
-        counts.append(c)
-    n_tokens = sum(len(w) * c for w, c in zip(words, counts))
-
-    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set] = defaultdict(set)
-    for wi, w in enumerate(words):
-        c = counts[wi]
-        for p in zip(w, w[1:]):
-            pair_counts[p] += c
-            where[p].add(wi)
-    # Max-heap by (count, then smallest pair) via heapq's min-heap on (-count, left, right).
-    # Entries carry the set of words to visit; stale counts are refreshed when popped.
-    seq = 0
-    heap = []
-    for p, pos in where.items():
-        heap.append((-pair_counts[p], p[0], p[1], seq, pos))
-        seq += 1
-    heapq.heapify(heap)
-    where = None
-
-    merges: list[tuple[int, int, int]] = []
-    trace: list[MergeStep] = []
-    pop, push = heapq.heappop, heapq.heappush
-    while len(vocab) < vocab_size and heap:
-        negc, a, b, _, pos = pop(heap)
-        cur = pair_counts[(a, b)]
-        if -negc != cur:
-            push(heap, (-cur, a, b, seq, pos))
-            seq += 1
-            continue
-        if cur < 1:
-            break
-        token = vocab[a] + vocab[b]
-        new = vocab_index.get(token)
-        if new is None:
-            new = len(vocab)
-            vocab.append(token)
-            vocab_index[token] = new
-            if progress is not None:
-                progress.update(1)
-        merges.append((a, b, new))
-
-        changes: list = []
-        new_where: dict[tuple[int, int], set] = {}
-        merged_tokens = 0
-        for wi in pos:
-            w = words[wi]
-            before = len(changes)
-            nw = _merge_word(w, a, b, new, changes)
-            if nw is None:
-                continue
-            c = counts[wi]
-            merged_tokens += (len(w) - len(nw)) * c
-            words[wi] = nw
-            for k in range(before, len(changes)):
-                p, d = changes[k]
-                pair_counts[p] += d * c
-                if d > 0:
-                    s = new_where.get(p)
-                    if s is None:
-                        new_where[p] = {wi}
-                    else:
-                        s.add(wi)
-        for p, ws in new_where.items():
-            cnt = pair_counts[p]
-            if cnt > 0:
-                push(heap, (-cnt, p[0], p[1], seq, ws))
-                seq += 1
-        n_tokens -= merged_tokens
-        trace.append(MergeStep(len(merges) - 1, a, b, new, cur, token, n_tokens))
-    return merges, trace
-
-
-# ---------------------------------------------------------------------------------------------
-
 
 @register("bpe")
 class BPETokenizer(Tokenizer):
@@ -345,7 +113,7 @@ class BPETokenizer(Tokenizer):
                 raise TokenizerError(f"special token {s!r} has id {i} outside [0, {n})")
             self.vocab[i] = s.encode("utf-8")
         self._special_by_id = {i: s for s, i in self.special_tokens.items()}
-        self._special_re = _special_splitter(list(self.special_tokens))
+        self._special_re = special_splitter(list(self.special_tokens))
         self._cache: dict[str, list[int]] = {}
         self._lens: Optional[list[int]] = None
 
@@ -381,7 +149,7 @@ class BPETokenizer(Tokenizer):
             )
         pre = PreTokenizer(pattern, digits)
         texts = [text] if isinstance(text, str) else list(text)
-        splitter = _special_splitter(specials)
+        splitter = special_splitter(specials)
         word_counts: Counter = Counter()
         special_words: Counter = Counter()
         for t in texts:

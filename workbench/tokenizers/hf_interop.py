@@ -23,7 +23,8 @@ import regex
 
 from ..atomic import write_bytes_atomic
 from .base import Tokenizer, TokenizerError, check_text
-from .bpe import BPETokenizer, CHAR_TO_BYTE, bytes_to_hf_str, hf_str_to_bytes
+from .bpe import BPETokenizer
+from .byte_level import bytes_to_hf_str, hf_str_to_bytes
 from .pretokenize import GPT2_PATTERN, PreTokenizer
 
 

@@ -27,7 +27,8 @@ from typing import Mapping, Optional
 import numpy as np
 
 from .base import TokenizerError
-from .bpe import BPETokenizer, _merge_word
+from .bpe import BPETokenizer
+from .bpe_train import merge_word
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class _Replay:
         touched = set()
         for wi in list(self.where.get((a, b), ())):
             changes: list = []
-            nw = _merge_word(self.words[wi], a, b, new, changes)
+            nw = merge_word(self.words[wi], a, b, new, changes)
             if nw is None:
                 continue
             c = self.counts[wi]

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workbench.tokenizers import BPETokenizer
-from workbench.tokenizers.bpe import HF_BYTE_ORDER, bytes_to_hf_str
+from workbench.tokenizers.byte_level import HF_BYTE_ORDER, bytes_to_hf_str
 
 
 def hf_merges(hf) -> list:

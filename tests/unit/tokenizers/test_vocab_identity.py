@@ -48,7 +48,7 @@ def test_hf_tokenizers_from_separate_folders(tmp_path):
     entries equal HF's own vocabulary read through the byte-level map (the reference)."""
     pytest.importorskip("transformers")
     from tests import hf_families as F
-    from workbench.tokenizers.bpe import hf_str_to_bytes
+    from workbench.tokenizers.byte_level import hf_str_to_bytes
 
     raw = F.hf_tokenizer()
     raw.save_pretrained(tmp_path / "a")
