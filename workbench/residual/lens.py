@@ -132,6 +132,11 @@ class LensResult:
         return ids, top.values.exp().numpy(), [label(i) for i in ids]
 
 
+def _cpu64(logits: torch.Tensor) -> torch.Tensor:
+    """Logits as float64 on the CPU: the statistics are taken there, exactly, whatever the model's device."""
+    return logits.detach().float().cpu().double()
+
+
 def _check_k(k: int, vocab: int) -> int:
     k = int(k)
     if not 1 <= k <= vocab:
@@ -154,7 +159,7 @@ def logit_lens(model, text_or_ids, k: int = 5, lens: "TunedLens | None" = None) 
     resid = rs.resid[:, 0]  # (L + 1, T, D)
     if lens is not None:
         resid = lens.translate(resid)
-    final_lp = torch.log_softmax(rs.logits[0].double(), dim=-1)  # (T, V), the model's own output
+    final_lp = torch.log_softmax(_cpu64(rs.logits[0]), dim=-1)  # (T, V), the model's own output
     final_ids = final_lp.argmax(-1)  # (T,)
     n_b, T = resid.size(0), resid.size(1)
     top_ids = np.zeros((n_b, T, k), dtype=np.int64)
@@ -164,7 +169,7 @@ def logit_lens(model, text_or_ids, k: int = 5, lens: "TunedLens | None" = None) 
     top1 = np.zeros((n_b, T), dtype=np.int64)
     p_final = final_lp.exp()
     for b in range(n_b):  # one boundary at a time: (T, V) at most, whatever the depth
-        lp = torch.log_softmax(head(resid[b]).double(), dim=-1)
+        lp = torch.log_softmax(_cpu64(head(resid[b])), dim=-1)
         top = torch.topk(lp, k, dim=-1)
         top_ids[b], top_probs[b] = top.indices.numpy(), top.values.exp().numpy()
         top1[b] = lp.argmax(-1).numpy()
@@ -181,7 +186,7 @@ def logit_lens(model, text_or_ids, k: int = 5, lens: "TunedLens | None" = None) 
 
     def logprobs(b: int, t: int) -> torch.Tensor:
         with torch.no_grad():
-            return torch.log_softmax(head(translated[b, t]).double(), dim=-1)
+            return torch.log_softmax(_cpu64(head(translated[b, t])), dim=-1)
 
     return LensResult(
         kind="logit" if lens is None else "tuned",
@@ -221,12 +226,12 @@ def lens_kl_by_layer(model, ids, lens: "TunedLens | None" = None) -> np.ndarray:
     if lens is not None:
         lens.check(model)
     rs = residual_stack(model, ids)
-    final_lp = torch.log_softmax(rs.logits.double(), dim=-1)  # (B, T, V)
+    final_lp = torch.log_softmax(_cpu64(rs.logits), dim=-1)  # (B, T, V)
     p_final = final_lp.exp()
     resid = rs.resid if lens is None else lens.translate(rs.resid)
     head = head_of(model)
     out = np.zeros(resid.size(0))
     for b in range(resid.size(0)):
-        lp = torch.log_softmax(head(resid[b]).double(), dim=-1)
+        lp = torch.log_softmax(_cpu64(head(resid[b])), dim=-1)
         out[b] = float((p_final * (final_lp - lp)).sum(-1).clamp_min(0.0).mean() / LN2)
     return out

@@ -131,7 +131,7 @@ class TunedLens(nn.Module):
         ``tuned_lens.json`` into ``folder`` (created if needed), each atomically; returns the JSON's path."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {"A": self.A.detach().to("cpu", dtype).contiguous(), "b": self.b.detach().to("cpu", dtype).contiguous()}
+        tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in (("A", self.A), ("b", self.b))}
         doc = {"format": FORMAT, "version": VERSION, "model_hash": self.model_hash, "model_class": self.model_class,
                "n_layer": self.n_layer, "d_model": self.d_model, "vocab_size": self.vocab_size,
                "dtype": str(dtype).removeprefix("torch."), "meta": self.meta}
