@@ -180,14 +180,12 @@ def _validate_gamma(gamma):
         raise DecodingError(f"gamma (draft tokens per round) must be an int >= 1, got {gamma!r}")
 
 
-def _emit(seq: list, n_gen: int, new: list, eos_id, tcache, dcache):
-    """Append a round's tokens (cut after ``eos_id``) and roll both caches back to the kept prefix."""
-    if eos_id is not None and eos_id in new:
-        new = new[: new.index(eos_id) + 1]
+def _emit(seq: list, new: list, tcache, dcache) -> list:
+    """Append a round's tokens and roll both caches back to the kept prefix."""
     seq = seq + new
     tcache.crop(min(tcache.length, len(seq) - 1))
     dcache.crop(min(dcache.length, len(seq) - 1))
-    return seq, n_gen + len(new)
+    return seq
 
 
 def _probs(pipe: Pipeline, logits: torch.Tensor, hists) -> torch.Tensor:
@@ -195,6 +193,151 @@ def _probs(pipe: Pipeline, logits: torch.Tensor, hists) -> torch.Tensor:
     if not pipe.needs_ids:
         return pipe.probs(logits)
     return torch.stack([pipe.probs(logits[i], torch.tensor(h)) for i, h in enumerate(hists)])
+
+
+@dataclass
+class _Tally:
+    """What one run counts and times, turned into :class:`SpeculativeStats` at the end."""
+
+    drafted: int = 0
+    verified: int = 0
+    accepted: int = 0
+    overlap: float = 0.0      # sum over verified positions of sum_x min(p(x), q(x))
+    draft_calls: int = 0
+    target_calls: int = 0
+    draft_s: float = 0.0      # every draft call after the prefill
+    step_s: float = 0.0       # one-token draft calls, and how many
+    steps: int = 0
+    target_s: float = 0.0     # target calls after the prefill, and how many
+    target_timed: int = 0
+    full_s: float = 0.0       # ... of them, those of full rounds (gamma drafts), and how many
+    full_calls: int = 0
+
+    def draft_call(self, dt: float, n_fed: int, prefill: bool) -> None:
+        self.draft_calls += 1
+        if not prefill:
+            self.draft_s += dt
+        if n_fed == 1:
+            self.step_s += dt
+            self.steps += 1
+
+    def target_call(self, dt: float, prefill: bool, full: bool) -> None:
+        self.target_calls += 1
+        if not prefill:
+            self.target_s += dt
+            self.target_timed += 1
+            if full:
+                self.full_s += dt
+                self.full_calls += 1
+
+    def round(self, g: int, n: int, overlap: float) -> None:
+        """``g`` drafts of which ``n`` accepted: verification checked them up to the first rejection."""
+        self.drafted += g
+        self.verified += min(n + 1, g)
+        self.accepted += n
+        self.overlap += overlap
+
+    def stats(self, gamma: int, n_tokens: int, cost_ratio: float | None, wall: float) -> SpeculativeStats:
+        nan = float("nan")
+        alpha = self.accepted / self.verified if self.verified else nan
+        if cost_ratio is not None:
+            c = float(cost_ratio)
+        elif self.steps and self.target_timed:
+            c = (self.step_s / self.steps) / (self.target_s / self.target_timed)
+        else:
+            c = nan
+        a = alpha if not math.isnan(alpha) else 0.0
+        return SpeculativeStats(
+            gamma=gamma, target_calls=self.target_calls, drafted=self.drafted, verified=self.verified,
+            accepted=self.accepted, alpha=alpha, alpha_tv=self.overlap / self.verified if self.verified else nan,
+            draft_calls=self.draft_calls, tokens=n_tokens, tokens_per_call=n_tokens / max(self.target_calls, 1),
+            expected_tokens_per_call=expected_tokens_per_call(a, gamma),
+            c=c, expected_speedup=expected_speedup(a, gamma, c) if not math.isnan(c) else nan,
+            draft_time_s=self.draft_s, target_time_s=self.target_s, wall_time_s=wall,
+            draft_step_s=(self.step_s / self.steps if self.steps else
+                          self.draft_s / max(self.draft_calls - 1, 1) if self.draft_calls > 1 else nan),
+            verify_call_s=(self.full_s / self.full_calls if self.full_calls else
+                           self.target_s / self.target_timed if self.target_timed else nan),
+        )
+
+
+def _drafter(pipe: Pipeline, fused, argmax_only: bool, noise: NoiseStream, V: int, dev_t):
+    """The draft's per-token draw, chosen once for the run: ``draw(logits (1, V), history, position)`` gives the
+    token and the distribution ``q`` (V,) it came from (None when only arg-maxes are needed)."""
+    if argmax_only:
+        return lambda lg, hist, t: (int(check_logits(lg).argmax()), None)
+    if fused is not None:  # the fused sampling kernel: q is exactly the distribution it draws from
+        def draw(lg, hist, t):
+            lg = check_logits(lg.float())
+            q = kernel_probs(lg, fused)[0].to(dev_t)
+            return int(kernel_draw(lg, fused, noise, t)[0]), q
+        return draw
+
+    def draw(lg, hist, t):
+        q = _probs(pipe, lg.float().cpu(), [hist] if pipe.needs_ids else None)[0]
+        x = int(q.argmax()) if pipe.greedy else int(sample_with_noise(q, noise.exponential(t, (1, V))[0]))
+        return x, q
+    return draw
+
+
+def _draft(draft, dcache, seq: list, g: int, pos: int, draw, mask, dev, tally: _Tally):
+    """A round's ``g`` draft tokens (the first call also feeds what the draft's cache has not seen) and their q."""
+    drafts, qs = [], []
+    for i in range(g):
+        feed = (seq + drafts)[dcache.length:]
+        prefill = dcache.length == 0
+        t0 = time.perf_counter()
+        lg = apply_mask(draft.step(torch.tensor([feed], device=dev), dcache).logits[:, -1], mask)
+        tally.draft_call(time.perf_counter() - t0, len(feed), prefill)
+        x, q = draw(lg, seq + drafts, pos + i)
+        drafts.append(x)
+        qs.append(q)
+    return drafts, qs
+
+
+def _verify(lg, seq: list, drafts: list, qs: list, pos: int, pipe: Pipeline, fused, noise: NoiseStream,
+            trace: bool):
+    """Accept or reject a round's drafts on the target's logits ``lg`` ``(g + 1, V)``: the number accepted, the
+    next token (the residual draw on a rejection, else the bonus token), the target's probabilities ``(g + 1, V)``,
+    the drafts' ``(1, g, V)``, and the :class:`Verdict` (None when the kernel decided and no trace is kept)."""
+    g, V = len(drafts), lg.size(-1)
+    if fused is not None:
+        ps = kernel_probs(check_logits(lg.float()), fused)
+    else:
+        ps = _probs(pipe, lg.float().cpu(), [seq + drafts[:i] for i in range(g + 1)] if pipe.needs_ids else None)
+    qt = torch.stack(qs)[None] if g else ps.new_zeros(1, 0, V)
+    if pipe.greedy:  # p(x)/q(x) is 0 or 1: any u in [0, 1) decides the same
+        u = ps.new_full((1, g), 0.5)
+    else:
+        u = torch.stack([noise.uniform(pos + i, (1,), "accept")[0] for i in range(g)])[None].to(ps.device) if g \
+            else ps.new_zeros(1, 0)
+    dr = torch.tensor([drafts], dtype=torch.long, device=ps.device).reshape(1, g)
+    if fused is not None:  # acceptance, residual and the new token in one kernel launch
+        toks, n_acc = kernels.verify_speculative(ps[None], qt, dr, uniforms=u, seed=noise.key(pos, "residual"))
+        n = int(n_acc[0])
+        verdict = _verify_one(ps[None], qt, dr, None, g, decided=n) if trace else None  # for the trace
+        return n, int(toks[0, n]), ps, qt, verdict
+    verdict = verify_drafts(ps[None], qt, dr, u)
+    n = int(verdict.n_accepted[0])
+    if pipe.greedy:
+        nxt = int(verdict.next_dist[0].argmax())
+    else:
+        E = noise.exponential(pos + n, (1, V), "residual" if n < g else "sample")[0]
+        nxt = int(sample_with_noise(verdict.next_dist[0], E))
+    return n, nxt, ps, qt, verdict
+
+
+def _round_trace(pos, drafts, qs, ps, verdict, n, nxt, new, top_residual) -> SpecRound:
+    rejected = n < len(drafts)
+    res_top = []
+    if rejected:
+        top = torch.topk(verdict.next_dist[0], min(top_residual, verdict.next_dist.size(-1)))
+        res_top = [(int(a), float(b)) for a, b in zip(top.indices, top.values)]
+    return SpecRound(
+        start=pos, draft_tokens=list(drafts), p=[float(ps[i, x]) for i, x in enumerate(drafts)],
+        q=[float(qs[i][x]) for i, x in enumerate(drafts)], accept_prob=verdict.accept_prob[0].tolist(),
+        accepted=[True] * n + ([False] if rejected else []), n_accepted=n, next_token=nxt,
+        kind="residual" if rejected else "bonus", residual_top=res_top, emitted=list(new))
 
 
 @torch.inference_mode()
@@ -219,150 +362,50 @@ def speculative_decode(target, draft, prompt_ids, max_new_tokens: int, gamma: in
     _check_eos(target, eos_id)
     mask = undecodable_index(target, mask_undecodable)
     noise = NoiseStream(seed)
-    greedy_pipe = pipe.greedy
-    dev_t = ids.device
-    dev_d = model_device(draft)
-    T = ids.size(1)
-    V = target.config.vocab_size
+    dev_t, dev_d = ids.device, model_device(draft)
+    T, V = ids.size(1), target.config.vocab_size
     seq = ids[0].tolist()
     tcache = target.new_cache(1, max_len=T + max_new_tokens)
     dcache = draft.new_cache(1, max_len=T + max_new_tokens)
-    rounds: list[SpecRound] = []
-    n_gen = 0
-    t_draft = t_target = t_draft_all = 0.0
-    n_draft_calls = n_target_calls = 0
-    timed_draft = timed_target = 0
-    drafted = verified = accepted = 0
-    tv_sum = 0.0
     # Greedy without a trace needs no distributions: every p and q is one-hot at its arg-max, so a draft is
     # accepted exactly when it equals the target's arg-max, and the residual is the target's arg-max.
-    argmax_only = not trace and greedy_pipe and all(st.name == "temperature" for st in pipe.stages)
+    argmax_only = not trace and pipe.greedy and all(st.name == "temperature" for st in pipe.stages)
     fused = resolve_draw(draw, pipe, dev_t.type == "cuda" and dev_d.type == "cuda")
-    t_full, n_full = 0.0, 0  # verification calls of full rounds (g == gamma), for the stats
+    draw_draft = _drafter(pipe, fused, argmax_only, noise, V, dev_t)
+    tally = _Tally()
+    rounds: list[SpecRound] = []
+    n_gen = 0
     t_start = time.perf_counter()
     while n_gen < max_new_tokens:
         g = min(gamma, max_new_tokens - n_gen - 1)
         pos = n_gen
-        drafts: list[int] = []
-        qs = []
-        for i in range(g):
-            feed = (seq + drafts)[dcache.length:]
-            t0 = time.perf_counter()
-            lg = apply_mask(draft.step(torch.tensor([feed], device=dev_d), dcache).logits[:, -1], mask)
-            dt = time.perf_counter() - t0
-            n_draft_calls += 1
-            if dcache.length > len(feed):  # not the prefill
-                t_draft_all += dt
-            if len(feed) == 1:
-                t_draft += dt
-                timed_draft += 1
-            if argmax_only:
-                drafts.append(int(check_logits(lg).argmax()))
-                continue
-            if fused is not None:  # the fused sampling kernel: q is exactly the distribution it draws from
-                lg = check_logits(lg.float())
-                q = kernel_probs(lg, fused)[0].to(dev_t)
-                x = int(kernel_draw(lg, fused, noise, pos + i)[0])
-                drafts.append(x)
-                qs.append(q)
-                continue
-            q = _probs(pipe, lg.float().cpu(), [seq + drafts] if pipe.needs_ids else None)[0]
-            x = int(q.argmax()) if greedy_pipe else int(sample_with_noise(q, noise.exponential(pos + i, (1, V))[0]))
-            drafts.append(x)
-            qs.append(q)
+        drafts, qs = _draft(draft, dcache, seq, g, pos, draw_draft, mask, dev_d, tally)
         feed = (seq + drafts)[tcache.length:]
         prefill = tcache.length == 0
         t0 = time.perf_counter()
         lg = apply_mask(target.step(torch.tensor([feed], device=dev_t), tcache).logits[0, -(g + 1):], mask)
-        dt = time.perf_counter() - t0
-        n_target_calls += 1
-        if not prefill:
-            t_target += dt
-            timed_target += 1
-            if g == gamma:
-                t_full += dt
-                n_full += 1
+        tally.target_call(time.perf_counter() - t0, prefill, full=g == gamma)
         if argmax_only:
             best = check_logits(lg).argmax(-1).tolist()
             n = next((i for i, x in enumerate(drafts) if x != best[i]), g)
             nxt = best[n]
-            drafted, verified, accepted = drafted + g, verified + min(n + 1, g), accepted + n
-            tv_sum += n  # one-hot p and q overlap fully where they agree, not at all where they do not
-            seq, n_gen = _emit(seq, n_gen, drafts[:n] + [nxt], eos_id, tcache, dcache)
-            if eos_id is not None and seq[-1] == eos_id:
-                break
-            continue
-        if fused is not None:
-            ps = kernel_probs(check_logits(lg.float()), fused)
+            overlap = n  # one-hot p and q overlap fully where they agree, not at all where they do not
         else:
-            ps = _probs(pipe, lg.float().cpu(), [seq + drafts[:i] for i in range(g + 1)] if pipe.needs_ids else None)
-        qt = torch.stack(qs)[None] if g else ps.new_zeros(1, 0, V)
-        if greedy_pipe:  # p(x)/q(x) is 0 or 1: any u in [0, 1) decides the same
-            u = ps.new_full((1, g), 0.5)
-        else:
-            u = torch.stack([noise.uniform(pos + i, (1,), "accept")[0] for i in range(g)])[None].to(ps.device) if g \
-                else ps.new_zeros(1, 0)
-        dr = torch.tensor([drafts], dtype=torch.long, device=ps.device).reshape(1, g)
-        if fused is not None:  # acceptance, residual and the new token in one kernel launch
-            toks, n_acc = kernels.verify_speculative(ps[None], qt, dr, uniforms=u, seed=noise.key(pos, "residual"))
-            n = int(n_acc[0])
-            rejected = n < g
-            nxt = int(toks[0, n])
-            verdict = _verify_one(ps[None], qt, dr, None, g, decided=n) if trace else None  # for the trace
-        else:
-            verdict = verify_drafts(ps[None], qt, dr, u)
-            n = int(verdict.n_accepted[0])
-            rejected = bool(verdict.rejected[0])
-            if greedy_pipe:
-                nxt = int(verdict.next_dist[0].argmax())
-            else:
-                E = noise.exponential(pos + n, (1, V), "residual" if rejected else "sample")[0]
-                nxt = int(sample_with_noise(verdict.next_dist[0], E))
-        n_checked = n + (1 if rejected else 0)
-        drafted += g
-        verified += n_checked
-        accepted += n
-        if n_checked:
-            tv_sum += float(torch.minimum(ps[:n_checked], qt[0, :n_checked]).sum())
+            n, nxt, ps, qt, verdict = _verify(lg, seq, drafts, qs, pos, pipe, fused, noise, trace)
+            n_checked = min(n + 1, g)
+            overlap = float(torch.minimum(ps[:n_checked], qt[0, :n_checked]).sum()) if n_checked else 0.0
+        tally.round(g, n, overlap)
         new = drafts[:n] + [nxt]
         if eos_id is not None and eos_id in new:
             new = new[: new.index(eos_id) + 1]
         if trace:
-            acc = verdict.accept_prob[0].tolist()
-            res_top = []
-            if rejected:
-                top = torch.topk(verdict.next_dist[0], min(top_residual, V))
-                res_top = [(int(a), float(b)) for a, b in zip(top.indices, top.values)]
-            rounds.append(SpecRound(
-                start=pos, draft_tokens=list(drafts), p=[float(ps[i, x]) for i, x in enumerate(drafts)],
-                q=[float(qs[i][x]) for i, x in enumerate(drafts)], accept_prob=acc,
-                accepted=[True] * n + ([False] if rejected else []), n_accepted=n, next_token=nxt,
-                kind="residual" if rejected else "bonus", residual_top=res_top, emitted=list(new)))
-        seq, n_gen = _emit(seq, n_gen, new, None, tcache, dcache)
+            rounds.append(_round_trace(pos, drafts, qs, ps, verdict, n, nxt, new, top_residual))
+        seq = _emit(seq, new, tcache, dcache)
+        n_gen += len(new)
         if eos_id is not None and new[-1] == eos_id:
             break
-    wall = time.perf_counter() - t_start
-    alpha = accepted / verified if verified else float("nan")
-    alpha_tv = tv_sum / verified if verified else float("nan")
-    if cost_ratio is not None:
-        c = float(cost_ratio)
-    elif timed_draft and timed_target:
-        c = (t_draft / timed_draft) / (t_target / timed_target)
-    else:
-        c = float("nan")
     tokens = seq[T:]
-    a_for = alpha if not math.isnan(alpha) else 0.0
-    stats = SpeculativeStats(
-        gamma=gamma, rounds=n_target_calls, drafted=drafted, verified=verified, accepted=accepted, alpha=alpha,
-        alpha_tv=alpha_tv, target_calls=n_target_calls, draft_calls=n_draft_calls, tokens=len(tokens),
-        tokens_per_call=len(tokens) / max(n_target_calls, 1),
-        expected_tokens_per_call=expected_tokens_per_call(a_for, gamma),
-        c=c, expected_speedup=expected_speedup(a_for, gamma, c) if not math.isnan(c) else float("nan"),
-        draft_time_s=t_draft_all, target_time_s=t_target, wall_time_s=wall,
-        draft_step_s=(t_draft / timed_draft if timed_draft else
-                      t_draft_all / max(n_draft_calls - 1, 1) if n_draft_calls > 1 else float("nan")),
-        verify_call_s=(t_full / n_full if n_full else t_target / timed_target if timed_target else float("nan")),
-    )
+    stats = tally.stats(gamma, len(tokens), cost_ratio, time.perf_counter() - t_start)
     return SpeculativeResult(seq[:T], tokens, rounds, stats, _decode_text(target, tokens))
 
 

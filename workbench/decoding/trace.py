@@ -187,7 +187,6 @@ class SpeculativeStats:
     """
 
     gamma: int
-    rounds: int
     drafted: int
     verified: int
     accepted: int
@@ -205,6 +204,12 @@ class SpeculativeStats:
     wall_time_s: float = 0.0
     draft_step_s: float = float("nan")
     verify_call_s: float = float("nan")
+
+    @property
+    def rounds(self) -> int:
+        """The old name of :attr:`target_calls` (one verification call per round); the rounds themselves are
+        :attr:`SpeculativeResult.rounds`."""
+        return self.target_calls
 
 
 @dataclass
