@@ -137,6 +137,15 @@ def _cpu64(logits: torch.Tensor) -> torch.Tensor:
     return logits.detach().float().cpu().double()
 
 
+_CHUNK = 1 << 21  # float64 values per (positions, V) array in the statistics
+
+
+def _chunks(n: int, vocab: int):
+    """Slices of ``range(n)`` of at most ``_CHUNK // vocab`` positions each."""
+    step = max(1, _CHUNK // max(1, vocab))
+    return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
 def _check_k(k: int, vocab: int) -> int:
     k = int(k)
     if not 1 <= k <= vocab:
@@ -159,26 +168,25 @@ def logit_lens(model, text_or_ids, k: int = 5, lens: "TunedLens | None" = None) 
     resid = rs.resid[:, 0]  # (L + 1, T, D)
     if lens is not None:
         resid = lens.translate(resid)
-    final_lp = torch.log_softmax(_cpu64(rs.logits[0]), dim=-1)  # (T, V), the model's own output
-    final_ids = final_lp.argmax(-1)  # (T,)
+    final_ids = rs.logits[0].argmax(-1).cpu()  # (T,), the model's own top-1
     n_b, T = resid.size(0), resid.size(1)
     top_ids = np.zeros((n_b, T, k), dtype=np.int64)
     top_probs = np.zeros((n_b, T, k), dtype=np.float64)
-    entropy, rank, fprob, kl = (np.zeros((n_b, T), dtype=np.float64) for _ in range(4))
-    rank = rank.astype(np.int64)
-    top1 = np.zeros((n_b, T), dtype=np.int64)
-    p_final = final_lp.exp()
-    for b in range(n_b):  # one boundary at a time: (T, V) at most, whatever the depth
-        lp = torch.log_softmax(_cpu64(head(resid[b])), dim=-1)
-        top = torch.topk(lp, k, dim=-1)
-        top_ids[b], top_probs[b] = top.indices.numpy(), top.values.exp().numpy()
-        top1[b] = lp.argmax(-1).numpy()
-        p = lp.exp()
-        entropy[b] = (-(p * lp).sum(-1) / LN2).numpy()
-        f = lp.gather(-1, final_ids[:, None])[:, 0]
-        rank[b] = (lp > f[:, None]).sum(-1).numpy()
-        fprob[b] = f.exp().numpy()
-        kl[b] = ((p_final * (final_lp - lp)).sum(-1) / LN2).clamp_min(0.0).numpy()
+    entropy, fprob, kl = (np.zeros((n_b, T), dtype=np.float64) for _ in range(3))
+    rank, top1 = np.zeros((n_b, T), dtype=np.int64), np.zeros((n_b, T), dtype=np.int64)
+    for sl in _chunks(T, V):  # a few positions at a time: (chunk, V) float64 arrays, whatever T, V and the depth
+        final_lp = torch.log_softmax(_cpu64(rs.logits[0, sl]), dim=-1)
+        p_final, fi = final_lp.exp(), final_ids[sl, None]
+        for b in range(n_b):
+            lp = torch.log_softmax(_cpu64(head(resid[b, sl])), dim=-1)
+            top = torch.topk(lp, k, dim=-1)
+            top_ids[b, sl], top_probs[b, sl] = top.indices.numpy(), top.values.exp().numpy()
+            top1[b, sl] = lp.argmax(-1).numpy()
+            entropy[b, sl] = (-(lp.exp() * lp).sum(-1) / LN2).numpy()
+            f = lp.gather(-1, fi)
+            rank[b, sl] = (lp > f).sum(-1).numpy()
+            fprob[b, sl] = f[:, 0].exp().numpy()
+            kl[b, sl] = ((p_final * (final_lp - lp)).sum(-1) / LN2).clamp_min(0.0).numpy()
     fids = final_ids.numpy().astype(np.int64)
     label = token_labeller(model)
     ids = rs.ids[0].cpu().numpy().astype(np.int64)
@@ -226,12 +234,16 @@ def lens_kl_by_layer(model, ids, lens: "TunedLens | None" = None) -> np.ndarray:
     if lens is not None:
         lens.check(model)
     rs = residual_stack(model, ids)
-    final_lp = torch.log_softmax(_cpu64(rs.logits), dim=-1)  # (B, T, V)
-    p_final = final_lp.exp()
-    resid = rs.resid if lens is None else lens.translate(rs.resid)
+    logits = rs.logits.reshape(-1, rs.logits.size(-1))  # (B * T, V)
+    resid = rs.resid.reshape(rs.resid.size(0), -1, rs.resid.size(-1))  # (L + 1, B * T, D)
+    if lens is not None:
+        resid = lens.translate(resid)
     head = head_of(model)
-    out = np.zeros(resid.size(0))
-    for b in range(resid.size(0)):
-        lp = torch.log_softmax(_cpu64(head(resid[b])), dim=-1)
-        out[b] = float((p_final * (final_lp - lp)).sum(-1).clamp_min(0.0).mean() / LN2)
-    return out
+    total = np.zeros(resid.size(0))
+    for sl in _chunks(logits.size(0), logits.size(-1)):
+        final_lp = torch.log_softmax(_cpu64(logits[sl]), dim=-1)
+        p_final = final_lp.exp()
+        for b in range(resid.size(0)):
+            lp = torch.log_softmax(_cpu64(head(resid[b, sl])), dim=-1)
+            total[b] += float((p_final * (final_lp - lp)).sum(-1).clamp_min(0.0).sum())
+    return total / logits.size(0) / LN2

@@ -243,3 +243,19 @@ def test_a_head_that_does_not_give_the_logits_is_a_layout_error():
     with pytest.raises(LayoutError, match="final norm") as e:
         logit_lens(m, "hi")
     assert "LayerNorm" in str(e.value) and "unembedding" in str(e.value)
+
+
+def test_chunked_statistics_equal_the_whole(monkeypatch):
+    """Long prompts and large vocabularies are processed a few positions at a time: same numbers."""
+    import workbench.residual.lens as lens_mod
+
+    m = tiny(seed=2)
+    whole, kl_whole = logit_lens(m, TEXT, k=4), lens_kl_by_layer(m, TEXT)
+    monkeypatch.setattr(lens_mod, "_CHUNK", 3 * m.config.vocab_size)  # 3 positions per chunk, a ragged last one
+    assert len(lens_mod._chunks(len(whole.ids), m.config.vocab_size)) > 5
+    part = logit_lens(m, TEXT, k=4)
+    for f in ("top_ids", "final_rank", "first_stable", "final_ids"):
+        np.testing.assert_array_equal(getattr(part, f), getattr(whole, f))
+    for f in ("top_probs", "entropy", "final_prob", "kl"):  # float32 matmuls of other shapes round differently
+        np.testing.assert_allclose(getattr(part, f), getattr(whole, f), atol=1e-5)
+    np.testing.assert_allclose(lens_kl_by_layer(m, TEXT), kl_whole, atol=1e-5)
