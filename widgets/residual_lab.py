@@ -485,9 +485,12 @@ class ResidualLab(WorkbenchWidget):
                                        f"(after {glue.short_token(r.tokens[position], 12)!s}), {r.kind} lens")
 
     # --- direct logit attribution ---------------------------------------------------------------------------------
-    def _target_arg(self, box: W.Text):
-        """A token box's value for the core: its text, or None when empty."""
-        return box.value if box.value != "" else None
+    def _target_arg(self, box: W.Text, what: str = "target"):
+        """A token box's value for the core: the id of its text (which must be exactly one token; a tokenizer's
+        ``<bos>`` is not counted), or None when empty."""
+        if box.value == "":
+            return None
+        return _core("input_attribution").resolve_token(self.model, box.value, what)
 
     def run_dla(self) -> None:
         """Direct logit attribution of the target token (default: the model's top prediction) at ``position``."""
@@ -497,7 +500,7 @@ class ResidualLab(WorkbenchWidget):
             if target is None:
                 target = self._top_prediction(int(self.position.value))
             a = _core("dla").direct_logit_attribution(self.model, self.text.value, target,
-                                                      contrast=self._target_arg(self.contrast),
+                                                      contrast=self._target_arg(self.contrast, "contrast"),
                                                       position=int(self.position.value))
         except Exception as e:  # noqa: BLE001
             self._fail(e, "direct attribution")
@@ -548,10 +551,15 @@ class ResidualLab(WorkbenchWidget):
         the :class:`~workbench.widgets.base.BackgroundTask` (None when one is running already)."""
         if self.busy:
             return None
-        args = dict(clean=self.clean.value, corrupted=self.corrupted.value, answer=self.answer.value,
-                    wrong=self.wrong.value or None, what=self.what.value, direction=self.direction.value)
-        patching = _core("patching") if self._safe_core("patching") else None
-        if patching is None:
+        try:
+            patching = _core("patching")
+            args = dict(clean=self.clean.value, corrupted=self.corrupted.value,
+                        answer=self._target_arg(self.answer, "answer"), wrong=self._target_arg(self.wrong, "wrong"),
+                        what=self.what.value, direction=self.direction.value)
+            if args["answer"] is None:
+                raise ResidualError("patching needs an answer: the token the clean prompt should be followed by")
+        except Exception as e:  # noqa: BLE001
+            self._fail(e, "patching")
             return None
         self.progress.value, self.progress.max = 0, 1
         self.progress.layout.visibility = "visible"
@@ -573,6 +581,8 @@ class ResidualLab(WorkbenchWidget):
 
         def done(res):
             self._timed("patching", t0)
+            self.progress.max = max(int(getattr(res, "total", 0) or np.size(res.effect)), 1)
+            self.progress.value = self.progress.max
             self.progress.bar_style = "success"
             self._draw_patch(res)
 
@@ -588,14 +598,6 @@ class ResidualLab(WorkbenchWidget):
         return self.run_in_background(work, on_progress=progress, on_done=done, on_error=failed,
                                       on_stopped=stopped, background=background)
 
-    def _safe_core(self, name: str) -> bool:
-        try:
-            _core(name)
-            return True
-        except ResidualError as e:
-            self._fail(e, "patching")
-            return False
-
     def _draw_patch(self, res) -> None:
         self.patch_result = res
         eff = np.asarray(res.effect, dtype=float)
@@ -608,7 +610,7 @@ class ResidualLab(WorkbenchWidget):
         _scale(self.patch_mapper, self.patch_bar, lo, hi, res.metric_name if len(res.metric_name) < 28 else "effect")
         f = self.patch_figure
         heads = res.what == "heads"
-        lo_c = 0 if heads else max(0, C - 60)
+        lo_c = 0 if heads else max(0, C - 40)
         f.x_range.update(start=lo_c - 0.5, end=C - 0.5, bounds=(-0.5, C - 0.5))
         f.y_range.update(start=-0.5, end=L - 0.5)
         f.xaxis[0].axis_label = "head" if heads else "position (the clean prompt's token is written above)"
@@ -616,8 +618,12 @@ class ResidualLab(WorkbenchWidget):
         _ticks(f.yaxis[0], 0, L - 1, L, {i: rows[i] for i in range(L)})
         self._patch_top.visible = not heads
         if not heads:
+            tc = list(getattr(res, "tokens_clean", None) or cols)
+            tx = list(getattr(res, "tokens_corrupted", None) or tc)
             self._patch_top.ticker = FixedTicker(ticks=list(range(C)))
-            self._patch_top.major_label_overrides = {j: glue.short_token(cols[j], 3) for j in range(C)}
+            self._patch_top.major_label_overrides = {
+                j: glue.short_token(tc[j], 3) if tc[j] == tx[j] else
+                f"{glue.short_token(tc[j], 2)}/{glue.short_token(tx[j], 2)}" for j in range(C)}
         more = f"; positions {lo_c}..{C - 1} shown (drag sideways)" if lo_c else ""
         f.title.text = (f"patching {res.what} ({res.direction}): {res.metric_name}, clean {res.clean_metric:.3f}, "
                         f"corrupted {res.corrupt_metric:.3f}{more}")
@@ -688,14 +694,14 @@ class ResidualLab(WorkbenchWidget):
         per = STRIP_ROW
         for r, s in enumerate(res.snippets):
             a = np.asarray(s.activations, dtype=float)
-            start = max(0, min(int(s.position) - per // 2, len(s.tokens) - per))
+            start = max(0, min(int(s.center) - per // 2, len(s.tokens) - per))
             for j in range(start, min(len(s.tokens), start + per)):
                 xs.append(j - start)
                 ys.append(r)
                 toks.append(glue.short_token(s.tokens[j], 5))
-                acts.append(float(a[j]))
-                names.append(f"#{r + 1}, max {float(s.max):.3f}")
-        lo, hi = glue.value_range(acts, floor=min(0.0, min(acts, default=0.0)))
+                acts.append(float(a[j]) if np.isfinite(a[j]) else float("nan"))
+                names.append(f"#{r + 1}, peak {float(s.max_activation):.3f} at token {int(s.position)}")
+        lo, hi = glue.value_range(acts, floor=min(0.0, float(np.nanmin(acts)) if acts else 0.0))
         _scale(self.neuron_mapper, self.neuron_bar, lo, hi, "activation")
         self.neuron_source.data = dict(x=xs, y=ys, token=toks, activation=acts, snippet=names,
                                        ink=glue.ink(acts, lo, hi))
@@ -704,7 +710,8 @@ class ResidualLab(WorkbenchWidget):
         _ticks(self.neuron_figure.yaxis[0], 0, max(n - 1, 0), n, {r: f"#{r + 1}" for r in range(n)})
         self.neuron_figure.title.text = (f"layer {res.layer} neuron {res.neuron}: the {n} snippets it fires on most "
                                          f"(darker: stronger)")
-        self._ok(f"neurons: {n} snippets from {len(self.corpus):,} characters in {dt * 1000:.0f} ms", tab="neurons")
+        self._ok(f"neurons: {n} snippets from {getattr(res, 'n_tokens', 0):,} tokens of the corpus in "
+                 f"{dt * 1000:.0f} ms", tab="neurons")
 
     # --- export -------------------------------------------------------------------------------------------------------
     _TAB_TABLES = {"lens": ("lens_source", "topk_source"), "direct attribution": ("dla_source",),

@@ -257,7 +257,7 @@ def test_neuron_tab_lists_the_cores_snippets(lab, tiny):
         rows = [j for j, y in enumerate(d["y"]) if y == r]
         acts = np.asarray(s.activations, dtype=float)
         shown = [d["activation"][j] for j in rows]
-        assert max(shown) == pytest.approx(float(s.max))  # the peak is always in view
+        assert max(shown) == pytest.approx(float(s.max_activation))  # the peak is always in view
         assert all(any(abs(v - a) < 1e-12 for a in acts) for v in shown)
 
 
