@@ -67,8 +67,16 @@ def _token_label(tok, i: int) -> str:
     return tok.token_str(i) if tok is not None and hasattr(tok, "token_str") else f"<id {i}>"
 
 
+def _auto_prefix(tok) -> list:
+    """The ids a tokenizer puts before every text (a BOS), found as the encoding of the empty text."""
+    try:
+        return [int(i) for i in tok.encode("")]
+    except Exception:  # noqa: BLE001 - a tokenizer that refuses empty text adds nothing we can see
+        return []
+
+
 def resolve_token(model, token, what: str = "target") -> int:
-    """A token given as text (must encode to exactly one token) or as an id (must be in the model's vocabulary and,
+    """A token given as text (must encode to exactly one token, after any BOS the tokenizer always adds) or as an id (must be in the model's vocabulary and,
     when the model has a tokenizer, have text there) -> its id. Otherwise :class:`ResidualError` (text) or
     :class:`OutOfRangeError` (id), naming what was given and what is allowed."""
     tok = getattr(model, "tokenizer", None)
@@ -77,6 +85,9 @@ def resolve_token(model, token, what: str = "target") -> int:
         if tok is None:
             raise ResidualError(f"the {what} {token!r} is text but this model has no tokenizer: give a token id")
         ids = list(tok.encode(token))
+        prefix = _auto_prefix(tok)  # a BOS the tokenizer adds to every text is not part of the answer
+        if prefix and ids[:len(prefix)] == prefix and len(ids) > len(prefix):
+            ids = ids[len(prefix):]
         if len(ids) != 1:
             shown = [_token_label(tok, i) for i in ids]
             raise ResidualError(f"the {what} {token!r} encodes to {len(ids)} tokens {shown}, not one: give text that "

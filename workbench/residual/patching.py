@@ -13,7 +13,9 @@ prompt with one activation taken from the corrupted run. What can be patched (``
 * ``heads``: each head's output ``z_h`` at every position at once ``(L, H)``.
 
 Patches run in batches: ``B`` copies of the prompt, row ``b`` patched at its own (layer, position or head), in one
-forward pass; the unembedding sees only the metric's position, so a batch costs little more than its blocks.
+forward pass; the unembedding sees only the metric's position, so a batch costs little more than its blocks. A
+cell whose activation is the same in both runs (every position before the first token that differs, for a causal
+model) cannot change anything: it gets the unpatched run's metric without a forward pass (``skip_identical``).
 
 >>> from workbench.models import TinyGPT, GPTConfig
 >>> from workbench.tokenizers import ByteTokenizer
@@ -49,7 +51,7 @@ class PatchResult:
     for ``heads``; ``rows``/``cols``: axis labels (``L0``..; positions as ``"3 tok"``, or ``"3 clean/corrupted"``
     where the prompts differ; or ``H0``..). ``clean_metric`` and ``corrupt_metric``: the metric on the unpatched runs (1 and 0 for the normalised logit difference);
     ``clean_raw``/``corrupt_raw``: the raw values it is normalised between. ``stopped``: ``should_stop`` ended the
-    sweep early; the cells not run are NaN and ``done`` counts the ones that were."""
+    sweep early; the cells not run are NaN and ``done`` counts the ones that were (of ``total``)."""
 
     what: str
     direction: str
@@ -64,6 +66,7 @@ class PatchResult:
     done: int = 0
     total: int = 0
     stopped: bool = False
+    skipped: int = 0  # cells whose activation was identical in both runs (metric known without a forward pass)
     tokens_clean: list = field(default_factory=list)
     tokens_corrupted: list = field(default_factory=list)
 
@@ -192,14 +195,16 @@ def _patch_fns(what: str, cells: list, source: dict) -> dict:
 @torch.no_grad()
 def activation_patching(model, clean, corrupted, answer, wrong=None, what: str = "resid_pre",
                         direction: str = "denoise", metric: Callable | None = None, batch_size: int = 16,
-                        progress: Callable | None = None, should_stop: Callable | None = None) -> PatchResult:
+                        progress: Callable | None = None, should_stop: Callable | None = None,
+                        skip_identical: bool = True) -> PatchResult:
     """Patch every cell of ``what`` (see the module docstring) from one run into the other and measure ``metric`` on
     the logits ``(B, V)`` at the last position (default: :func:`logit_diff_metric` of ``answer`` and ``wrong``, text of
     one token or ids, normalised). ``batch_size`` patches run per forward pass; ``progress(done, total)`` is called
     after each batch (an exception it raises, e.g. the widgets' ``Cancelled``, ends the sweep); without it a tqdm bar
     shows sweeps of more than 4 batches. ``should_stop()`` returning True between batches ends the sweep with a
     partial result (``stopped=True``, cells not run are NaN). Prompts of different lengths raise
-    :class:`LengthMismatchError`."""
+    :class:`LengthMismatchError`. ``skip_identical``: cells whose activation is bit-for-bit the same in both runs
+    take the unpatched run's metric without a forward pass (``skipped`` counts them)."""
     if what not in WHATS:
         raise ResidualError(f"what={what!r} cannot be patched: choose one of {', '.join(WHATS)}")
     if direction not in DIRECTIONS:
@@ -220,6 +225,7 @@ def activation_patching(model, clean, corrupted, answer, wrong=None, what: str =
     c_logits, c_cache = run_with_cache(model, c_ids, points)
     x_logits, x_cache = run_with_cache(model, x_ids, points)
     c_last, x_last = c_logits[:, -1], x_logits[:, -1]
+    del c_logits, x_logits
     if metric is None:
         metric = logit_diff_metric(a_id, w_id)
     if hasattr(metric, "calibrate"):
@@ -230,18 +236,31 @@ def activation_patching(model, clean, corrupted, answer, wrong=None, what: str =
     if what == "mlp_out":
         delta = _mlp_writes(model, src_cache) - _mlp_writes(model, run_cache)
         source = {i: delta[i] for i in range(L)}
+        same = {i: (delta[i] == 0).all(-1) for i in range(L)}  # (T,)
     else:
         source = {i: src_cache[points[i]][0] for i in range(L)}
+        if what == "heads":  # (T, H, Dh) -> per head, all positions
+            same = {i: (source[i] == run_cache[points[i]][0]).all(-1).all(0) for i in range(L)}
+        else:
+            same = {i: (source[i] == run_cache[points[i]][0]).all(-1) for i in range(L)}
     cells = _cells(what, L, T, H)
+    run_metric = corrupt_metric if direction == "denoise" else clean_metric
     effect = np.full(len(cells), np.nan)
+    todo = []
+    for n, (i, j) in enumerate(cells):
+        if skip_identical and bool(same[i][j]):
+            effect[n] = run_metric
+        else:
+            todo.append(n)
+    skipped = len(cells) - len(todo)
     bs = int(batch_size)
-    batches = [cells[k:k + bs] for k in range(0, len(cells), bs)]
+    batches = [todo[k:k + bs] for k in range(0, len(todo), bs)]
     bar = None
     if progress is None and len(batches) > 4:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cells), desc=f"patching {what}", leave=False)
-    done, stopped = 0, False
+        bar = tqdm(total=len(cells), initial=skipped, desc=f"patching {what}", leave=False)
+    done, stopped = skipped, False
     dev = _device(model)
     try:
         for batch in batches:
@@ -249,8 +268,8 @@ def activation_patching(model, clean, corrupted, answer, wrong=None, what: str =
                 stopped = True
                 break
             ids = run_ids.to(dev).expand(len(batch), T)
-            logits = _forward_at(model, ids, _patch_fns(what, batch, source), T - 1)
-            effect[done:done + len(batch)] = metric(logits).double().cpu().numpy()
+            logits = _forward_at(model, ids, _patch_fns(what, [cells[n] for n in batch], source), T - 1)
+            effect[batch] = metric(logits).double().cpu().numpy()
             done += len(batch)
             if bar is not None:
                 bar.update(len(batch))
@@ -270,7 +289,7 @@ def activation_patching(model, clean, corrupted, answer, wrong=None, what: str =
         clean_metric=clean_metric, corrupt_metric=corrupt_metric, metric_name=name,
         clean_raw=_or(getattr(metric, "clean_raw", None), clean_metric),
         corrupt_raw=_or(getattr(metric, "corrupt_raw", None), corrupt_metric), done=done, total=len(cells),
-        stopped=stopped, tokens_clean=tc, tokens_corrupted=tx)
+        stopped=stopped, skipped=skipped, tokens_clean=tc, tokens_corrupted=tx)
 
 
 def _or(value, default) -> float:
