@@ -489,7 +489,7 @@ class DecodingLab(WorkbenchWidget):
         if r is None:
             self._clear()
             return
-        view = "spec" if hasattr(r, "rounds") else "beam" if hasattr(r, "hypotheses") else "steps"
+        view = r.view
         if view != self._drawn:  # empty the views of the previous kind of result once
             self._clear()
             self._drawn = view
@@ -565,7 +565,7 @@ class DecodingLab(WorkbenchWidget):
 
     def _render_beam(self, r):
         bf = self.beam_figure
-        steps = max(min(self.cursor, r.steps), 1)
+        steps = max(min(self.cursor, r.search_steps), 1)
         px_per_step = (FIG_W - 200) / (steps + 2)
         lay = core.beam_layout(r, self.cursor, self._label, label_width=max(1, int((px_per_step - 2) / 6)))
         nodes = lay.nodes

@@ -10,8 +10,8 @@ from .processors import (
 from .pipeline import PRESETS, Pipeline, Stage, as_pipeline
 from .noise import NoiseStream, sample_with_noise
 from .trace import (
-    BeamHypothesis, BeamNode, BeamResult, DecodeTrace, SpecRound, SpeculativeResult, SpeculativeStats,
-    StageSnapshot, StepTrace,
+    BeamHypothesis, BeamNode, BeamResult, DecodeTrace, DecodingResult, LookupRound, LookupStats, SpecRound,
+    SpeculativeResult, SpeculativeStats, StageSnapshot, StepTrace,
 )
 from .strategies import (
     beam_search, diverse_beam_search, greedy, greedy_fast, prompt_lookup, sample, sample_batch, trace_step,
@@ -25,7 +25,8 @@ __all__ = [
     "DecodingError", "check_logits", "entropy_bits", "kept_count", "temperature", "top_k", "top_p", "min_p",
     "typical", "epsilon", "eta", "repetition_penalty", "no_repeat_ngram",
     "PRESETS", "Pipeline", "Stage", "as_pipeline", "NoiseStream", "sample_with_noise",
-    "BeamHypothesis", "BeamNode", "BeamResult", "DecodeTrace", "SpecRound", "SpeculativeResult",
+    "BeamHypothesis", "BeamNode", "BeamResult", "DecodeTrace", "DecodingResult", "LookupRound", "LookupStats",
+    "SpecRound", "SpeculativeResult",
     "SpeculativeStats", "StageSnapshot", "StepTrace",
     "greedy", "greedy_fast", "sample", "sample_batch", "beam_search", "diverse_beam_search", "prompt_lookup",
     "trace_step",

@@ -202,13 +202,7 @@ def run(model, draft, ids, settings: LabSettings, top_n: int = 8):
 
 def n_steps(result) -> int:
     """How many cursor steps a result has: rounds (speculative), search steps (beam) or tokens."""
-    if result is None:
-        return 0
-    if hasattr(result, "rounds"):
-        return len(result.rounds)
-    if hasattr(result, "hypotheses"):
-        return result.steps
-    return len(result.tokens)
+    return 0 if result is None else result.n_steps
 
 
 def next_cursor(cursor: int, old_steps: int, new_steps: int, *, same_unit: bool = True,
@@ -231,13 +225,7 @@ def next_cursor(cursor: int, old_steps: int, new_steps: int, *, same_unit: bool 
 
 def shown_tokens(result, cursor: int) -> list[int]:
     """The generated tokens the text view shows at ``cursor``: a beam search's best only once it is done."""
-    if result is None:
-        return []
-    if hasattr(result, "rounds"):
-        return [t for rd in result.rounds[:cursor] for t in rd.emitted]
-    if hasattr(result, "hypotheses"):
-        return list(result.best.tokens) if cursor >= result.steps else []
-    return list(result.tokens[:cursor])
+    return [] if result is None else result.tokens_at(cursor)
 
 
 def token_labeller(model):
@@ -427,20 +415,7 @@ def acceptance_curve(result, cursor: int) -> dict:
 
 def describe(result) -> str:
     """One line about a result: its strategy and the figures that matter for it."""
-    if hasattr(result, "rounds"):
-        s = result.stats
-        return (f"speculative: alpha={s.alpha:.3f}, {s.tokens_per_call:.2f} tokens per target call "
-                f"(formula {s.expected_tokens_per_call:.2f}), c={s.c:.2f}, predicted speedup "
-                f"{s.expected_speedup:.2f}x")
-    if hasattr(result, "hypotheses"):
-        h = result.best
-        kind = "diverse beam" if result.num_groups > 1 else "beam"
-        return (f"{kind}: best of {len(result.hypotheses)}: score {h.score:.3f} = {h.raw_score:.3f} / "
-                f"{h.length}^{result.length_penalty:g}")
-    extra = f", {result.stats['tokens_per_call']:.2f} tokens per call" if result.stats.get("tokens_per_call") \
-        else ""
-    return f"{LABELS.get(result.strategy, result.strategy)}: {len(result.tokens)} tokens, " \
-           f"{result.target_calls} model calls{extra}"
+    return result.summary(LABELS)
 
 
 __all__ = [

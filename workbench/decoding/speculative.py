@@ -207,7 +207,7 @@ class _Tally:
     target_calls: int = 0
     draft_s: float = 0.0      # every draft call after the prefill
     step_s: float = 0.0       # one-token draft calls, and how many
-    steps: int = 0
+    step_calls: int = 0
     target_s: float = 0.0     # target calls after the prefill, and how many
     target_timed: int = 0
     full_s: float = 0.0       # ... of them, those of full rounds (gamma drafts), and how many
@@ -219,7 +219,7 @@ class _Tally:
             self.draft_s += dt
         if n_fed == 1:
             self.step_s += dt
-            self.steps += 1
+            self.step_calls += 1
 
     def target_call(self, dt: float, prefill: bool, full: bool) -> None:
         self.target_calls += 1
@@ -242,8 +242,8 @@ class _Tally:
         alpha = self.accepted / self.verified if self.verified else nan
         if cost_ratio is not None:
             c = float(cost_ratio)
-        elif self.steps and self.target_timed:
-            c = (self.step_s / self.steps) / (self.target_s / self.target_timed)
+        elif self.step_calls and self.target_timed:
+            c = (self.step_s / self.step_calls) / (self.target_s / self.target_timed)
         else:
             c = nan
         a = alpha if not math.isnan(alpha) else 0.0
@@ -254,7 +254,7 @@ class _Tally:
             expected_tokens_per_call=expected_tokens_per_call(a, gamma),
             c=c, expected_speedup=expected_speedup(a, gamma, c) if not math.isnan(c) else nan,
             draft_time_s=self.draft_s, target_time_s=self.target_s, wall_time_s=wall,
-            draft_step_s=(self.step_s / self.steps if self.steps else
+            draft_step_s=(self.step_s / self.step_calls if self.step_calls else
                           self.draft_s / max(self.draft_calls - 1, 1) if self.draft_calls > 1 else nan),
             verify_call_s=(self.full_s / self.full_calls if self.full_calls else
                            self.target_s / self.target_timed if self.target_timed else nan),

@@ -33,7 +33,9 @@ from .fused import kernel_draw, resolve_draw
 from .noise import NoiseStream, sample_with_noise
 from .pipeline import Pipeline, as_pipeline
 from .processors import DecodingError
-from .trace import BeamHypothesis, BeamNode, BeamResult, DecodeTrace, StageSnapshot, StepTrace
+from .trace import (
+    BeamHypothesis, BeamNode, BeamResult, DecodeTrace, LookupRound, LookupStats, StageSnapshot, StepTrace,
+)
 
 LN2 = math.log(2.0)
 
@@ -538,7 +540,7 @@ def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2,
         accepted += n
         new = draft[:n] + [want[n]]
         cache.crop(cache.length - (len(draft) - n))
-        rounds.append({"draft": draft, "accepted": n})
+        rounds.append(LookupRound(draft, n))
         for t in new:
             out.tokens.append(t)
             seq.append(t)
@@ -548,8 +550,7 @@ def prompt_lookup(model, prompt_ids, max_new_tokens: int, *, max_ngram: int = 2,
             break
     out.tokens = out.tokens[:max_new_tokens]
     out.target_calls = calls
-    out.stats = {"drafted": drafted, "accepted": accepted, "rounds": rounds,
-                 "tokens_per_call": len(out.tokens) / calls}
+    out.lookup = LookupStats(drafted, accepted, len(out.tokens) / calls, rounds)
     out.text = _decode_text(model, out.tokens)
     return out
 

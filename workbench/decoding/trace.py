@@ -7,12 +7,38 @@
   the cumulative score; a hypothesis' transition scores, summed in step order, equal its raw score exactly
   (the same float32 additions the search made), and ``raw_score / length ** length_penalty`` is its score.
 * :class:`SpecRound` / :class:`SpeculativeStats` / :class:`SpeculativeResult`: speculative decoding rounds.
+* :class:`LookupRound` / :class:`LookupStats`: prompt-lookup decoding's drafts (``DecodeTrace.lookup``).
+
+The three results share one small protocol, :class:`DecodingResult`: ``prompt``, ``tokens``, ``text``,
+``n_steps`` (what a lab's cursor walks through: generated tokens, search steps or rounds), ``tokens_at(cursor)``
+(the generated tokens shown at a cursor), ``summary()`` (one line) and ``view`` (which drawing fits it).
 
 Entropies and surprisals are in bits; log-probabilities and beam scores in nats (as HF reports them).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class DecodingResult(Protocol):
+    """What every decoding result offers a lab or a notebook, whatever the strategy."""
+
+    view: ClassVar[str]  # "steps", "beam" or "spec": the drawing that fits the result
+    prompt: list[int]
+    tokens: list[int]
+    text: str | None
+
+    @property
+    def n_steps(self) -> int:
+        """How many steps a cursor walks through: generated tokens, search steps (beam) or rounds (speculative)."""
+
+    def tokens_at(self, cursor: int) -> list[int]:
+        """The generated tokens to show at ``cursor`` (1 .. n_steps)."""
+
+    def summary(self, labels: dict | None = None) -> str:
+        """One line: the strategy and the figures that matter for it (``labels`` renames strategies)."""
 
 
 @dataclass
@@ -50,9 +76,29 @@ class StepTrace:
 
 
 @dataclass
-class DecodeTrace:
-    """A whole decoding run of one sequence: the prompt, the generated tokens and a trace per step."""
+class LookupRound:
+    """One prompt-lookup round: the ``draft`` copied from the context and how many of it were ``accepted``."""
 
+    draft: list[int]
+    accepted: int
+
+
+@dataclass
+class LookupStats:
+    """Prompt-lookup decoding's drafts: totals, tokens per model call, and the rounds."""
+
+    drafted: int
+    accepted: int
+    tokens_per_call: float
+    rounds: list[LookupRound] = field(default_factory=list)
+
+
+@dataclass
+class DecodeTrace:
+    """A whole decoding run of one sequence: the prompt, the generated tokens and a trace per step
+    (``steps``, one :class:`StepTrace` per token, when traced). ``lookup``: prompt-lookup decoding's drafts."""
+
+    view: ClassVar[str] = "steps"
     strategy: str
     prompt: list[int]
     tokens: list[int]
@@ -60,7 +106,20 @@ class DecodeTrace:
     text: str | None = None
     seed: int | None = None
     target_calls: int = 0
-    stats: dict = field(default_factory=dict)
+    lookup: LookupStats | None = None
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.tokens)
+
+    def tokens_at(self, cursor: int) -> list[int]:
+        return list(self.tokens[:max(cursor, 0)])
+
+    def summary(self, labels: dict | None = None) -> str:
+        extra = f", {self.lookup.tokens_per_call:.2f} tokens per call" if self.lookup and self.lookup.tokens_per_call \
+            else ""
+        return f"{(labels or {}).get(self.strategy, self.strategy)}: {len(self.tokens)} tokens, " \
+               f"{self.target_calls} model calls{extra}"
 
     @property
     def entropies(self) -> list[float]:
@@ -117,8 +176,10 @@ class BeamHypothesis:
 
 @dataclass
 class BeamResult:
-    """Beam search output: hypotheses best first, the whole tree, and the search settings."""
+    """Beam search output: hypotheses best first, the whole tree, the search settings and how many steps the
+    search ran (``search_steps``)."""
 
+    view: ClassVar[str] = "beam"
     prompt: list[int]
     hypotheses: list[BeamHypothesis]
     nodes: list[BeamNode]
@@ -127,8 +188,27 @@ class BeamResult:
     early_stopping: bool | str
     num_groups: int = 1
     diversity_penalty: float = 0.0
-    steps: int = 0
+    search_steps: int = 0
     text: str | None = None
+
+    @property
+    def steps(self) -> int:
+        """The old name of :attr:`search_steps` (a count, where ``DecodeTrace.steps`` is a list)."""
+        return self.search_steps
+
+    @property
+    def n_steps(self) -> int:
+        return self.search_steps
+
+    def tokens_at(self, cursor: int) -> list[int]:
+        """The best hypothesis, once the cursor reaches the end of the search (nothing before)."""
+        return list(self.best.tokens) if cursor >= self.search_steps else []
+
+    def summary(self, labels: dict | None = None) -> str:
+        h = self.best
+        kind = "diverse beam" if self.num_groups > 1 else "beam"
+        return (f"{kind}: best of {len(self.hypotheses)}: score {h.score:.3f} = {h.raw_score:.3f} / "
+                f"{h.length}^{self.length_penalty:g}")
 
     @property
     def best(self) -> BeamHypothesis:
@@ -214,14 +294,31 @@ class SpeculativeStats:
 
 @dataclass
 class SpeculativeResult:
+    """Speculative decoding output: the tokens, one :class:`SpecRound` per round (empty without a trace) and
+    the run's :class:`SpeculativeStats`."""
+
+    view: ClassVar[str] = "spec"
     prompt: list[int]
     tokens: list[int]
     rounds: list[SpecRound]
     stats: SpeculativeStats
     text: str | None = None
 
+    @property
+    def n_steps(self) -> int:
+        return len(self.rounds)
+
+    def tokens_at(self, cursor: int) -> list[int]:
+        return [t for rd in self.rounds[:max(cursor, 0)] for t in rd.emitted]
+
+    def summary(self, labels: dict | None = None) -> str:
+        s = self.stats
+        return (f"speculative: alpha={s.alpha:.3f}, {s.tokens_per_call:.2f} tokens per target call "
+                f"(formula {s.expected_tokens_per_call:.2f}), c={s.c:.2f}, predicted speedup "
+                f"{s.expected_speedup:.2f}x")
+
 
 __all__ = [
-    "StageSnapshot", "StepTrace", "DecodeTrace", "BeamNode", "BeamHypothesis", "BeamResult", "SpecRound",
-    "SpeculativeStats", "SpeculativeResult",
+    "DecodingResult", "LookupRound", "LookupStats", "StageSnapshot", "StepTrace", "DecodeTrace", "BeamNode",
+    "BeamHypothesis", "BeamResult", "SpecRound", "SpeculativeStats", "SpeculativeResult",
 ]

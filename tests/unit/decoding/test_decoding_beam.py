@@ -58,7 +58,7 @@ def test_beam_search_equals_hf(hf_pair, nb, lp, es, eos, n):
         if h.length < out.sequences.size(1) - 4:  # shorter than the longest: it ended with EOS
             assert h.tokens[-1] == eos
     if eos is not None:
-        assert any(h.tokens[-1] == eos for h in r.hypotheses) or r.steps == n
+        assert any(h.tokens[-1] == eos for h in r.hypotheses) or r.search_steps == n
 
 
 @pytest.mark.parametrize("lp", [0.0, 1.0, 1.7])
@@ -122,7 +122,7 @@ def test_diverse_beam_search():
     dp = 0.7
     div = diverse_beam_search(model, [1, 2], 4, 8, num_groups=2, diversity_penalty=dp)
     checked = penalised = 0
-    for step in range(div.steps - 1):  # (at the last step every beam ends; none stays "running")
+    for step in range(div.search_steps - 1):  # (at the last step every beam ends; none stays "running")
         chosen0 = [n.token for n in div.nodes if n.step == step and n.group == 0 and n.status == "running"]
         for n in div.nodes:
             if n.step == step and n.group == 1:
@@ -138,7 +138,10 @@ def test_prompt_lookup_equals_greedy():
     prompt = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3]
     r = prompt_lookup(model, prompt, 30, max_ngram=2, num_pred=5)
     assert r.tokens == greedy(model, prompt, 30).tokens
-    assert r.target_calls <= 30 and r.stats["drafted"] > 0
+    assert r.target_calls <= 30 and r.lookup.drafted > 0
+    assert r.lookup.drafted == sum(len(rd.draft) for rd in r.lookup.rounds)
+    assert r.lookup.accepted == sum(rd.accepted for rd in r.lookup.rounds)
+    assert r.lookup.tokens_per_call == len(r.tokens) / r.target_calls
 
 
 def test_lookup_draft():

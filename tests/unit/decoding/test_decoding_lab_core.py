@@ -11,6 +11,7 @@ from workbench.decoding import (
     DecodingError, Pipeline, beam_search, diverse_beam_search, expected_tokens_per_call, greedy, prompt_lookup,
     sample, speculative_decode,
 )
+from workbench.decoding.trace import DecodingResult
 from workbench.decoding import lab as L
 from workbench.decoding.compare import KINDS
 from decoding_helpers import byte_model  # noqa: E402
@@ -206,9 +207,12 @@ def test_steps_shown_tokens_and_describe(models, ids):
     s = L.run(m, d, ids, L.LabSettings(strategy="sample", max_new_tokens=10))
     b = L.run(m, d, ids, L.LabSettings(strategy="beam", max_new_tokens=10))
     sp = L.run(m, d, ids, L.LabSettings(strategy="speculative", max_new_tokens=10))
-    assert L.n_steps(s) == 10 and L.n_steps(b) == b.steps and L.n_steps(sp) == len(sp.rounds) and L.n_steps(None) == 0
+    assert all(isinstance(r, DecodingResult) for r in (s, b, sp))
+    assert (s.view, b.view, sp.view) == ("steps", "beam", "spec")
+    assert L.n_steps(s) == 10 and L.n_steps(b) == b.search_steps and L.n_steps(sp) == len(sp.rounds)
+    assert L.n_steps(None) == 0 and b.steps == b.search_steps   # the old name still reads
     assert L.shown_tokens(s, 3) == s.tokens[:3]
-    assert L.shown_tokens(b, b.steps - 1) == [] and L.shown_tokens(b, b.steps) == b.best.tokens
+    assert L.shown_tokens(b, b.search_steps - 1) == [] and L.shown_tokens(b, b.search_steps) == b.best.tokens
     assert L.shown_tokens(sp, len(sp.rounds)) == sp.tokens
     assert L.describe(s).startswith("sample: 10 tokens")
     assert L.describe(b).startswith("beam: best of") and "speculative: alpha=" in L.describe(sp)
