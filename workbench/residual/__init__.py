@@ -19,3 +19,14 @@ __all__ += ["LensResult", "lens_kl_by_layer", "lens_logits", "logit_lens",
 from .early_exit import EarlyExitModel, ExitReport, ExitRow, early_exit, exit_report  # noqa: E402
 
 __all__ += ["EarlyExitModel", "ExitReport", "ExitRow", "early_exit", "exit_report"]
+
+from .input_attribution import (InputAttribution, TargetTokenError, attribute, attribute_generation,  # noqa: E402
+                                gradient_x_input, integrated_gradients, occlusion)
+from .labellers import LABELLERS, Labeller, in_string_literal, is_digit, next_is_digit  # noqa: E402
+from .neurons import NeuronActivations, Snippet, mlp_width, neuron_activations, top_activations  # noqa: E402
+from .probes import ProbeLabelError, ProbeResult, probe  # noqa: E402
+
+__all__ += ["InputAttribution", "TargetTokenError", "attribute", "attribute_generation", "gradient_x_input",
+            "integrated_gradients", "occlusion", "LABELLERS", "Labeller", "in_string_literal", "is_digit",
+            "next_is_digit", "NeuronActivations", "Snippet", "mlp_width", "neuron_activations", "top_activations",
+            "ProbeLabelError", "ProbeResult", "probe"]
