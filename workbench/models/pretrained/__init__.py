@@ -1,12 +1,17 @@
 """Models shipped with the workbench, trained by this project's own code (see ``python -m workbench.models.make_pretrained``),
-and, opt-in, real checkpoints from the Hugging Face hub (see :mod:`workbench.models.zoo`)."""
+and, opt-in, real checkpoints from the Hugging Face hub (see :mod:`workbench.models.zoo`).
+
+This package is the folder that holds the shipped weights (one subfolder per model: ``config.json``,
+``model.safetensors``, ``tokenizer.json``) and the code that lists and loads them. The public path is
+``workbench.models.load_pretrained`` (and ``workbench.models.available``). Taught in ``notebooks/00_tour.ipynb``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import load
+from ..checkpoint import load
 
-PRETRAINED_DIR = Path(__file__).with_name("pretrained")
+PRETRAINED_DIR = Path(__file__).parent
 
 
 def available() -> list[str]:
@@ -35,10 +40,10 @@ def load_pretrained(name: str, device=None, *, allow_download: bool | None = Non
     if name in names:
         return load(PRETRAINED_DIR / name, device=device)
     if Path(name).expanduser().is_dir():
-        from .hf_adapter import from_hf
+        from ..hf_adapter import from_hf
 
         return from_hf(name, dtype=dtype, device=device)
-    from . import zoo
+    from .. import zoo
 
     shipped = f"no shipped model named {name!r} (available: {names}). "
     if not isinstance(name, str) or not zoo.looks_like_hub_name(name):
