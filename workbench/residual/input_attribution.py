@@ -70,7 +70,7 @@ class InputAttribution:
         return float(self.scores.sum()) - (self.output - self.baseline_output)
 
 
-# -- quadrature ---------------------------------------------------------------------------------------------------------
+# -- quadrature --------------------------------------------------------------------------------------------------------
 
 def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """``(alphas, weights)`` ``(steps,)`` approximating ``integral_0^1 f(a) da ~= sum_k w_k f(a_k)``.
@@ -142,7 +142,7 @@ def log_probs_at(model, ids: torch.Tensor, position: int, embeds: torch.Tensor |
     return logits[:, position].float().log_softmax(-1)
 
 
-# -- arguments -----------------------------------------------------------------------------------------------------------
+# -- arguments ---------------------------------------------------------------------------------------------------------
 
 def _single_token(model, text: str, what: str) -> int:
     tok = getattr(model, "tokenizer", None)
@@ -204,7 +204,7 @@ def _result(model, method, ids, scores, tid, pos, output, baseline_output=None, 
                             _token_strs(model, [tid])[0], **kw)
 
 
-# -- the three methods ---------------------------------------------------------------------------------------------------
+# -- the three methods -------------------------------------------------------------------------------------------------
 
 def gradient_x_input(model, text_or_ids, target=None, position: int = -1) -> InputAttribution:
     """Gradient x input on the token embeddings: ``scores[t] = sum_d e[t, d] * d log p(target) / d e[t, d]`` for the
@@ -214,7 +214,7 @@ def gradient_x_input(model, text_or_ids, target=None, position: int = -1) -> Inp
     e = token_embeddings(model, ids).float().requires_grad_(True)
     lp = log_probs_at(model, ids, pos, e)[0, tid]
     (g,) = torch.autograd.grad(lp, e)
-    return _result(model, "grad_x_input", ids, (g * e).sum(-1)[0].detach().numpy(), tid, pos, lp.item())
+    return _result(model, "grad_x_input", ids, (g * e).sum(-1)[0].detach().cpu().numpy(), tid, pos, lp.item())
 
 
 def baseline_embeddings(model, ids: torch.Tensor, baseline) -> torch.Tensor:
@@ -259,15 +259,15 @@ def integrated_gradients(model, text_or_ids, target=None, position: int = -1, ba
     total = torch.zeros_like(x)
     T = ids.size(1)
     for lo in range(0, len(alphas), int(batch_size)):
-        a = torch.as_tensor(alphas[lo:lo + batch_size], dtype=torch.float32).view(-1, 1, 1)
-        w = torch.as_tensor(weights[lo:lo + batch_size], dtype=torch.float32).view(-1, 1, 1)
+        a = torch.as_tensor(alphas[lo:lo + batch_size], dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        w = torch.as_tensor(weights[lo:lo + batch_size], dtype=torch.float32, device=x.device).view(-1, 1, 1)
         pts = (base + a * diff).requires_grad_(True)
         lp = log_probs_at(model, ids.expand(len(a), T), pos, pts)[:, tid]
         (g,) = torch.autograd.grad(lp.sum(), pts)
         total += (g * w).sum(0, keepdim=True)
     with torch.no_grad():
         ends = log_probs_at(model, ids.expand(2, T), pos, torch.cat([x, base]))[:, tid]
-    scores = (total * diff).sum(-1)[0].numpy()
+    scores = (total * diff).sum(-1)[0].cpu().numpy()
     return _result(model, "integrated_gradients", ids, scores, tid, pos, ends[0].item(), ends[1].item(),
                    steps=int(steps), rule=method)
 
@@ -294,7 +294,7 @@ def occlusion(model, text_or_ids, target=None, position: int = -1, replacement=N
     rows = []
     for r in reps:
         v = ids.repeat(T, 1)
-        v[torch.arange(T), torch.arange(T)] = r
+        v[torch.arange(T, device=v.device), torch.arange(T, device=v.device)] = r
         rows.append(v)
     variants = torch.cat(rows)  # (R * T, T): row r*T + t has token t replaced by reps[r]
     with torch.no_grad():
@@ -302,7 +302,7 @@ def occlusion(model, text_or_ids, target=None, position: int = -1, replacement=N
         lps = torch.cat([log_probs_at(model, variants[lo:lo + batch_size], pos)[:, tid]
                          for lo in range(0, variants.size(0), int(batch_size))])
     scores = out - lps.view(len(reps), T).mean(0)
-    return _result(model, "occlusion", ids, scores.numpy(), tid, pos, out)
+    return _result(model, "occlusion", ids, scores.cpu().numpy(), tid, pos, out)
 
 
 def _default_replacement(model) -> int:

@@ -112,7 +112,7 @@ def neuron_activations(model, ids: torch.Tensor, layer: int) -> torch.Tensor:
     return got["x"].reshape(*ids.shape, -1)
 
 
-# -- corpus windows -----------------------------------------------------------------------------------------------------
+# -- corpus windows ----------------------------------------------------------------------------------------------------
 
 def corpus_text(corpus) -> list[str]:
     """A corpus as a list of texts: a name from ``workbench.data.EMBEDDED``, one text, or a list of texts."""
@@ -168,7 +168,7 @@ def windows(model, ids: torch.Tensor, size: int | None = None) -> list[tuple[int
     return out
 
 
-# -- top activations ------------------------------------------------------------------------------------------------------
+# -- top activations ---------------------------------------------------------------------------------------------------
 
 @dataclass
 class Snippet:

@@ -20,7 +20,8 @@ from workbench.tokenizers import ByteTokenizer
 def tiny(width=32, block=64):
     torch.manual_seed(0)
     tok = ByteTokenizer()
-    return TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=width, block_size=block), tok).eval()
+    cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=width, block_size=block)
+    return TinyGPT(cfg, tok).eval()
 
 
 DIGITS = ["x1 = 42 + y7; z = 3.14 * r9 - 8 # 05 6 apples, 2 pears " * 3, "call 555 0199 at 10:30 on 12/08 " * 4]
@@ -92,7 +93,8 @@ def test_in_string_literal_agrees_with_ast():
         inside = np.zeros(len(raw), dtype=np.int64)  # ast offsets are UTF-8 byte columns
         starts = np.cumsum([0] + [len(line) + 1 for line in raw.split(b"\n")])
         for node in ast.walk(ast.parse(src)):
-            if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes))):
+            literal = isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes))
+            if literal or isinstance(node, ast.JoinedStr):
                 a = starts[node.lineno - 1] + node.col_offset
                 b = starts[node.end_lineno - 1] + node.end_col_offset
                 inside[a:b] = 1
