@@ -40,10 +40,27 @@ class LawSpec:
         return 1 + len(self.exponent_index) + self.n_exponents
 
 
+def huber_inplace(r: np.ndarray, delta: float) -> np.ndarray:
+    """Huber loss of the residuals ``r``, written into ``r``; returns its derivative ``clip(r, -delta, delta)``.
+
+    The loss is ``d (r - d / 2)`` with ``d = clip(r, -delta, delta)``: ``r^2 / 2`` within ``delta`` of zero,
+    linear (slope ``delta``) outside. The one place the loss is written; every objective here calls it.
+
+    >>> r = np.array([0.0005, -0.002])
+    >>> huber_inplace(r, 1e-3), r
+    (array([ 0.0005, -0.001 ]), array([1.25e-07, 1.50e-06]))
+    """
+    dh = np.clip(r, -delta, delta)
+    r -= 0.5 * dh
+    r *= dh
+    return dh
+
+
 def huber(r: np.ndarray, delta: float) -> np.ndarray:
     """Huber loss: quadratic within ``delta`` of zero, linear (slope ``delta``) outside."""
-    d = np.clip(r, -delta, delta)
-    return d * (r - 0.5 * d)
+    h = np.array(r, dtype=np.result_type(r, 0.5))  # a float copy (float32 stays float32)
+    huber_inplace(h, delta)
+    return h if h.ndim else h[()]
 
 
 def law_log_prediction(params: np.ndarray, spec: LawSpec) -> np.ndarray:
@@ -70,9 +87,8 @@ def objective_numpy(params: np.ndarray, spec: LawSpec, log_y: np.ndarray, delta:
     mx = T.max(axis=0)
     U = np.exp(T - mx)
     s = U.sum(axis=0)
-    r = mx + np.log(s) - log_y
-    dh = np.clip(r, -delta, delta)
-    h = dh * (r - 0.5 * dh)
+    h = mx + np.log(s) - log_y                          # the residual, then its Huber loss
+    dh = huber_inplace(h, delta)
     if weights is not None:
         h = h * weights
         dh = dh * weights
@@ -144,9 +160,7 @@ class BatchedObjective:
         r = np.log(s)
         r += e
         r -= self.log_y                                  # log L_hat - log L
-        dh = np.clip(r, -self.delta, self.delta)         # Huber derivative
-        r -= 0.5 * dh
-        r *= dh                                          # Huber value
+        dh = huber_inplace(r, self.delta)                # r becomes the Huber value, dh its derivative
         if self.weights is not None:
             w = self.weights[rows]
             r *= w
@@ -173,9 +187,8 @@ class BatchedObjective:
             mx = T.max(0)
             U = np.exp(T - mx)
             s = U.sum(0)
-            r = mx + np.log(s) - self.log_y64
-            dh = np.clip(r, -self.delta, self.delta)
-            h = dh * (r - 0.5 * dh)
+            h = mx + np.log(s) - self.log_y64            # the residual, then its Huber loss
+            dh = huber_inplace(h, self.delta)
             if self.weights64 is not None:
                 w = self.weights64[rows]
                 h, dh = h * w, dh * w
@@ -351,7 +364,7 @@ def multistart(spec: LawSpec, log_y: np.ndarray, delta: float, norm: float, star
     it needs backend "scipy".
     """
     if tol not in ("strict", "default"):
-        raise ValueError(f"tol must be 'strict' or 'default', got {tol!r}")
+        raise ScalingError(f"tol must be 'strict' or 'default', got {tol!r}")
     starts = np.asarray(starts, dtype=np.float64)
     if backend == "scipy":
         options = STRICT_OPTIONS if tol == "strict" else None
@@ -367,9 +380,9 @@ def multistart(spec: LawSpec, log_y: np.ndarray, delta: float, norm: float, star
         order = np.argsort(fs, kind="stable")
         return MultistartResult(xs[order[0]].copy(), float(fs[order[0]]), fs, ok, _distinct(xs[order], polish))
     if backend != "batched":
-        raise ValueError(f"backend must be 'batched' or 'scipy', got {backend!r}")
+        raise ScalingError(f"backend must be 'batched' or 'scipy', got {backend!r}")
     if tol != "strict":
-        raise ValueError("tol='default' reproduces scipy's stopping rule and needs backend='scipy'")
+        raise ScalingError("tol='default' reproduces scipy's stopping rule and needs backend='scipy'")
     res = batched_lbfgs(BatchedObjective(spec, log_y, delta, norm), starts)
     fs = np.where(np.isfinite(res.f), res.f, np.inf)
     order = np.argsort(fs, kind="stable")

@@ -32,6 +32,20 @@ CHINCHILLA_PARAMS = ("e", "a", "b", "alpha", "beta")
 POWER_LAW_PARAMS = ("e", "a", "alpha")
 
 
+#: Start values of each kind of parameter: log-space offset e, log-space coefficients (a, b), exponents.
+GRID_AXES = {
+    "full": (np.arange(-1, 1.01, 0.5), np.arange(0, 30, 5.0), np.arange(0, 2.01, 0.5)),
+    "coarse": (np.array([-1.0, 0, 1]), np.array([0.0, 10, 20]), np.array([0.0, 1, 2])),
+}
+
+
+def _grid_axes(kind: str):
+    """``(e, coefficients, exponents)`` start values of a named grid."""
+    if not isinstance(kind, str) or kind not in GRID_AXES:
+        raise ScalingError(f"grid must be 'full', 'coarse' or an array of starts, got {kind!r}")
+    return GRID_AXES[kind]
+
+
 def chinchilla_grid(kind: str = "full") -> np.ndarray:
     """Starting points ``(S, 5)`` in :data:`CHINCHILLA_PARAMS` order.
 
@@ -39,24 +53,14 @@ def chinchilla_grid(kind: str = "full") -> np.ndarray:
     a, b in {0, 5, ..., 25}: 4,500 starts. "coarse" keeps alpha, beta in {0, 1, 2}, e in {-1, 0, 1}
     and a, b in {0, 10, 20}: 243 starts, for interactive use.
     """
-    if kind == "full":
-        ab, e, ex = np.arange(0, 30, 5.0), np.arange(-1, 1.01, 0.5), np.arange(0, 2.01, 0.5)
-    elif kind == "coarse":
-        ab, e, ex = np.array([0.0, 10, 20]), np.array([-1.0, 0, 1]), np.array([0.0, 1, 2])
-    else:
-        raise ScalingError(f"grid must be 'full', 'coarse' or an array of starts, got {kind!r}")
+    e, ab, ex = _grid_axes(kind)
     mesh = np.meshgrid(e, ab, ab, ex, ex, indexing="ij")
     return np.stack([m.ravel() for m in mesh], axis=1)
 
 
 def power_law_grid(kind: str = "full") -> np.ndarray:
     """Starting points ``(S, 3)`` in :data:`POWER_LAW_PARAMS` order (full: 150 starts, coarse: 27)."""
-    if kind == "full":
-        a, e, ex = np.arange(0, 30, 5.0), np.arange(-1, 1.01, 0.5), np.arange(0, 2.01, 0.5)
-    elif kind == "coarse":
-        a, e, ex = np.array([0.0, 10, 20]), np.array([-1.0, 0, 1]), np.array([0.0, 1, 2])
-    else:
-        raise ScalingError(f"grid must be 'full', 'coarse' or an array of starts, got {kind!r}")
+    e, a, ex = _grid_axes(kind)
     mesh = np.meshgrid(e, a, ex, indexing="ij")
     return np.stack([m.ravel() for m in mesh], axis=1)
 

@@ -5,7 +5,9 @@ from hypothesis import example, given, settings, strategies as st
 from scipy.optimize import minimize
 
 from workbench.scaling import fit_chinchilla, fit_power_law, chinchilla_grid
-from workbench.scaling._core import (BatchedObjective, LawSpec, batched_lbfgs, multistart, objective_numpy)
+from workbench.scaling import ScalingError
+from workbench.scaling._core import (BatchedObjective, LawSpec, batched_lbfgs, huber, huber_inplace, multistart,
+                                     objective_numpy)
 
 
 def _toy(n=40, seed=0):
@@ -107,7 +109,21 @@ def test_power_law_recovery_and_agreement_with_scipy():
 def test_multistart_rejects_unknown_options():
     N, D, L = _toy()
     spec = _spec(N, D)
-    with pytest.raises(ValueError):
+    with pytest.raises(ScalingError, match="backend"):
         multistart(spec, np.log(L), 1e-3, 1.0, chinchilla_grid("coarse"), backend="gpu")
-    with pytest.raises(ValueError):
+    with pytest.raises(ScalingError, match="needs backend='scipy'"):
         multistart(spec, np.log(L), 1e-3, 1.0, chinchilla_grid("coarse"), tol="default")
+    with pytest.raises(ScalingError, match="tol must be"):
+        multistart(spec, np.log(L), 1e-3, 1.0, chinchilla_grid("coarse"), tol="loose")
+
+
+def test_huber_is_the_textbook_loss():
+    """r^2 / 2 within delta of zero, delta (|r| - delta / 2) outside; the in-place form returns the slope."""
+    delta = 1e-3
+    r = np.linspace(-5e-3, 5e-3, 101)
+    want = np.where(np.abs(r) <= delta, 0.5 * r ** 2, delta * (np.abs(r) - 0.5 * delta))
+    np.testing.assert_allclose(huber(r, delta), want, rtol=1e-12, atol=1e-18)
+    h = r.copy()
+    np.testing.assert_array_equal(huber_inplace(h, delta), np.clip(r, -delta, delta))
+    np.testing.assert_array_equal(h, huber(r, delta))
+    assert huber(np.float32(2e-3), delta).dtype == np.float32 and huber(2e-3, delta) == pytest.approx(1.5e-6)
