@@ -59,10 +59,10 @@ class ProbeResult:
 
 
 @torch.no_grad()
-def labelled_residuals(model, texts, labeller, max_tokens: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+def labelled_residuals(model, texts, labeller, max_tokens: int = 4000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The residual stream at every boundary for the labelled tokens of ``texts``, in order, up to ``max_tokens``:
-    ``(X (L + 1, N, D) float32, y (N,) int)``. Each text is encoded whole (so the labeller sees it whole) and run in
-    context-sized windows."""
+    ``(X (L + 1, N, D) float32, y (N,) int, text_index (N,) int)``. Each text is encoded whole (so the labeller sees
+    it whole) and run in context-sized windows."""
     if isinstance(texts, str):
         texts = [texts]
     texts = [t for t in texts if isinstance(t, str) and t]
@@ -71,10 +71,10 @@ def labelled_residuals(model, texts, labeller, max_tokens: int = 4000) -> tuple[
     tok = getattr(model, "tokenizer", None)
     if tok is None:
         raise ResidualError("this model has no tokenizer: a probe labels tokens of text")
-    xs, ys, left = [], [], int(max_tokens)
+    xs, ys, groups, left = [], [], [], int(max_tokens)
     if left < 4:
         raise ResidualError(f"max_tokens must be at least 4, got {max_tokens}")
-    for text in texts:
+    for ti, text in enumerate(texts):
         ids = torch.as_tensor(list(tok.encode(text)), dtype=torch.long)
         labels = np.asarray(labeller(model, text, ids.tolist()), dtype=np.int64)
         if labels.shape != (len(ids),):
@@ -90,6 +90,7 @@ def labelled_residuals(model, texts, labeller, max_tokens: int = 4000) -> tuple[
             rs = residual_stack(model, piece[None])
             xs.append(rs.resid[:, 0, keep + extra].cpu().numpy().astype(np.float32))
             ys.append(lab[keep])
+            groups.append(np.full(keep.size, ti, dtype=np.int64))
             left -= keep.size
             if left <= 0:
                 break
@@ -97,15 +98,24 @@ def labelled_residuals(model, texts, labeller, max_tokens: int = 4000) -> tuple[
             break
     if not ys:
         raise ProbeLabelError("the labeller skipped every token (all labels -1): nothing to probe")
-    return np.concatenate(xs, axis=1), np.concatenate(ys)
+    return np.concatenate(xs, axis=1), np.concatenate(ys), np.concatenate(groups)
 
 
-def split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified train/test indices of labels ``y`` (scikit-learn's ``train_test_split``)."""
-    from sklearn.model_selection import train_test_split
+def split(y: np.ndarray, test_fraction: float, seed: int, groups: np.ndarray | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/test indices of labels ``y``: stratified by label (scikit-learn's ``train_test_split``),
+    or, given ``groups`` (one id per item), whole groups to one side (``GroupShuffleSplit``), so that no test token
+    shares a text with a training token."""
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
     if not 0.0 < float(test_fraction) < 1.0:
         raise ResidualError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if groups is not None:
+        if np.unique(groups).size < 2:
+            raise ResidualError("a split by text needs at least two texts with labelled tokens")
+        gss = GroupShuffleSplit(n_splits=1, test_size=float(test_fraction), random_state=int(seed))
+        tr, te = next(gss.split(np.zeros(len(y)), y, groups))
+        return np.sort(tr), np.sort(te)
     idx = np.arange(len(y))
     counts = np.bincount(y)
     strat = y if counts[counts > 0].min() >= 2 else None
@@ -114,22 +124,26 @@ def split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 
 def probe(model, texts, labeller, layer: int | None = None, test_fraction: float = 0.3, seed: int = 0,
-          max_tokens: int = 4000, C: float = 1.0, class_weight=None) -> ProbeResult:
+          max_tokens: int = 4000, C: float = 1.0, class_weight=None, split_by: str = "token") -> ProbeResult:
     """Fit a logistic-regression probe (L2, strength ``1/C``, standardised features) at every layer boundary on the
     tokens ``labeller`` labels in ``texts`` (at most ``max_tokens``), and score it on a held-out ``test_fraction``
     (split stratified, fixed by ``seed``). The PCA picture is taken at ``layer`` (a boundary index: 0 = embed,
     ``i + 1`` = after block ``i``; default the best held-out boundary). ``class_weight="balanced"`` weighs a rare
-    class up (then compare ``test_balanced_acc`` with 0.5 rather than ``test_acc`` with ``majority``)."""
+    class up (then compare ``test_balanced_acc`` with 0.5 rather than ``test_acc`` with ``majority``).
+    ``split_by="text"`` holds out whole texts instead of random tokens: neighbouring tokens share context, so a
+    token split flatters features that are read off the surroundings."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if split_by not in ("token", "text"):
+        raise ResidualError(f"split_by must be 'token' or 'text', got {split_by!r}")
     n_b = layout_of(model).n_layer + 1
     if layer is not None:
         layer = check_index("layer boundary", layer, n_b)
-    X, y = labelled_residuals(model, texts, labeller, max_tokens)
+    X, y, groups = labelled_residuals(model, texts, labeller, max_tokens)
     classes = np.unique(y)
     names = list(getattr(labeller, "label_names", ()) or [])
     if classes.size < 2:
@@ -140,9 +154,10 @@ def probe(model, texts, labeller, layer: int | None = None, test_fraction: float
     if counts[classes].min() < 2 or len(y) < 10:
         raise ProbeLabelError(f"too few labelled tokens to split ({dict(enumerate(counts.tolist()))}): need at least "
                               "10 tokens and 2 of every class")
-    tr, te = split(y, test_fraction, seed)
-    if np.unique(y[tr]).size < 2:
-        raise ProbeLabelError("the training split holds one class only: give more tokens of the rare class")
+    tr, te = split(y, test_fraction, seed, groups if split_by == "text" else None)
+    if np.unique(y[tr]).size < 2 or te.size == 0:
+        raise ProbeLabelError("the training split holds one class only (or the test split is empty): give more "
+                              "texts, or more tokens of the rare class")
     train_acc, test_acc, bal = np.zeros(n_b), np.zeros(n_b), np.zeros(n_b)
     for b in range(n_b):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=float(C), max_iter=2000, class_weight=class_weight))

@@ -85,6 +85,20 @@ def test_split_is_deterministic_and_stratified():
     np.testing.assert_array_equal(r1.pca, r2.pca)
 
 
+def test_split_by_text_keeps_texts_whole():
+    from workbench.residual.probes import labelled_residuals
+
+    m = tiny()
+    texts = digit_paragraphs(12)
+    X, y, groups = labelled_residuals(m, texts, next_is_digit, max_tokens=2000)
+    tr, te = split(y, 0.3, 0, groups)
+    assert set(groups[tr]).isdisjoint(groups[te]) and len(tr) + len(te) == len(y)
+    np.testing.assert_array_equal(te, split(y, 0.3, 0, groups)[1])
+    r = probe(m, texts, next_is_digit, split_by="text", max_tokens=2000)
+    assert r.n_test == len(te) and r.n_train == len(tr)
+    assert X.shape == (3, len(y), 32) and np.all(np.diff(groups) >= 0)
+
+
 def test_in_string_literal_agrees_with_ast():
     m = tiny()
     for src in python_snippets(25):
@@ -147,6 +161,10 @@ def test_bad_input():
         probe(m, DIGITS, Labeller("none", ("a",), lambda model, text, ids: -np.ones(len(ids), dtype=int)))
     with pytest.raises(ResidualError, match="no text"):
         probe(m, [""], is_digit)
+    with pytest.raises(ResidualError, match="split_by"):
+        probe(m, DIGITS, is_digit, split_by="sentence")
+    with pytest.raises(ResidualError, match="two texts"):
+        probe(m, DIGITS[:1], is_digit, split_by="text")
     with pytest.raises(ResidualError, match="test_fraction"):
         probe(m, DIGITS, is_digit, test_fraction=1.0)
 
