@@ -44,6 +44,7 @@ from .errors import (
     EmptyInputError,
     IndexOutOfRangeError,
     PolicyError,
+    check_index,
 )
 from .variants import Policy, as_policy, use_policy
 
@@ -165,9 +166,16 @@ def _select(name: str, sel, n: int) -> tuple[int, ...]:
     for x in items:
         if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
             raise IndexOutOfRangeError(f"{name} indices must be ints, got {x!r}")
-        if not 0 <= x < n:
-            raise IndexOutOfRangeError(f"{name} {x} is out of range: the model has {n} {name}s (0..{n - 1})")
+        check_index(name, x, n)
     return tuple(int(x) for x in items)
+
+
+def _require_capture(model) -> None:
+    if not getattr(model, "supports_capture", False):
+        raise CaptureNotSupportedError(
+            f"{getattr(model, 'name', type(model).__name__)} does not support attention capture "
+            "(supports_capture is False): wrap an HF model with workbench.models.from_hf, or use a TinyGPT"
+        )
 
 
 def _window(window, T: int) -> tuple[int, int]:
@@ -230,11 +238,7 @@ class AttentionProbe:
     """
 
     def __init__(self, model, text_or_ids, policy=None, budget_mb: float | None = 512, recompute: bool = True):
-        if not getattr(model, "supports_capture", False):
-            raise CaptureNotSupportedError(
-                f"{getattr(model, 'name', type(model).__name__)} does not support attention capture "
-                "(supports_capture is False): wrap an HF model with workbench.models.from_hf, or use a TinyGPT"
-            )
+        _require_capture(model)
         self.model = model
         self.ids = encode_input(model, text_or_ids)
         self.T = T = int(self.ids.numel())
@@ -548,11 +552,7 @@ def capture_attention(
     import time
 
     t0 = time.perf_counter()
-    if not getattr(model, "supports_capture", False):
-        raise CaptureNotSupportedError(
-            f"{getattr(model, 'name', type(model).__name__)} does not support attention capture "
-            "(supports_capture is False): wrap an HF model with workbench.models.from_hf, or use a TinyGPT"
-        )
+    _require_capture(model)
     # validate the cheap things before running the model
     cfg = model.config
     ls = _select("layer", layers, cfg.n_layer)

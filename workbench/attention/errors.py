@@ -28,3 +28,21 @@ class BudgetExceededError(AttentionError, MemoryError):
 
 class PolicyError(AttentionError):
     """A long-context policy that is badly specified or does not fit the model."""
+
+
+def check_index(name: str, i: int, n: int) -> None:
+    """Raise :class:`IndexOutOfRangeError` unless ``0 <= i < n``; ``name`` is what is counted ("layer", "head").
+
+    >>> check_index("head", 4, 4)
+    Traceback (most recent call last):
+    ...
+    workbench.attention.errors.IndexOutOfRangeError: head 4 is out of range: the model has 4 heads (0..3)
+    """
+    if not 0 <= i < n:
+        raise IndexOutOfRangeError(f"{name} {i} is out of range: the model has {n} {name}s (0..{n - 1})")
+
+
+def check_layer_head(n_layer: int, n_head: int, layer: int, head: int) -> None:
+    """Raise :class:`IndexOutOfRangeError` when ``(layer, head)`` is not in an ``n_layer x n_head`` model."""
+    check_index("layer", layer, n_layer)
+    check_index("head", head, n_head)

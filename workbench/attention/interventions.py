@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .capture import AttentionCapture, encode_input, token_labels
-from .errors import AttentionError, ContextLengthError, IndexOutOfRangeError
+from .errors import AttentionError, ContextLengthError, IndexOutOfRangeError, check_layer_head
 from .variants import as_policy, use_policy
 from .metrics import METRICS, head_metrics
 
@@ -30,10 +30,7 @@ def _parse_heads(model, heads) -> list[tuple[int, int]]:
             layer, head = (int(x) for x in lh)
         except (TypeError, ValueError):
             raise AttentionError(f"heads must be (layer, head) pairs, got {lh!r}") from None
-        if not 0 <= layer < L:
-            raise IndexOutOfRangeError(f"layer {layer} is out of range: the model has {L} layers (0..{L - 1})")
-        if not 0 <= head < H:
-            raise IndexOutOfRangeError(f"head {head} is out of range: the model has {H} heads (0..{H - 1})")
+        check_layer_head(L, H, layer, head)
         out.append((layer, head))
     return out
 

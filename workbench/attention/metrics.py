@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .capture import AttentionCapture, AttentionProbe, capture_attention
-from .errors import AttentionError, IndexOutOfRangeError
+from .errors import AttentionError
 
 METRICS = ("entropy", "sink_mass", "previous_token", "induction", "duplicate_token", "distance", "value_sink_mass")
 
@@ -443,9 +443,3 @@ def repeated_sequence_induction(model, n: int = 32, reps: int = 2, seed: int = 0
     return induction_score(cap, shift=shift)
 
 
-def check_layer_head(n_layer: int, n_head: int, layer: int, head: int) -> None:
-    """Raise :class:`IndexOutOfRangeError` when ``(layer, head)`` is not in an ``n_layer x n_head`` model."""
-    if not 0 <= layer < n_layer:
-        raise IndexOutOfRangeError(f"layer {layer} is out of range: the model has {n_layer} layers (0..{n_layer - 1})")
-    if not 0 <= head < n_head:
-        raise IndexOutOfRangeError(f"head {head} is out of range: the model has {n_head} heads (0..{n_head - 1})")

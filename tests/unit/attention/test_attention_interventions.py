@@ -101,3 +101,21 @@ def test_diff_of_two_checkpoints():
     assert d.same_tokens and d.max_abs.min() > 1e-3
     e1, e2 = entropy(capture_attention(m1, TEXT)), entropy(capture_attention(m2, TEXT))
     np.testing.assert_allclose(d.metrics["entropy"], e2 - e1, atol=1e-9)
+
+
+@pytest.mark.parametrize("layer, head, msg", [(0, 2, "head 2 is out of range: the model has 2 heads (0..1)"),
+                                              (-1, 0, "layer -1 is out of range: the model has 2 layers (0..1)")])
+def test_layer_and_head_checked_alike_everywhere(layer, head, msg):
+    """Ablation, capture and the probe validate (layer, head) with one function, so they say the same thing."""
+    from workbench.attention import AttentionProbe
+    from workbench.attention.errors import check_layer_head
+
+    m = tiny()
+    assert (m.config.n_layer, m.config.n_head) == (2, 2)
+    calls = [lambda: check_layer_head(2, 2, layer, head), lambda: ablate_heads(m, TEXT, (layer, head)),
+             lambda: capture_attention(m, TEXT, layers=[layer], heads=[head]),
+             lambda: AttentionProbe(m, TEXT).probs(layer, [head])]
+    for call in calls:
+        with pytest.raises(IndexOutOfRangeError) as e:
+            call()
+        assert str(e.value) == msg
