@@ -156,7 +156,7 @@ def windows(model, ids: torch.Tensor, size: int | None = None) -> list[tuple[int
     trained with BOS expects); ``start`` is the piece's first real token in ``ids``."""
     size = min(int(size or model.config.block_size), int(model.config.block_size))
     bos = getattr(getattr(model, "tokenizer", None), "bos_id", None)
-    lead = bos is not None and len(ids) > 0 and int(ids[0]) == bos
+    lead = bos is not None and len(ids) > 0 and int(ids[0]) == bos and size > 1
     out, start = [], 0
     while start < len(ids):
         if start == 0 or not lead:
