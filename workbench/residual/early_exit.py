@@ -253,7 +253,9 @@ def kv_cache_bytes(cache) -> int:
 class ExitRow:
     """One exit layer. ``agreement``: fraction of the text's positions where the lens's top-1 at this boundary is the
     model's final top-1. ``acceptance``: accepted / verified drafts in greedy self-speculative decoding;
-    ``tokens_per_call``: tokens per target call; ``draft_cost``: mean draft step / mean verification call (``c``);
+    ``tokens_per_call``: tokens per target call; ``step_ratio``: the draft's one-token cached step over the target's
+    (what one draft call costs, measured apart from decoding); ``draft_cost``: speculative decoding's ``c``, the mean
+    draft step over the mean verification call of ``gamma + 1`` tokens;
     ``wall_ratio``: speculative wall time / plain greedy wall time (below 1 is a speed-up); ``same_as_greedy``:
     the speculative tokens equal plain greedy decoding's (they must); ``cache_bytes``: the draft's KV cache."""
 
@@ -261,6 +263,7 @@ class ExitRow:
     agreement: float
     acceptance: float
     tokens_per_call: float
+    step_ratio: float
     draft_cost: float
     wall_ratio: float
     same_as_greedy: bool
@@ -285,12 +288,13 @@ class ExitReport:
 
     def table(self) -> str:
         """The rows as a fixed-width text table."""
-        head = f"{'exit':>4} {'agree':>6} {'accept':>6} {'tok/call':>8} {'c':>5} {'wall':>5} {'cache':>6}  greedy-equal"
+        head = (f"{'exit':>4} {'agree':>6} {'accept':>6} {'tok/call':>8} {'step':>5} {'c':>5} {'wall':>5} {'cache':>6}"
+                "  greedy-equal")
         lines = [f"{self.model}: {self.lens} lens, gamma {self.gamma}, {self.max_new_tokens} new tokens, "
                  f"agreement on {self.text_tokens} tokens", head]
         for r in self.rows:
             lines.append(f"{r.layer:>2}/{self.n_layer} {r.agreement:6.3f} {r.acceptance:6.3f} {r.tokens_per_call:8.2f} "
-                         f"{r.draft_cost:5.2f} {r.wall_ratio:5.2f} {r.cache_bytes / max(self.target_cache_bytes, 1):6.2f}"
+                         f"{r.step_ratio:5.2f} {r.draft_cost:5.2f} {r.wall_ratio:5.2f} {r.cache_bytes / max(self.target_cache_bytes, 1):6.2f}"
                          f"  {r.same_as_greedy}")
         return "\n".join(lines)
 
@@ -347,6 +351,21 @@ def _best_time(fn, repeats: int):
     return best, result
 
 
+def _step_time(model, prompt: torch.Tensor, tokens: list[int], repeats: int) -> float:
+    """Best over ``repeats`` of the mean time of one-token cached steps feeding ``tokens`` after ``prompt``."""
+    best = math.inf
+    feed = [torch.tensor([[t]], device=prompt.device) for t in tokens]
+    with torch.inference_mode():
+        for _ in range(max(1, repeats)):
+            cache = model.new_cache(1, max_len=prompt.size(1) + len(tokens))
+            model.step(prompt, cache)
+            t0 = time.perf_counter()
+            for x in feed:
+                model.step(x, cache)
+            best = min(best, (time.perf_counter() - t0) / max(len(feed), 1))
+    return best
+
+
 def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int = 64, gamma: int = 4, *,
                 prompt_tokens: int = 64, n_prompts: int = 1, repeats: int = 3) -> ExitReport:
     """Greedy self-speculative decoding by exit layer next to the lens's agreement rate on ``text_or_ids``.
@@ -354,7 +373,7 @@ def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int 
     Agreement: every position of the text (see :func:`lens_agreement`). Decoding: ``n_prompts`` prompts, the text's
     consecutive pieces of ``prompt_tokens`` tokens, each continued by ``max_new_tokens`` at temperature 0 (so the
     output must equal plain greedy decoding, which ``same_as_greedy`` checks); acceptance and tokens per call are
-    pooled over the prompts, the wall ratio is summed speculative over summed greedy time (each the best of
+    pooled over the prompts, the step ratio is timed on the first prompt's greedy continuation, the wall ratio is summed speculative over summed greedy time (each the best of
     ``repeats`` runs). ``layers`` defaults to ``1..L`` (``L`` is the full model: acceptance 1, so its wall ratio is
     the cost of the speculative machinery itself).
     """
@@ -385,6 +404,7 @@ def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int 
     model.step(prompts[0], target_cache)
     report = ExitReport(getattr(model, "name", type(model).__name__), L, lens_name(lens), gamma, max_new_tokens,
                         ids.size(1), greedy_s, kv_cache_bytes(target_cache))
+    target_step = _step_time(model, prompts[0], wants[0][:-1], repeats)
     for k in layers:
         draft = early_exit(model, k, lens)
         wall = 0.0
@@ -400,7 +420,8 @@ def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int 
             same = same and res.tokens == want
         dcache = draft.new_cache(1, max_len=max_len)
         draft.step(prompts[0], dcache)
-        report.rows.append(ExitRow(k, agree[k], acc / ver if ver else float("nan"), toks / max(calls, 1),
+        step = _step_time(draft, prompts[0], wants[0][:-1], repeats) / target_step
+        report.rows.append(ExitRow(k, agree[k], acc / ver if ver else float("nan"), toks / max(calls, 1), step,
                                    sum(costs) / len(costs), wall / greedy_s, same, kv_cache_bytes(dcache)))
     return report
 

@@ -293,7 +293,7 @@ def test_exit_report(tiny):
         assert row.agreement == pytest.approx(hits / 100)
         assert row.same_as_greedy
         assert row.cache_bytes * 4 == r.target_cache_bytes * row.layer
-        assert row.wall_ratio > 0 and row.draft_cost > 0
+        assert row.wall_ratio > 0 and row.draft_cost > 0 and row.step_ratio > 0
     assert r.rows[-1].agreement == 1.0 and r.rows[-1].acceptance == 1.0
     assert r.rows[-1].tokens_per_call == pytest.approx(2 * 12 / (2 * 3))  # 12 tokens in rounds of 4, 4, 4
     assert r.rows[0].acceptance < 1.0
