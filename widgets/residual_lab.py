@@ -52,6 +52,8 @@ from .base import Debouncer, WorkbenchWidget, bokeh_pane, notice, set_notice
 
 #: the width of a notebook column with the file browser open (DESIGN.md section 6)
 COLUMN = 880
+#: figures inside the tabs: the tab panel's padding and border leave about 860 px of the column
+FIG_W = COLUMN - 50
 STYLE = {"description_width": "initial"}
 _WRAP = dict(layout=W.Layout(flex_flow="row wrap", align_items="center", width="100%"))
 TABS = ("lens", "direct attribution", "patching", "input attribution", "neurons")
@@ -115,8 +117,9 @@ class ResidualLab(WorkbenchWidget):
     """
 
     def __init__(self, model, text: str = "def area(width, height):\n    return width * height",
-                 clean: str = "def f(value):\n    return v", corrupted: str = "def f(count):\n    return c",
-                 answer: str = "a", wrong: str = "o", target: str = "", contrast: str = "", lens=None,
+                 clean: str = "value = 1\nvalue = value + 1\nprint(val",
+                 corrupted: str = "valid = 1\nvalid = valid + 1\nprint(val", answer: str = "u", wrong: str = "i",
+                 target: str = "", contrast: str = "", lens=None,
                  corpus: str | None = None, layer: int = 0, neuron: int = 0, k: int = 10, debounce: float = 0.3,
                  export_dir: str | Path = "exports", background: bool | None = None, tab: str = "lens"):
         self.model = model
@@ -162,15 +165,16 @@ class ResidualLab(WorkbenchWidget):
         self.lens_source = ColumnDataSource(self._empty_lens())
         n_rows = self.L + 1
         self.lens_mapper = LinearColorMapper(palette=_LIGHT_BLUES, low=0, high=1)
-        g = figure(width=COLUMN, height=110 + 30 * n_rows, title="", toolbar_location="below",
+        g = figure(width=FIG_W, height=110 + 30 * n_rows, title="", toolbar_location="below",
                    tools="xpan,reset", x_range=Range1d(-0.5, 0.5), y_range=Range1d(-0.5, n_rows - 0.5),
                    x_axis_label="position (the input token is written above the grid)",
                    y_axis_label="layer boundary")
         self._cells = g.rect(x="position", y="boundary", width=0.96, height=0.92, source=self.lens_source,
                              fill_color={"field": "value", "transform": self.lens_mapper}, line_color=None,
                              nonselection_fill_alpha=1.0, selection_line_color="#d62728", selection_line_width=2)
-        g.text(x="position", y="boundary", text="top1", source=self.lens_source, text_align="center",
-               text_baseline="middle", text_font_size="9px", text_color="ink")
+        labels = g.text(x="position", y="boundary", text="top1", source=self.lens_source, text_align="center",
+                        text_baseline="middle", text_font_size="9px", text_color="ink")
+        labels.nonselection_glyph = labels.glyph.clone()  # a clicked cell never fades the other cells' tokens
         g.add_tools(TapTool(renderers=[self._cells]),
                     HoverTool(renderers=[self._cells], tooltips=[
                         ("cell", "@boundary_name, position @position (input @input)"),
@@ -182,7 +186,7 @@ class ResidualLab(WorkbenchWidget):
         g.add_layout(self.lens_bar, "right")
         self.lens_figure = g
         self.topk_source = ColumnDataSource(dict(token=[], prob=[], id=[]))
-        tk = figure(width=COLUMN, height=240, title="click a cell for its top-k", toolbar_location=None, tools="",
+        tk = figure(width=FIG_W, height=240, title="click a cell for its top-k", toolbar_location=None, tools="",
                     x_range=FactorRange(), y_range=Range1d(0, 1), y_axis_label="probability")
         tk.vbar(x="token", top="prob", width=0.8, source=self.topk_source, color=_POS)
         tk.add_tools(HoverTool(tooltips=[("token", "@token (id @id)"), ("probability", "@prob{0.0000}")]))
@@ -199,7 +203,7 @@ class ResidualLab(WorkbenchWidget):
         self.position = W.IntText(value=-1, description="position", style=STYLE, layout=W.Layout(width="140px"),
                                   tooltip="the position whose next-token logit is attributed (-1: the last)")
         self.dla_source = ColumnDataSource(dict(label=[], value=[], colour=[], kind=[], layer=[], head=[]))
-        d = figure(width=COLUMN, height=300, title="", toolbar_location=None, tools="", x_range=FactorRange(),
+        d = figure(width=FIG_W, height=300, title="", toolbar_location=None, tools="", x_range=FactorRange(),
                    y_axis_label="direct effect on the logit")
         self._dla_bars = d.vbar(x="label", top="value", width=0.8, color="colour", source=self.dla_source)
         d.add_tools(HoverTool(tooltips=[("component", "@label"), ("direct effect", "@value{0.0000}")]))
@@ -211,15 +215,16 @@ class ResidualLab(WorkbenchWidget):
         neg = d.scatter(x="x", y="y", source=self._dla_key, marker="square", color=_NEG, size=10)
         d.add_layout(Legend(items=[LegendItem(label="raises the target", renderers=[pos]),
                                    LegendItem(label="lowers it", renderers=[neg])],
-                            orientation="horizontal", label_text_font_size="10px", padding=2, margin=2), "above")
+                            orientation="horizontal", label_text_font_size="10px", padding=2, margin=2,
+                            location="top_left"), "above")
         self.dla_figure = d
         self.dla_tab = W.VBox([W.HBox([self.target, self.contrast, self.position], **_WRAP), bokeh_pane(d)])
 
         # --- patching tab ---
         self.clean = W.Textarea(value=clean, description="clean", style=STYLE,
-                                layout=W.Layout(width="auto", align_self="stretch", height="48px"))
+                                layout=W.Layout(width="auto", align_self="stretch", height="64px"))
         self.corrupted = W.Textarea(value=corrupted, description="corrupted", style=STYLE,
-                                    layout=W.Layout(width="auto", align_self="stretch", height="48px"))
+                                    layout=W.Layout(width="auto", align_self="stretch", height="64px"))
         self.answer = W.Text(value=answer, description="answer", style=STYLE, layout=W.Layout(width="150px"))
         self.wrong = W.Text(value=wrong, description="wrong", style=STYLE, layout=W.Layout(width="150px"),
                             placeholder="(none)")
@@ -235,7 +240,7 @@ class ResidualLab(WorkbenchWidget):
                                       layout=W.Layout(width="320px", visibility="hidden"))
         self.patch_source = ColumnDataSource(dict(layer=[], col=[], effect=[], row_label=[], col_label=[]))
         self.patch_mapper = LinearColorMapper(palette=_DIVERGING, low=-1, high=1)
-        p = figure(width=COLUMN, height=110 + 34 * self.L, title="click patch to run", toolbar_location="below",
+        p = figure(width=FIG_W, height=110 + 34 * self.L, title="click patch to run", toolbar_location="below",
                    tools="xpan,reset", x_range=Range1d(-0.5, 0.5), y_range=Range1d(-0.5, self.L - 0.5),
                    y_axis_label="layer")
         p.rect(x="col", y="layer", width=1, height=1, source=self.patch_source, line_color=None,
@@ -307,7 +312,7 @@ class ResidualLab(WorkbenchWidget):
                     value=[], top5=[], ink=[])
 
     def _strip_figure(self, source, mapper, value: str, title: str, rows_axis: str | None = None):
-        f = figure(width=COLUMN, height=140, title=title, toolbar_location=None, tools="",
+        f = figure(width=FIG_W, height=140, title=title, toolbar_location=None, tools="",
                    x_range=Range1d(-0.5, STRIP_ROW - 0.5), y_range=Range1d(0.5, -0.5))
         f.rect(x="x", y="y", width=0.96, height=0.9, source=source, line_color=None,
                fill_color={"field": value, "transform": mapper})
@@ -442,7 +447,7 @@ class ResidualLab(WorkbenchWidget):
                                      value=c.value, top5=c.top5, ink=c.ink)
         lo = max(0, T - GRID_COLUMNS)
         g.x_range.update(start=lo - 0.5, end=T - 0.5, bounds=(-0.5, T - 0.5))
-        _ticks(g.xaxis[0], 0, T - 1, 10)
+        _ticks(g.below[0], 0, T - 1, 10)
         self._input_axis.ticker = FixedTicker(ticks=list(range(T)))
         self._input_axis.major_label_overrides = {t: glue.short_token(r.tokens[t], 4) for t in range(T)}
         names = {b: str(n) for b, n in enumerate(r.boundaries)}
@@ -613,8 +618,8 @@ class ResidualLab(WorkbenchWidget):
         lo_c = 0 if heads else max(0, C - 40)
         f.x_range.update(start=lo_c - 0.5, end=C - 0.5, bounds=(-0.5, C - 0.5))
         f.y_range.update(start=-0.5, end=L - 0.5)
-        f.xaxis[0].axis_label = "head" if heads else "position (the clean prompt's token is written above)"
-        _ticks(f.xaxis[0], 0, C - 1, C if heads else 12)
+        f.below[0].axis_label = "head" if heads else "position (the clean prompt's token is written above)"
+        _ticks(f.below[0], 0, C - 1, C if heads else 12)
         _ticks(f.yaxis[0], 0, L - 1, L, {i: rows[i] for i in range(L)})
         self._patch_top.visible = not heads
         if not heads:

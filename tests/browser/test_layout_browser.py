@@ -39,6 +39,7 @@ LABS = {
                         ("token-multiplier-chart", "show(token_multiplier_chart("),
                         ("emergence-grid", "show(gridplot("), ("ScalingLab", "lab = widgets.ScalingLab(")],
     "05_gpu_kernels": [("kernel-listing", "kernel_part = between(")],
+    "06_residual_stream": [("lens-kl-chart", "show(p)"), ("ResidualLab", "lab = ResidualLab(")],
 }
 LISTINGS_LABS = {("05_gpu_kernels", "kernel-listing")}  # HTML code listings, checked line by line (item 9)
 # notebook -> [(behaviour check, the lab's cell)]: run after the notebook's layout items (BEHAVIOUR_CHECKS below)
@@ -47,6 +48,7 @@ BEHAVIOUR = {
     "02_attention": [("tile-click-selects-a-head", "lab = AttentionLab(")],
     "04_scaling_laws": [("full-grid-refits", "lab = widgets.ScalingLab(")],
     "05_gpu_kernels": [("the-checks-catch-planted-faults", "kernel_part = between(")],
+    "06_residual_stream": [("lens-cell-click-fills-the-bars", "lab = ResidualLab(")],
 }
 
 # (notebook, lab) -> {check: the finding, as measured}. Checks: "over", "clipped", "empty" ("<check>@<tab>" in a tab),
@@ -325,6 +327,33 @@ def _scaling_lab_refits(page, i: int) -> None:
     assert not page.js_errors, page.js_errors[:3]
 
 
+def _residual_lens_click_fills_the_bars(page, i: int) -> None:
+    """A click on a cell of the ResidualLab's lens grid redraws the top-k bars under it."""
+    lab = page.locator(".jp-OutputArea-output", has=page.locator("button:has-text('Export PNG')")).filter(
+        has=page.locator(".lm-TabBar-tab:has-text('lens')")).first
+    lab.locator(".lm-TabBar-tab").first.click()
+    lab.scroll_into_view_if_needed()
+    canvases = lab.locator("canvas")
+    canvases.first.wait_for(state="visible", timeout=30_000)
+    grid, bars = canvases.nth(0), canvases.nth(1)
+    assert colourful_pixels(grid.screenshot()) > 1000, "the lens grid is not drawn"
+    before = bars.screenshot()
+    assert colourful_pixels(before) > 200, "the top-k bars are not drawn"
+    box = grid.bounding_box()
+    changed = False
+    for fx, fy in ((0.3, 0.35), (0.6, 0.55), (0.45, 0.45)):  # cells inside the plot frame, until the bars change
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        deadline = time.time() + 15
+        while time.time() < deadline and not changed:
+            page.wait_for_timeout(500)
+            changed = bars.screenshot() != before
+        if changed:
+            break
+    page.screenshot(path=str(ARTIFACTS / "06_residual.png"))
+    assert changed, "clicking a lens cell did not change the top-k bars"
+    assert_no_widget_errors(page)
+
+
 PLANT = """(i) => {
     const cell = window.jupyterapp.shell.currentWidget.content.widgets[i];
     const out = [...cell.node.querySelectorAll('.jp-OutputArea-output')].find(o => o.querySelector('pre'));
@@ -357,4 +386,5 @@ BEHAVIOUR_CHECKS = {
     "tile-click-selects-a-head": _attention_tile_click_updates_the_detail,
     "full-grid-refits": _scaling_lab_refits,
     "the-checks-catch-planted-faults": _the_checks_catch_planted_faults,
+    "lens-cell-click-fills-the-bars": _residual_lens_click_fills_the_bars,
 }

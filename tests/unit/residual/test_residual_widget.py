@@ -186,7 +186,8 @@ def test_patching_heat_map_equals_the_core(lab, tiny):
     res = activation_patching(tiny, "x = 1; y = x", "z = 1; y = z", "1", wrong="2", what="heads")
     shown = np.array(lab.patch_source.data["effect"]).reshape(res.effect.shape)
     np.testing.assert_allclose(shown, res.effect, atol=1e-9)
-    assert lab.patch_figure.xaxis[0].axis_label == "head"
+    assert lab.patch_figure.below[0].axis_label == "head"
+    assert list(lab.patch_figure.below[0].ticker.ticks) == list(range(res.effect.shape[1]))
 
 
 def test_patching_runs_in_the_background_and_stops(lab, monkeypatch):
