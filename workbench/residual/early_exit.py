@@ -274,7 +274,7 @@ class ExitRow:
 class ExitReport:
     """:func:`exit_report`'s result: one :class:`ExitRow` per exit layer, and the settings it was measured with.
     ``text_tokens``: tokens the agreement was measured on; ``target_cache_bytes``: the target's KV cache for the
-    first prompt (the draft's is in each row); ``greedy_wall_s``: plain greedy decoding of all prompts."""
+    first prompt (the draft's is in each row); ``greedy_wall_s``: plain greedy decoding of all prompts (best time)."""
 
     model: str
     n_layer: int
@@ -342,28 +342,33 @@ def lens_agreement(model, text_or_ids, layers, lens=None) -> dict[int, float]:
     return {k: hits[k] / ids.size(1) for k in layers}
 
 
-def _best_time(fn, repeats: int):
-    best, result = math.inf, None
+def _best_times(fns, repeats: int):
+    """Each of ``fns`` run ``repeats`` times, interleaved (so a busy spell of a shared machine hits all alike):
+    the best time of each, and each one's last result."""
+    best, results = [math.inf] * len(fns), [None] * len(fns)
     for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
-
-
-def _step_time(model, prompt: torch.Tensor, tokens: list[int], repeats: int) -> float:
-    """Best over ``repeats`` of the mean time of one-token cached steps feeding ``tokens`` after ``prompt``."""
-    best = math.inf
-    feed = [torch.tensor([[t]], device=prompt.device) for t in tokens]
-    with torch.inference_mode():
-        for _ in range(max(1, repeats)):
-            cache = model.new_cache(1, max_len=prompt.size(1) + len(tokens))
-            model.step(prompt, cache)
+        for i, fn in enumerate(fns):
             t0 = time.perf_counter()
-            for x in feed:
-                model.step(x, cache)
-            best = min(best, (time.perf_counter() - t0) / max(len(feed), 1))
-    return best
+            results[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best, results
+
+
+def _steps(model, prompt: torch.Tensor, tokens: list[int]):
+    """A function that feeds ``tokens`` one cached step at a time after ``prompt`` and returns the mean time of
+    those steps (the prefill excluded)."""
+    feed = [torch.tensor([[t]], device=prompt.device) for t in tokens]
+
+    @torch.inference_mode()
+    def run() -> float:
+        cache = model.new_cache(1, max_len=prompt.size(1) + len(tokens))
+        model.step(prompt, cache)
+        t0 = time.perf_counter()
+        for x in feed:
+            model.step(x, cache)
+        return (time.perf_counter() - t0) / max(len(feed), 1)
+
+    return run
 
 
 def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int = 64, gamma: int = 4, *,
@@ -373,8 +378,10 @@ def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int 
     Agreement: every position of the text (see :func:`lens_agreement`). Decoding: ``n_prompts`` prompts, the text's
     consecutive pieces of ``prompt_tokens`` tokens, each continued by ``max_new_tokens`` at temperature 0 (so the
     output must equal plain greedy decoding, which ``same_as_greedy`` checks); acceptance and tokens per call are
-    pooled over the prompts, the step ratio is timed on the first prompt's greedy continuation, the wall ratio is summed speculative over summed greedy time (each the best of
-    ``repeats`` runs). ``layers`` defaults to ``1..L`` (``L`` is the full model: acceptance 1, so its wall ratio is
+    pooled over the prompts. Timings are the best of ``repeats`` runs, each speculative run interleaved with a plain
+    greedy one (so a busy spell of a shared machine hits both): the wall ratio is summed speculative over summed
+    greedy time, the step ratio compares one-token cached steps on the first prompt's greedy continuation.
+    ``layers`` defaults to ``1..L`` (``L`` is the full model: acceptance 1, so its wall ratio is
     the cost of the speculative machinery itself).
     """
     from ..decoding import Pipeline, greedy_fast, speculative_decode
@@ -393,36 +400,39 @@ def exit_report(model, text_or_ids, layers=None, lens=None, max_new_tokens: int 
                             f"of {room} tokens")
     prompts = [ids[:, s:s + prompt_tokens] for s in range(0, ids.size(1), prompt_tokens)][:n_prompts]
     agree = lens_agreement(model, ids, layers, lens)
-    greedy_s, wants = 0.0, []
-    for p in prompts:
-        t, toks = _best_time(lambda: greedy_fast(model, p, max_new_tokens), repeats)
-        greedy_s += t
-        wants.append([int(x) for x in toks])
+    wants = [[int(x) for x in greedy_fast(model, p, max_new_tokens)] for p in prompts]
     pipe = Pipeline.preset("hf", temperature=0.0)
     max_len = prompts[0].size(1) + max_new_tokens
     target_cache = model.new_cache(1, max_len=max_len)
     model.step(prompts[0], target_cache)
     report = ExitReport(getattr(model, "name", type(model).__name__), L, lens_name(lens), gamma, max_new_tokens,
-                        ids.size(1), greedy_s, kv_cache_bytes(target_cache))
-    target_step = _step_time(model, prompts[0], wants[0][:-1], repeats)
+                        ids.size(1), math.inf, kv_cache_bytes(target_cache))
     for k in layers:
         draft = early_exit(model, k, lens)
-        wall = 0.0
+        wall = plain = 0.0
         acc = ver = toks = calls = 0
         costs, same = [], True
         for p, want in zip(prompts, wants):
-            t, res = _best_time(lambda: speculative_decode(model, draft, p, max_new_tokens, gamma=gamma,
-                                                           pipeline=pipe, trace=False), repeats)
+            (t_plain, t_spec), (_, res) = _best_times(
+                [lambda: greedy_fast(model, p, max_new_tokens),
+                 lambda: speculative_decode(model, draft, p, max_new_tokens, gamma=gamma, pipeline=pipe, trace=False)],
+                repeats)
             s = res.stats
-            wall += t
+            wall, plain = wall + t_spec, plain + t_plain
             acc, ver, toks, calls = acc + s.accepted, ver + s.verified, toks + s.tokens, calls + s.target_calls
             costs.append(float(s.c))
             same = same and res.tokens == want
+        report.greedy_wall_s = min(report.greedy_wall_s, plain)
+        # one-token steps of target and draft, interleaved: min over repeats of each run's mean step
+        steps_t, steps_d = _steps(model, prompts[0], wants[0][:-1]), _steps(draft, prompts[0], wants[0][:-1])
+        t_target = t_draft = math.inf
+        for _ in range(max(1, repeats)):
+            t_target, t_draft = min(t_target, steps_t()), min(t_draft, steps_d())
         dcache = draft.new_cache(1, max_len=max_len)
         draft.step(prompts[0], dcache)
-        step = _step_time(draft, prompts[0], wants[0][:-1], repeats) / target_step
-        report.rows.append(ExitRow(k, agree[k], acc / ver if ver else float("nan"), toks / max(calls, 1), step,
-                                   sum(costs) / len(costs), wall / greedy_s, same, kv_cache_bytes(dcache)))
+        report.rows.append(ExitRow(k, agree[k], acc / ver if ver else float("nan"), toks / max(calls, 1),
+                                   t_draft / t_target, sum(costs) / len(costs), wall / plain, same,
+                                   kv_cache_bytes(dcache)))
     return report
 
 
