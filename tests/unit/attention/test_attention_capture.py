@@ -28,12 +28,12 @@ def explicit_attention(m, ids, allowed=None):
     return explicit_forward(m, ids, allowed)[0].numpy()
 
 
-@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
-def test_capture_equals_explicit_recomputation(pos):
-    m = tiny(pos, n_head=4)  # 4 heads: power of two, simple ALiBi slopes
+@pytest.mark.parametrize("pos, n_head", [("learned", 4), ("rope", 4), ("alibi", 4), ("alibi", 6)])
+def test_capture_equals_explicit_recomputation(pos, n_head):
+    m = tiny(pos, n_head=n_head, n_embd=8 * n_head)  # 6 heads: ALiBi's slopes for a head count not a power of 2
     ids = list(TEXT.encode())
     cap = capture_attention(m, TEXT)
-    assert cap.probs.shape == (2, 4, len(ids), len(ids))
+    assert cap.probs.shape == (2, n_head, len(ids), len(ids))
     assert cap.tokens[:3] == ["t", "h", "e"] and cap.ids.tolist() == ids
     ref = explicit_attention(m, ids)
     np.testing.assert_allclose(cap.probs, ref, atol=1e-5)

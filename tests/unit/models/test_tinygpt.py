@@ -89,7 +89,15 @@ def test_captured_attention_equals_explicit_recomputation():
 
 def test_alibi_slopes_follow_the_paper():
     assert alibi_slopes(8).tolist() == [2.0 ** -(i + 1) for i in range(8)]
-    assert len(alibi_slopes(6)) == 6
+
+
+@pytest.mark.parametrize("n_head", range(1, 17))
+def test_alibi_slopes_equal_bloom(n_head):
+    """HF BLOOM's ALiBi (the paper authors' reference code) for every head count up to 16, the ones that are not
+    a power of two included: its bias at key distance 1 is the slope."""
+    bloom = pytest.importorskip("transformers.models.bloom.modeling_bloom")
+    alibi = bloom.build_alibi_tensor(torch.ones(1, 2, dtype=torch.long), n_head, torch.float32)  # (H, 1, T)
+    torch.testing.assert_close(alibi_slopes(n_head), alibi[:, 0, 1], rtol=1e-6, atol=0)
 
 
 def test_interface_and_errors():
