@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from workbench.scaling import (BESIROGLU_2024, BESIROGLU_2024_PLAIN_HUBER, HOFFMANN_2022, fit_chinchilla,
+from workbench.scaling import (BESIROGLU_2024, BESIROGLU_2024_PLAIN_HUBER, HOFFMANN_2022, fit_chinchilla, fit_power_law,
                                huber_objective, load_chinchilla, load_gadre)
 from workbench.scaling.replays import CHINCHILLA_CSV, HERE
 
@@ -82,6 +82,26 @@ def test_keeping_all_245_rows_moves_beta_towards_045(chinchilla_fit):
     f = fit_chinchilla(d.N, d.D, d.loss, grid="coarse")
     assert abs(f.beta - 0.45) < 0.01
     assert f.beta > chinchilla_fit.beta + 0.07
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.9, 0.95])
+def test_bootstrap_intervals_are_percentiles_at_the_confidence_asked(chinchilla240, confidence):
+    """The interval at confidence c runs from the (1 - c)/2 to the (1 + c)/2 quantile of the stored refits
+    (a 90% interval labelled 95% fails here), for the Chinchilla law and the power law."""
+    d = chinchilla240
+    f = fit_chinchilla(d.N, d.D, d.loss, grid="coarse", bootstrap=40, seed=2, confidence=confidence)
+    e, a, b, alpha, beta = f.bootstrap_params.T
+    samples = {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": alpha, "beta": beta,
+               "a": beta / (alpha + beta), "b": alpha / (alpha + beta)}
+    p = fit_power_law(d.N, d.loss, grid="coarse", bootstrap=40, seed=2, confidence=confidence)
+    pe, pa, palpha = p.bootstrap_params.T
+    for fit, named in ((f, samples), (p, {"E": np.exp(pe), "A": np.exp(pa), "alpha": palpha})):
+        assert set(fit.ci) == set(named)
+        for k, v in named.items():
+            want = np.quantile(v, [(1 - confidence) / 2, (1 + confidence) / 2])
+            np.testing.assert_allclose(fit.ci[k], want, rtol=1e-12, err_msg=k)
+            inside = np.mean((v >= fit.ci[k][0]) & (v <= fit.ci[k][1]))
+            assert abs(inside - confidence) <= 2 / len(v) + 1e-9, k  # covers c of the refits, up to ties
 
 
 def test_bootstrap_intervals(chinchilla240, chinchilla_fit):
