@@ -4,9 +4,11 @@ A random GPT-2-small-shaped HF model (12 layers x 12 heads, width 768, vocabular
 measured two ways, each row in its own fresh process so that its peak resident memory (``ru_maxrss``, the whole
 process: interpreter, torch, transformers, weights and the work) is its own:
 
-* the logit lens at T = 512: :func:`workbench.residual.lens.logit_lens` (top-5 per layer and position) against
-  TransformerLens's ``run_with_cache`` + ``accumulated_resid`` + ``ln_final`` + ``unembed`` + top-5, one layer at a
-  time;
+* the logit lens at T = 512: :func:`workbench.residual.lens.logit_lens` (top-5 per layer and position, plus its
+  entropy, rank, probability of the final answer and KL statistics) and its core alone (``ours-core``:
+  ``residual_stack``, the model's own head, log-softmax and top-5, one layer at a time) against TransformerLens's
+  ``run_with_cache`` + ``accumulated_resid`` + ``ln_final`` + ``unembed`` + log-softmax + top-5, one layer at a
+  time (the same work as the core);
 * a residual-stream patching sweep over all 12 layers x 32 positions (clean and corrupted prompts differ in one
   token, at position 20): :func:`workbench.residual.patching.activation_patching` against
   ``transformer_lens.patching.get_act_patch_resid_pre`` with the same normalised logit difference. Ours runs twice:
@@ -106,6 +108,25 @@ def _tl_lens(bridge, ids, k: int):
     return np.stack(top), np.stack(probs)
 
 
+def _core_lens(model, ids, k: int):
+    """The logit lens's core alone, the same work as :func:`_tl_lens`: :func:`residual_stack`, then per layer the
+    model's own head, log-softmax and top-k (no entropy, rank or KL statistics)."""
+    import numpy as np
+    import torch
+
+    from workbench.residual.run import head_of, residual_stack
+
+    head = head_of(model)
+    with torch.no_grad():
+        rs = residual_stack(model, ids)
+        probs, top = [], []
+        for r in rs.resid[:, 0]:
+            t = torch.topk(torch.log_softmax(head(r).double(), -1), k, -1)
+            probs.append(t.values.exp().numpy())
+            top.append(t.indices.numpy())
+    return np.stack(top), np.stack(probs)
+
+
 def _warm_up(model) -> None:
     """What the lab finds once per model (layout, head, post-attention norms), found before timing."""
     from workbench.residual.linear_norm import post_attention_norms
@@ -162,6 +183,8 @@ def worker(spec: dict) -> dict:
         t0 = time.perf_counter()
         if impl == "tl":
             top, probs = _tl_lens(bridge, clean, k)
+        elif impl == "ours-core":
+            top, probs = _core_lens(model, clean, k)
         else:
             res = logit_lens(model, clean, k=k)
             top, probs = res.top_ids, res.top_probs
@@ -232,7 +255,7 @@ def report(rows: list, clicks: dict | None) -> str:
         if tl is None:
             continue
         out.append(f"{what} (T = {tl['T']}{', all layers x all positions' if job == 'patch' else ''}):")
-        for impl in ("tl", "ours", "ours-noskip"):
+        for impl in ("tl", "ours", "ours-core", "ours-noskip"):
             r = by.get((job, impl))
             if r is None:
                 continue
@@ -276,7 +299,8 @@ def main(argv=None) -> int:
     shape = TINY if args.tiny else GPT2_SMALL
     tmp = tempfile.mkdtemp(prefix="wb-bench-residual-")
     specs = []
-    for job, T, impls in (("lens", args.lens_T, ("tl", "ours")), ("patch", args.patch_T, ("tl", "ours", "ours-noskip"))):
+    for job, T, impls in (("lens", args.lens_T, ("tl", "ours", "ours-core")),
+                          ("patch", args.patch_T, ("tl", "ours", "ours-noskip"))):
         for impl in impls:
             specs.append(dict(job=job, impl=impl, T=T, n_positions=max(1024, T), shape=shape, threads=args.threads,
                               at=min(20, T - 2), out=os.path.join(tmp, f"{job}-{impl}.npy")))
