@@ -205,6 +205,8 @@ def test_patching_runs_in_the_background_and_stops(lab, monkeypatch):
     task = lab.run_patching(background=True)
     assert task is not None and lab.busy and lab.patch_button.description == "Stop"
     assert lab.run_patching(background=True) is None  # never a second run
+    lab.colour_by.value = "KL"  # the other views still react while patching runs
+    np.testing.assert_allclose(lab.lens_source.data["value"], lab.lens_source.data["kl"])
     lab.patch_button.click()  # Stop
     gate.set()
     assert lab.wait_task(60)
