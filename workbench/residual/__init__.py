@@ -30,3 +30,10 @@ __all__ += ["InputAttribution", "TargetTokenError", "attribute", "attribute_gene
             "integrated_gradients", "occlusion", "LABELLERS", "Labeller", "in_string_literal", "is_digit",
             "next_is_digit", "NeuronActivations", "Snippet", "mlp_width", "neuron_activations", "top_activations",
             "ProbeLabelError", "ProbeResult", "probe"]
+
+from .dla import Attribution, direct_logit_attribution  # noqa: E402
+from .linear_norm import FrozenNorm, freeze, post_attention_norms  # noqa: E402
+from .patching import LogitDiffMetric, PatchResult, activation_patching, logit_diff_metric  # noqa: E402
+
+__all__ += ["Attribution", "direct_logit_attribution", "FrozenNorm", "freeze", "post_attention_norms",
+            "LogitDiffMetric", "PatchResult", "activation_patching", "logit_diff_metric"]
