@@ -469,7 +469,7 @@ class ResidualLab(WorkbenchWidget):
             return
         T = len(r.ids)
         if not (0 <= boundary < len(r.boundaries) and 0 <= position < T):
-            raise glue_out_of_range(boundary, position, len(r.boundaries), T)
+            raise _out_of_range(boundary, position, len(r.boundaries), T)
         ids, probs, tokens = r.distribution(boundary, position, self.k)
         ids, probs = np.asarray(ids).tolist(), np.asarray(probs, dtype=float).tolist()
         labels = [glue.short_token(s, 10) for s in tokens]
@@ -750,7 +750,7 @@ class ResidualLab(WorkbenchWidget):
         return state
 
 
-def glue_out_of_range(boundary: int, position: int, n_boundaries: int, T: int) -> Exception:
+def _out_of_range(boundary: int, position: int, n_boundaries: int, T: int) -> Exception:
     from workbench.residual import OutOfRangeError
 
     return OutOfRangeError(f"no lens cell at boundary {boundary}, position {position}: boundaries "

@@ -57,10 +57,6 @@ def lab(tiny, tmp_path):
                        debounce=0, export_dir=tmp_path, background=False)
 
 
-def _text(w) -> str:
-    return w.value
-
-
 # --- every model of the interface -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("which", ["tiny", "shipped", "llama", "gpt2"])
 def test_opens_and_every_tab_draws(which, tiny, shipped, tmp_path):
