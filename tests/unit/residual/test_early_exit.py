@@ -307,3 +307,22 @@ def test_the_draft_is_a_model_of_the_interface(tiny):
     assert isinstance(d, EarlyExitModel) and isinstance(d, CausalLM)
     assert d.config is tiny.config and d.tokenizer is tiny.tokenizer and d.layer == 2
     assert "exit 2/4" in d.name
+
+
+@pytest.mark.parametrize("family", [f for f in F.FAMILIES if f not in HF])
+def test_the_other_hf_families(family):
+    """The same checks, briefly, on the remaining families: the exit at 1 is the logit lens (forward and cached
+    steps), the exit at L is the model, and greedy self-speculative decoding from exit 1 equals greedy decoding."""
+    model = F.loaded(family)
+    ids = ids_for(model)
+    rs = residual_stack(model, ids)
+    d = early_exit(model, 1)
+    want = head_of(model)(rs.resid[1])
+    torch.testing.assert_close(d.forward(ids).logits, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stepped(d, d.new_cache(1, 32), ids, CHUNKS), want, atol=1e-4, rtol=1e-4)
+    L = layout_of(model).n_layer
+    torch.testing.assert_close(early_exit(model, L).forward(ids).logits, model.forward(ids).logits.float(),
+                               atol=1e-5, rtol=1e-5)
+    prompt = ids[0, :3].tolist()
+    got = speculative_decode(model, d, prompt, 20, gamma=3, pipeline=GREEDY)
+    assert got.tokens == greedy(model, prompt, 20).tokens
