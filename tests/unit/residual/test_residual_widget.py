@@ -235,9 +235,14 @@ def test_attribution_shades_with_the_cores_scores(lab, tiny, method):
     lab.method.value = method
     fn = getattr(ia, {"gradient x input": "gradient_x_input", "integrated gradients": "integrated_gradients",
                       "occlusion": "occlusion"}[method])
-    a = fn(tiny, TEXT)
+    kw = {"baseline": " "} if method == "integrated gradients" else {}
+    a = fn(tiny, TEXT, **kw)
     d = lab.attr_source.data
     np.testing.assert_allclose(d["score"], a.scores, atol=1e-6)
+    if method == "integrated gradients":  # a space baseline: the completeness the notice reports holds
+        assert lab.ig_baseline() == tiny.tokenizer.encode(" ")[0]
+        assert abs(a.completeness_gap) < 1e-2 * max(1.0, abs(a.output - a.baseline_output))
+        assert "completeness" in lab.info.value
     assert d["position"] == list(range(len(a.ids)))
     lo, hi = glue.signed_range(a.scores)
     assert (lab.attr_mapper.low, lab.attr_mapper.high) == (lo, hi)
