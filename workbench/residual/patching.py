@@ -278,6 +278,8 @@ def activation_patching(model, clean, corrupted, answer, wrong=None, what: str =
     finally:
         if bar is not None:
             bar.close()
+    if progress is not None and not batches:  # every cell was known without a pass: say it is done
+        progress(done, len(cells))
     tok = getattr(model, "tokenizer", None)
     tc = [_token_label(tok, int(i)) for i in c_ids[0].tolist()]
     tx = [_token_label(tok, int(i)) for i in x_ids[0].tolist()]

@@ -241,6 +241,16 @@ def test_progress_after_each_batch_and_stop_between_batches():
         activation_patching(m, "abcdefgh", "abcdefgx", "i", "j", batch_size=3, progress=cancel)
 
 
+def test_progress_is_told_when_no_pass_was_needed():
+    m = tiny()
+    calls = []
+    # a raw metric (not normalised) allows identical prompts: every activation is the same, so no pass is needed
+    r = activation_patching(m, "abcd", "abcd", "i", metric=lambda lg: lg[:, 5], what="heads",
+                            progress=lambda d, n: calls.append((d, n)))
+    assert r.skipped == r.total == 4 and calls == [(4, 4)]
+    assert np.all(r.effect == r.clean_metric)
+
+
 def test_a_long_sweep_without_progress_shows_a_bar(capsys):
     m = tiny()
     activation_patching(m, "abcdefgh", "xbcdefgh", "i", "j", batch_size=2, skip_identical=False)
