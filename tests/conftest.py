@@ -17,13 +17,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def tiny_model():
     """A random 2-layer TinyGPT with a byte tokenizer (rope positions, context 64)."""
-    from workbench.models import GPTConfig, TinyGPT
+    from tests.factories import tiny_gpt
     from workbench.tokenizers import ByteTokenizer
 
-    torch.manual_seed(0)
-    tok = ByteTokenizer()
-    return TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32, block_size=64, pos="rope"),
-                   tokenizer=tok, name="tiny").eval()
+    return tiny_gpt(ByteTokenizer(), name="tiny", n_layer=2, n_head=2, n_embd=32, block_size=64, pos="rope")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,14 @@ from PIL import Image  # noqa: E402  (bokeh depends on pillow)
 
 from widgets.export import ExportError, shown_layout  # noqa: E402
 from workbench.tokenizers import ByteTokenizer  # noqa: E402
-from tests.unit.decoding.decoding_helpers import byte_model  # noqa: E402
+from tests.factories import byte_gpt  # noqa: E402
 
 torch.set_num_threads(1)
-sys.path.insert(0, str(Path(__file__).parent / "attention"))
 
 
 @pytest.fixture(scope="module")
 def models():
-    return byte_model(0, 2), byte_model(1, 1)
+    return byte_gpt(0, 2), byte_gpt(1, 1)
 
 
 def read_png(path) -> np.ndarray:
@@ -198,11 +196,11 @@ def test_scaling_lab_exports(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ AttentionLab
 def test_attention_lab_exports(tmp_path):
-    from attn_helpers import tiny
+    from tests.factories import attention_gpt
 
     from widgets.attention_lab import AttentionLab
 
-    model = tiny("rope", n_layer=2, n_head=2, n_embd=32, block_size=64)
+    model = attention_gpt("rope", n_layer=2, n_head=2, n_embd=32, block_size=64)
     lab = AttentionLab(model, "to be or not to be", compare_text="to be or not to go", debounce=0,
                        export_dir=tmp_path)
     lab.export_png_button.click()  # the button draws the whole view (tiles, head, lines, distribution, A | B | B - A)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from attn_helpers import tiny
+from tests.factories import attention_gpt
 from tests import hf_families as F
 from workbench.attention import (
     METRICS,
@@ -38,7 +38,7 @@ IDS = np.concatenate([[5, 7], repeated_random_ids(23, seed=2, low=3), [9, 9, 5]]
 @pytest.mark.parametrize("policy", [None, sliding_window(6), lambda_mask(2, 6)], ids=str)
 @pytest.mark.parametrize("block_rows", [None, 7])
 def test_tinygpt_blockwise_metrics_equal_the_full_matrix(policy, block_rows):
-    m = tiny("rope", n_head=4, n_layer=2)
+    m = attention_gpt("rope", n_head=4, n_layer=2)
     probe = AttentionProbe(m, IDS, policy=policy)
     for window, sink_k in ((None, 1), ((9, 41), 3), (5, 1)):
         full = head_metrics(probe.capture(window=window), sink_k=sink_k)
@@ -47,12 +47,12 @@ def test_tinygpt_blockwise_metrics_equal_the_full_matrix(policy, block_rows):
 
 
 def test_one_row_blocks():
-    probe = AttentionProbe(tiny("rope", n_head=2), IDS, policy=lambda_mask(2, 6))
+    probe = AttentionProbe(attention_gpt("rope", n_head=2), IDS, policy=lambda_mask(2, 6))
     assert_metrics_equal(head_metrics(probe, sink_k=2, block_rows=1), head_metrics(probe.capture(), sink_k=2))
 
 
 def test_beyond_the_context_under_a_dense_policy():
-    m = tiny("rope", n_head=2, block_size=32)
+    m = attention_gpt("rope", n_head=2, block_size=32)
     ids = repeated_random_ids(40, seed=1)  # T = 80 > 32
     probe = AttentionProbe(m, ids, policy=dense())
     assert_metrics_equal(head_metrics(probe, sink_k=2, block_rows=16), head_metrics(probe.capture(), sink_k=2))
@@ -60,7 +60,7 @@ def test_beyond_the_context_under_a_dense_policy():
 
 def test_entropy_by_hand_over_the_full_matrix():
     """Entropy normalised by log(visible keys) under a sliding window, written out over the T x T matrix."""
-    m = tiny("rope", n_head=2)
+    m = attention_gpt("rope", n_head=2)
     probe = AttentionProbe(m, IDS, policy=sliding_window(5))
     got = head_metrics(probe, block_rows=4).entropy
     T = len(IDS)
@@ -100,7 +100,7 @@ def test_block_rows_for_bounds_the_block():
 @pytest.mark.parametrize("window,max_side,block_rows", [(None, 16, None), (None, 16, 5), ((7, 51), 10, 3),
                                                           (None, 512, 4)])
 def test_probe_head_view_equals_the_full_pattern_view(mode, window, max_side, block_rows):
-    m = tiny("rope", n_head=2)
+    m = attention_gpt("rope", n_head=2)
     probe = AttentionProbe(m, IDS)
     a = probe.probs(1, [1], window)[0].numpy()
     if mode == "value-weighted":
@@ -123,7 +123,7 @@ def test_metrics_on_the_torch_path(monkeypatch):
     run here on CPU tensors."""
     from workbench.attention import metrics as M
 
-    m = tiny("rope", n_head=2)
+    m = attention_gpt("rope", n_head=2)
     probe = AttentionProbe(m, IDS, policy=lambda_mask(2, 6))
     want = head_metrics(probe.capture(), sink_k=2)
     monkeypatch.setattr(M, "_on_cpu", lambda t: False)

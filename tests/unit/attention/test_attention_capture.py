@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attn_helpers import TEXT, explicit_forward, tiny
+from tests.unit.attention.attn_helpers import TEXT, explicit_forward
+from tests.factories import attention_gpt
 from workbench.attention import (
     AttentionProbe,
     BudgetExceededError,
@@ -30,7 +31,7 @@ def explicit_attention(m, ids, allowed=None):
 
 @pytest.mark.parametrize("pos, n_head", [("learned", 4), ("rope", 4), ("alibi", 4), ("alibi", 6)])
 def test_capture_equals_explicit_recomputation(pos, n_head):
-    m = tiny(pos, n_head=n_head, n_embd=8 * n_head)  # 6 heads: ALiBi's slopes for a head count not a power of 2
+    m = attention_gpt(pos, n_head=n_head, n_embd=8 * n_head)  # 6 heads: ALiBi's slopes for a head count not a power of 2
     ids = list(TEXT.encode())
     cap = capture_attention(m, TEXT)
     assert cap.probs.shape == (2, n_head, len(ids), len(ids))
@@ -48,7 +49,7 @@ def test_capture_equals_explicit_recomputation(pos, n_head):
 @pytest.mark.parametrize("policy", [sliding_window(4), lambda_mask(2, 5)], ids=str)
 @pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
 def test_variant_rows_sum_to_one_and_respect_mask(pos, policy):
-    m = tiny(pos, n_head=4)
+    m = attention_gpt(pos, n_head=4)
     ids = list(TEXT.encode())
     cap = capture_attention(m, TEXT, policy=policy)
     allowed = cap.allowed()
@@ -72,7 +73,7 @@ def test_known_mask_shapes():
 
 
 def test_beyond_context_with_policy():
-    m = tiny("rope", block_size=32)
+    m = attention_gpt("rope", block_size=32)
     ids = np.random.default_rng(0).integers(0, 256, 80)
     with pytest.raises(ContextLengthError, match="policy"):
         capture_attention(m, ids)
@@ -82,7 +83,7 @@ def test_beyond_context_with_policy():
     np.testing.assert_allclose(cap.probs.sum(-1), 1.0, atol=1e-5)
     capd = capture_attention(m, ids, policy=dense(), layers=[0])
     np.testing.assert_allclose(capd.probs[0], explicit_attention(m, ids.tolist())[0], atol=1e-5)
-    learned = tiny("learned", block_size=32)
+    learned = attention_gpt("learned", block_size=32)
     with pytest.raises(ContextLengthError, match="learned positions"):
         capture_attention(learned, ids, policy=sliding_window(16))
     with pytest.raises(PolicyError, match="lambda_mask"):
@@ -90,7 +91,7 @@ def test_beyond_context_with_policy():
 
 
 def test_selection_and_window_are_slices_of_the_full_capture():
-    m = tiny("rope", n_layer=3, n_head=4)
+    m = attention_gpt("rope", n_layer=3, n_head=4)
     full = capture_attention(m, TEXT)
     part = capture_attention(m, TEXT, layers=[2, 0], heads=[3, 1], window=(10, 30))
     assert part.probs.shape == (2, 2, 20, 30) and part.q_start == 10
@@ -104,7 +105,7 @@ def test_selection_and_window_are_slices_of_the_full_capture():
 
 
 def test_value_norms_equal_explicit():
-    m = tiny("learned", n_head=2)
+    m = attention_gpt("learned", n_head=2)
     cap = capture_attention(m, TEXT)
     ids = torch.tensor(list(TEXT.encode()))
     x = m.wte.weight[ids] + m.wpe.weight[: len(ids)]
@@ -116,7 +117,7 @@ def test_value_norms_equal_explicit():
 
 
 def test_budget_error_says_how_to_narrow():
-    m = tiny("rope", block_size=256)
+    m = attention_gpt("rope", block_size=256)
     ids = np.random.default_rng(1).integers(0, 256, 256)
     # 2 layers x 2 heads x 256 x 256 x 4 bytes = 1 MB
     with pytest.raises(BudgetExceededError) as e:
@@ -128,7 +129,7 @@ def test_budget_error_says_how_to_narrow():
 
 
 def test_bad_input_errors():
-    m = tiny()
+    m = attention_gpt()
     with pytest.raises(EmptyInputError):
         capture_attention(m, "")
     with pytest.raises(EmptyInputError):
@@ -155,7 +156,7 @@ def test_bad_input_errors():
 
 
 def test_probe_computes_one_head_on_demand():
-    m = tiny("alibi", n_head=4)
+    m = attention_gpt("alibi", n_head=4)
     probe = AttentionProbe(m, TEXT)
     full = capture_attention(m, TEXT)
     np.testing.assert_allclose(probe.probs(1, [2]).numpy()[0], full.head(1, 2), atol=1e-6)
@@ -171,7 +172,7 @@ def test_probe_uses_the_fused_kernel_on_cupy(monkeypatch, pos, policy):
     explicit route, for every mask the kernel supports; ALiBi keeps the explicit route."""
     from workbench import kernels
 
-    m = tiny(pos, n_head=2)  # head size 16, one the kernel supports
+    m = attention_gpt(pos, n_head=2)  # head size 16, one the kernel supports
     want = AttentionProbe(m, TEXT, policy=policy).probs(1, [1, 0], window=(5, 30))
     calls = []
     real = kernels.attention
@@ -199,13 +200,13 @@ def test_probe_keeps_the_explicit_route_where_the_kernel_cannot_go(monkeypatch):
     from workbench import kernels
 
     monkeypatch.setattr(kernels, "kernels_run_for", lambda is_cuda: True)
-    m = tiny("rope", n_head=2).double()
+    m = attention_gpt("rope", n_head=2).double()
     want = explicit_forward(m, list(TEXT.encode()))[0][1, [1, 0]]
     torch.testing.assert_close(AttentionProbe(m, TEXT).probs(1, [1, 0]), want.float(), atol=1e-6, rtol=1e-5)
     seen = []
     real = kernels.attention
     monkeypatch.setattr(kernels, "attention", lambda *a, **k: seen.append(k) or real(*a, **k))
-    AttentionProbe(tiny("rope", n_head=2), TEXT, policy=lambda_mask(10**10, 10**10)).probs(0, [0])
+    AttentionProbe(attention_gpt("rope", n_head=2), TEXT, policy=lambda_mask(10**10, 10**10)).probs(0, [0])
     assert (seen[0]["window"], seen[0]["sinks"]) == (len(TEXT), len(TEXT))
 
 
@@ -213,7 +214,7 @@ def test_probe_keeps_the_explicit_route_where_the_kernel_cannot_go(monkeypatch):
 def test_probe_metrics_equal_capture_metrics(policy):
     from workbench.attention import METRICS, head_metrics, repeated_random_ids
 
-    m = tiny("rope", n_head=4)
+    m = attention_gpt("rope", n_head=4)
     ids = np.concatenate([[5], repeated_random_ids(20, seed=2)])
     probe = AttentionProbe(m, ids, policy=policy)
     for window in (None, (9, 41)):
@@ -233,7 +234,7 @@ def test_induction_on_a_repeated_random_sequence():
     run = train_induction(steps=10, every=10, length=8, min_length=4, n_embd=32, batch_size=8, seed=3)
     # the run scores its checkpoints on repeated_random_ids(length, vocab=vocab, seed=seed + 2): same probe
     np.testing.assert_allclose(repeated_sequence_induction(run.model, n=8, seed=5), run.induction[-1], atol=1e-6)
-    m = tiny("rope", n_head=4)
+    m = attention_gpt("rope", n_head=4)
     ids = repeated_random_ids(20, 3, vocab=m.config.vocab_size, seed=1)
     got = repeated_sequence_induction(m, n=20, reps=3, seed=1, shift=1)
     np.testing.assert_allclose(got, induction_score(capture_attention(m, ids), shift=1), atol=1e-7)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from attn_helpers import TEXT, tiny
+from tests.unit.attention.attn_helpers import TEXT
+from tests.factories import attention_gpt
 from workbench.attention import (
     AttentionError,
     IndexOutOfRangeError,
@@ -31,7 +32,7 @@ def without_head_values(m, pairs):
 
 @pytest.mark.parametrize("pairs", [[(0, 1)], [(0, 0), (1, 1)]])
 def test_zero_ablation_equals_weight_surgery(pairs):
-    m = tiny("rope")
+    m = attention_gpt("rope")
     r = ablate_heads(m, TEXT, pairs)
     ids = torch.tensor([list(TEXT.encode())])
     ref = without_head_values(m, pairs).forward(ids).logits[0, -1].log_softmax(-1).detach().numpy()
@@ -45,7 +46,7 @@ def test_zero_ablation_equals_weight_surgery(pairs):
 
 
 def test_mean_ablation_on_one_token_changes_nothing_and_differs_from_zero():
-    m = tiny("learned")
+    m = attention_gpt("learned")
     one = ablate_heads(m, "a", [(0, 0), (1, 1)], mode="mean")
     np.testing.assert_allclose(one.delta, 0.0, atol=1e-6)
     longer_mean = ablate_heads(m, TEXT, [(0, 0)], mode="mean")
@@ -57,7 +58,7 @@ def test_mean_ablation_on_one_token_changes_nothing_and_differs_from_zero():
 
 
 def test_scan_matches_single_ablations():
-    m = tiny("alibi")
+    m = attention_gpt("alibi")
     scan = ablation_scan(m, TEXT)
     assert scan.shape == (2, 2)
     tgt = int(ablate_heads(m, TEXT, (0, 0)).base.argmax())
@@ -68,7 +69,7 @@ def test_scan_matches_single_ablations():
 
 
 def test_ablation_errors():
-    m = tiny()
+    m = attention_gpt()
     with pytest.raises(IndexOutOfRangeError, match="head 2"):
         ablate_heads(m, TEXT, (0, 2))
     with pytest.raises(IndexOutOfRangeError, match="layer 3"):
@@ -80,7 +81,7 @@ def test_ablation_errors():
 
 
 def test_diff_of_two_prompts_is_zero_before_the_first_difference():
-    m = tiny("rope")
+    m = attention_gpt("rope")
     a = capture_attention(m, "the cat sat on the mat")
     b = capture_attention(m, "the cat sat on the hat!")  # differs from position 19, one token longer
     d = diff_captures(a, b)
@@ -96,7 +97,7 @@ def test_diff_of_two_prompts_is_zero_before_the_first_difference():
 
 
 def test_diff_of_two_checkpoints():
-    m1, m2 = tiny("rope", seed=0), tiny("rope", seed=1)
+    m1, m2 = attention_gpt("rope", seed=0), attention_gpt("rope", seed=1)
     d = diff_captures(capture_attention(m1, TEXT), capture_attention(m2, TEXT))
     assert d.same_tokens and d.max_abs.min() > 1e-3
     e1, e2 = entropy(capture_attention(m1, TEXT)), entropy(capture_attention(m2, TEXT))
@@ -110,7 +111,7 @@ def test_layer_and_head_checked_alike_everywhere(layer, head, msg):
     from workbench.attention import AttentionProbe
     from workbench.attention.errors import check_layer_head
 
-    m = tiny()
+    m = attention_gpt()
     assert (m.config.n_layer, m.config.n_head) == (2, 2)
     calls = [lambda: check_layer_head(2, 2, layer, head), lambda: ablate_heads(m, TEXT, (layer, head)),
              lambda: capture_attention(m, TEXT, layers=[layer], heads=[head]),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from bokeh.models import FixedTicker, Legend
 
-from attn_helpers import tiny
+from tests.factories import attention_gpt
 from workbench.attention import AttentionProbe, head_metrics, sliding_window, streaming
 from workbench.attention import lab as core
 
@@ -19,7 +19,7 @@ TEXT = "to be or not to be, that is the question; to be or not to be"
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=96)
+    return attention_gpt("rope", n_layer=3, n_head=4, n_embd=64, block_size=96)
 
 
 @pytest.fixture

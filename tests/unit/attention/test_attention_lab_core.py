@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from attn_helpers import tiny
+from tests.factories import attention_gpt
 from workbench.attention import (
     AttentionProbe,
     ContextLengthError,
@@ -22,7 +22,7 @@ TEXT = "to be or not to be, that is the question; to be or not to be"
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny("rope", n_layer=2, n_head=3, n_embd=48, block_size=96)
+    return attention_gpt("rope", n_layer=2, n_head=3, n_embd=48, block_size=96)
 
 
 @pytest.fixture(scope="module")
@@ -174,21 +174,21 @@ def test_policy_choices_and_the_controls_they_use():
 
 
 def test_over_the_context_the_message_names_the_control():
-    m = tiny("rope", block_size=32)
+    m = attention_gpt("rope", block_size=32)
     with pytest.raises(ContextLengthError) as e:
         core.compute(m, "x" * 40)
     msg = str(e.value)
     assert "40 tokens exceed the model's context of 32" in msg and "'long context' menu" in msg
     assert "policy=" not in msg and "dense()" not in msg  # no Python argument the widget has no control for
     assert core.compute(m, "x" * 40, policy=core.make_policy("sliding", 8)).probe.T == 40
-    learned = tiny("learned", block_size=32)
+    learned = attention_gpt("learned", block_size=32)
     with pytest.raises(ContextLengthError, match="learned positions.*no 'long context' policy helps"):
         core.compute(learned, "x" * 40)
 
 
 def test_compare_model_must_have_the_same_heads(model):
     with pytest.raises(core.AttentionError, match=r"same layers x heads as the model \(2x3\), got 2x2"):
-        core.compute(model, TEXT, compare_model=tiny("rope"))
+        core.compute(model, TEXT, compare_model=attention_gpt("rope"))
 
 
 # --- pictures ------------------------------------------------------------------------------------------------------

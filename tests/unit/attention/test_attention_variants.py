@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attn_helpers import tiny
+from tests.factories import attention_gpt
 from workbench.attention import (
     ContextLengthError,
     EmptyInputError,
@@ -22,7 +22,7 @@ IDS = np.random.default_rng(7).integers(0, 256, 40)
 
 
 def test_dense_loss_equals_cross_entropy():
-    m = tiny("learned")
+    m = attention_gpt("learned")
     r = perplexity_vs_length(m, IDS)
     logits = m.forward(torch.tensor([IDS.tolist()])).logits[0]
     ref = F.cross_entropy(logits[:-1], torch.tensor(IDS[1:]), reduction="none").detach().numpy()
@@ -34,7 +34,7 @@ def test_dense_loss_equals_cross_entropy():
 
 
 def test_wide_windows_equal_dense_and_narrow_ones_differ():
-    m = tiny("rope")
+    m = attention_gpt("rope")
     d = perplexity_vs_length(m, IDS, dense()).loss
     np.testing.assert_allclose(perplexity_vs_length(m, IDS, sliding_window(40)).loss, d, atol=1e-5)
     np.testing.assert_allclose(perplexity_vs_length(m, IDS, lambda_mask(1, 39)).loss, d, atol=1e-5)
@@ -48,7 +48,7 @@ def test_wide_windows_equal_dense_and_narrow_ones_differ():
 def test_streaming_cache_equals_rerun_on_kept_tokens(pos):
     """One layer: cached keys depend only on their token and slot, so keeping sinks + window and re-indexing is
     exactly a fresh run on [sink tokens] + [recent tokens]."""
-    m = tiny(pos, n_layer=1, n_head=4)
+    m = attention_gpt(pos, n_layer=1, n_head=4)
     s, w = 2, 6
     r = perplexity_vs_length(m, IDS, streaming(s, w))
     for i in [s + w - 1, s + w, s + w + 3, 38]:
@@ -60,7 +60,7 @@ def test_streaming_cache_equals_rerun_on_kept_tokens(pos):
 
 
 def test_sink_cache_holds_sinks_plus_window():
-    m = tiny("rope")
+    m = attention_gpt("rope")
     c = SinkCache(m, 2, 5)
     out = m.step(torch.tensor([IDS[:7].tolist()]), c)
     assert out.logits.shape == (1, 7, 257)
@@ -72,14 +72,14 @@ def test_sink_cache_holds_sinks_plus_window():
 
 
 def test_beyond_context_rope_runs_and_errors_otherwise():
-    m = tiny("rope", block_size=16)
+    m = attention_gpt("rope", block_size=16)
     ids = np.random.default_rng(0).integers(0, 256, 64)
     with pytest.raises(ContextLengthError, match="no long-context policy"):
         perplexity_vs_length(m, ids)
     for pol in (dense(), sliding_window(16), lambda_mask(4, 12), streaming(4, 12)):
         r = perplexity_vs_length(m, ids, pol)
         assert r.loss.shape == (63,) and np.isfinite(r.loss).all()
-    learned = tiny("learned", block_size=16)
+    learned = attention_gpt("learned", block_size=16)
     with pytest.raises(ContextLengthError, match="learned"):
         perplexity_vs_length(learned, ids, sliding_window(8))
     with pytest.raises(PolicyError, match="RoPE or ALiBi"):
@@ -97,7 +97,7 @@ def test_bad_policies_and_inputs():
         Policy("diagonal")
     with pytest.raises(PolicyError, match="not a mask"):
         streaming(2, 4).mask_fn
-    m = tiny()
+    m = attention_gpt()
     with pytest.raises(EmptyInputError):
         perplexity_vs_length(m, "")
     with pytest.raises(PolicyError, match="policy must be"):
@@ -109,9 +109,9 @@ def test_bad_policies_and_inputs():
 def test_mask_policies_beyond_4x_context_equal_an_explicit_forward(pos, policy):
     """At 5x the training context, each mask policy's per-position loss equals a forward pass written out by
     hand with that policy's mask and absolute positions 0..T-1."""
-    from attn_helpers import explicit_logits
+    from tests.unit.attention.attn_helpers import explicit_logits
 
-    m = tiny(pos, n_head=4, block_size=16)
+    m = attention_gpt(pos, n_head=4, block_size=16)
     ids = np.random.default_rng(3).integers(0, 256, 80)  # 5 x 16
     r = perplexity_vs_length(m, ids, policy)
     allowed = policy.allowed(torch.arange(80), torch.arange(80))
@@ -129,7 +129,7 @@ def test_mask_policies_beyond_4x_context_equal_an_explicit_forward(pos, policy):
 def test_streaming_beyond_4x_context_equals_rerun_on_kept_tokens():
     """One RoPE layer at 6x its context: the StreamingLLM cache equals a fresh run on the sink tokens plus the
     recent window (positions re-indexed), at every position."""
-    m = tiny("rope", n_layer=1, n_head=4, block_size=16)
+    m = attention_gpt("rope", n_layer=1, n_head=4, block_size=16)
     ids = np.random.default_rng(4).integers(0, 256, 96)
     s, w = 4, 12
     r = perplexity_vs_length(m, ids, streaming(s, w))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from attn_helpers import tiny
+from tests.factories import attention_gpt
 from workbench.attention import AttentionProbe, dense, head_metrics, head_view, rollout
 
 pytest.importorskip("jupyter_bokeh")
@@ -13,7 +13,7 @@ TEXT = "to be or not to be, that is the question; to be or not to be"
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128)
+    return attention_gpt("rope", n_layer=3, n_head=4, n_embd=64, block_size=128)
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def shown(lab):
 
 
 def test_1024_tokens_sends_under_10_mb():
-    m = tiny("rope", n_layer=4, n_head=4, n_embd=64, block_size=256)
+    m = attention_gpt("rope", n_layer=4, n_head=4, n_embd=64, block_size=256)
     text = "".join(chr(c) for c in np.random.default_rng(0).integers(97, 123, 1024))
     lab = AttentionLab(m, text, policy=dense(), debounce=0, max_side=512)
     assert lab.probe.T == 1024
@@ -139,7 +139,7 @@ def test_1024_tokens_sends_under_10_mb():
 
 
 def test_1024_tokens_comparison_stays_under_10_mb():
-    m = tiny("rope", n_layer=4, n_head=4, n_embd=64, block_size=256)
+    m = attention_gpt("rope", n_layer=4, n_head=4, n_embd=64, block_size=256)
     rng = np.random.default_rng(0)
     text = "".join(chr(c) for c in rng.integers(97, 123, 1024))
     lab = AttentionLab(m, text, compare_text=text[:700] + "X" + text[701:], policy=dense(), debounce=0)
@@ -204,7 +204,7 @@ def test_bertviz_size_exact_and_estimated():
 def test_compare_model_and_image_tap(model):
     from bokeh.events import Tap
 
-    other = tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5)
+    other = attention_gpt("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5)
     lab = AttentionLab(model, TEXT, debounce=0, compare_model=other)
     lab.select(1, 3)
     lab.mode.value = "difference"
@@ -265,7 +265,7 @@ def test_comparison_of_different_lengths_diffs_the_common_prefix(model):
 
 
 def test_comparison_of_two_checkpoints_and_switching_it_off(model):
-    other = tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5)
+    other = attention_gpt("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5)
     lab = AttentionLab(model, TEXT, debounce=0)
     assert not lab.comparing and lab.compare_box.layout.display == "none" and lab.compare_views is None
     lab.compare_with(model=other, label="step 500")
@@ -406,7 +406,7 @@ def test_widget_bad_inputs_are_specific_messages(model):
     lab.text.value = TEXT
     lab.compare_with(text=TEXT[::-1])
     assert lab.comparing
-    lab.compare_with(model=tiny("rope", n_layer=2, n_head=4, n_embd=64, block_size=128))
+    lab.compare_with(model=attention_gpt("rope", n_layer=2, n_head=4, n_embd=64, block_size=128))
     assert "same layers x heads as the model (3x4), got 2x4" in lab.info.value
     assert_cleared(lab)  # no stale figures under the error
     lab.compare_with(text="")  # an empty compare box means no comparison, not an error
@@ -423,8 +423,8 @@ def assert_cleared(lab):
 
 
 def test_checkpoint_menu_compares_two_checkpoints(model):
-    ck = {"seed 5": tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5),
-          "seed 6": tiny("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=6)}
+    ck = {"seed 5": attention_gpt("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=5),
+          "seed 6": attention_gpt("rope", n_layer=3, n_head=4, n_embd=64, block_size=128, seed=6)}
     lab = AttentionLab(model, TEXT, debounce=0, checkpoints=ck)
     assert list(lab.checkpoint.options) == ["(none)", "seed 5", "seed 6"] and not lab.comparing
     lab.select(0, 3)

@@ -1,38 +1,9 @@
-"""Small models and statistics shared by the decoding tests."""
+"""Statistics shared by the decoding tests (their models: tests.factories.peaked_gpt and byte_gpt)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from scipy import stats
-
-from workbench.models import GPTConfig, TinyGPT
-
-
-def tiny(seed: int, vocab: int = 16, scale: float = 0.6, block_size: int = 32, n_layer: int = 1) -> TinyGPT:
-    """A random TinyGPT whose weights are large enough to give peaked, varied next-token distributions."""
-    torch.manual_seed(seed)
-    m = TinyGPT(GPTConfig(vocab_size=vocab, n_layer=n_layer, n_head=2, n_embd=16, block_size=block_size)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, scale)
-    return m
-
-
-def byte_model(seed: int, n_layer: int = 2, n_embd: int = 32) -> TinyGPT:
-    """A random byte-level TinyGPT named ``t{seed}`` (context 64, RoPE) with weights large enough for varied
-    next-token distributions: what the DecodingLab tests and their core and export twins are driven with."""
-    from workbench.tokenizers import ByteTokenizer
-
-    tok = ByteTokenizer()
-    torch.manual_seed(seed)
-    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=n_layer, n_head=2, n_embd=n_embd, block_size=64,
-                          pos="rope"), tokenizer=tok, name=f"t{seed}").eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.15)
-    return m
 
 
 def chi_square(observed: np.ndarray, expected_probs: np.ndarray, min_expected: float = 5.0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decoding_helpers import tiny
+from tests.factories import peaked_gpt
 from workbench.decoding import (
     DecodingError, Pipeline, beam_search, greedy, prompt_lookup, sample, sample_batch, speculative_decode,
 )
@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny(0)
+    return peaked_gpt(0)
 
 
 @pytest.mark.parametrize("params,match", [
@@ -51,11 +51,11 @@ def test_max_new_tokens_beyond_context(model):
 
 def test_different_vocabularies(model):
     with pytest.raises(DecodingError, match="different vocabularies"):
-        speculative_decode(model, tiny(1, vocab=17), [1, 2], 4)
+        speculative_decode(model, peaked_gpt(1, vocab=17), [1, 2], 4)
 
 
 def test_nan_logits_raise(model):
-    bad = tiny(0)
+    bad = peaked_gpt(0)
     with torch.no_grad():
         bad.lm_head.weight[3, 0] = float("nan")  # tied to the embedding: the model's logits become NaN
     for call in (lambda: greedy(bad, [1, 2], 3), lambda: sample(bad, [1, 2], 3, {"top_p": 0.9}),

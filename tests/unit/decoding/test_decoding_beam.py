@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decoding_helpers import tiny
+from tests.factories import peaked_gpt
 from workbench.decoding import (
     DecodingError, Strategy, beam_search, compare, diverse_beam_search, greedy, prompt_lookup,
 )
@@ -65,7 +65,7 @@ def test_beam_search_equals_hf(hf_pair, nb, lp, es, eos, n):
 def test_transition_scores_sum_to_sequence_score(lp):
     """Summed in step order in float32, transition scores give the raw score exactly, and raw / len^lp the score;
     every node's cum_score is its parent's plus its transition score."""
-    model = tiny(3, vocab=24, scale=0.5)
+    model = peaked_gpt(3, vocab=24, scale=0.5)
     r = beam_search(model, [1, 2, 3], 4, 9, length_penalty=lp, eos_id=5)
     for h in r.hypotheses:
         acc = torch.tensor(0.0)
@@ -85,7 +85,7 @@ def test_transition_scores_sum_to_sequence_score(lp):
 
 @torch.no_grad()
 def test_beam_scores_are_model_logprobs():
-    model = tiny(4, vocab=24, scale=0.5)
+    model = peaked_gpt(4, vocab=24, scale=0.5)
     r = beam_search(model, [2, 3], 3, 6)
     for h in r.hypotheses:
         seq = torch.tensor([[2, 3] + h.tokens])
@@ -95,12 +95,12 @@ def test_beam_scores_are_model_logprobs():
 
 
 def test_one_beam_is_greedy():
-    model = tiny(7, vocab=24, scale=0.5)
+    model = peaked_gpt(7, vocab=24, scale=0.5)
     assert beam_search(model, [3, 4], 1, 10).tokens == greedy(model, [3, 4], 10).tokens
 
 
 def test_diverse_beam_search():
-    model = tiny(5, vocab=24, scale=0.5)
+    model = peaked_gpt(5, vocab=24, scale=0.5)
     plain = beam_search(model, [1, 2], 4, 8)
     one_group = diverse_beam_search(model, [1, 2], 4, 8, num_groups=1, diversity_penalty=3.0)
     assert [h.tokens for h in one_group.hypotheses] == [h.tokens for h in plain.hypotheses]
@@ -134,7 +134,7 @@ def test_diverse_beam_search():
 
 
 def test_prompt_lookup_equals_greedy():
-    model = tiny(6, vocab=16, scale=0.6, block_size=64)
+    model = peaked_gpt(6, vocab=16, scale=0.6, block_size=64)
     prompt = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3]
     r = prompt_lookup(model, prompt, 30, max_ngram=2, num_pred=5)
     assert r.tokens == greedy(model, prompt, 30).tokens
@@ -151,7 +151,7 @@ def test_lookup_draft():
 
 
 def test_compare_first_divergence():
-    model = tiny(0, scale=0.25)
+    model = peaked_gpt(0, scale=0.25)
     same = compare(model, [1, 2, 3], [Strategy("sample", {"temperature": 1.0}),
                                       Strategy("sample", {"temperature": 1.0}, name="again")], 12, seed=4)
     assert same.first_divergence is None and same.tokens[0] == same.tokens[1]
@@ -165,7 +165,7 @@ def test_compare_first_divergence():
 
 
 def test_beam_bad_input():
-    model = tiny(0)
+    model = peaked_gpt(0)
     with pytest.raises(DecodingError, match="num_beams"):
         beam_search(model, [1], 0, 3)
     with pytest.raises(DecodingError, match="divisible"):

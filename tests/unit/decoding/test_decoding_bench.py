@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decoding_helpers import tiny
+from tests.factories import peaked_gpt
 from workbench.bench import decoding as B
 from workbench.decoding import Pipeline, expected_speedup
 
@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 
 
 def test_speculative_rows_carry_formula_and_explanation():
-    target, draft = tiny(0, scale=0.25, block_size=128), tiny(1, scale=0.25, block_size=128)
+    target, draft = peaked_gpt(0, scale=0.25, block_size=128), peaked_gpt(1, scale=0.25, block_size=128)
     target.tokenizer = draft.tokenizer = None
     costs = B.call_costs(target, draft, [3], reps=5)
     assert set(costs["target_ms"]) == {1, 3} and costs["c"] > 0
@@ -30,7 +30,7 @@ def test_speculative_rows_carry_formula_and_explanation():
 
 def test_throughput_reports_both_sides():
     pytest.importorskip("transformers")
-    target = tiny(0, vocab=40, block_size=128)
+    target = peaked_gpt(0, vocab=40, block_size=128)
     target.tokenizer = None
     out = B.throughput(target, 6, 1)
     for mode in ("greedy", "sample"):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from decoding_helpers import chi_square, counts_two, joint_first_two, tiny
+from tests.unit.decoding.decoding_helpers import chi_square, counts_two, joint_first_two
+from tests.factories import peaked_gpt
 from workbench import kernels
 from workbench.decoding import DecodingError, Pipeline, sample, speculative_decode
 from workbench.decoding import fused
@@ -70,7 +71,7 @@ def test_kernel_distribution_equals_the_pipeline():
 
 
 def test_kernel_sampling_has_the_target_distribution():
-    model = tiny(0, scale=0.25)
+    model = peaked_gpt(0, scale=0.25)
     toks = sample_batch(model, PROMPT, 2, 20_000, HF, seed=3, draw="kernel")
     p_val, _ = chi_square(counts_two(toks, 16), joint_first_two(model, PROMPT, HF))
     assert p_val > 0.01
@@ -84,7 +85,7 @@ def test_kernel_sampling_has_the_target_distribution():
 def test_kernel_speculative_decoding_has_the_target_distribution():
     """The verification kernel's acceptance and residual draws keep the target's distribution (first token of
     3,000 one-token-draft rounds, each with its own seed)."""
-    target, draft = tiny(0, scale=0.25), tiny(1, scale=0.25)
+    target, draft = peaked_gpt(0, scale=0.25), peaked_gpt(1, scale=0.25)
     pipe = Pipeline.preset("hf", temperature=1.0)
     n = 3000
     first = [speculative_decode(target, draft, PROMPT, 2, gamma=1, pipeline=pipe, seed=s, trace=False,
@@ -99,7 +100,7 @@ def test_kernel_speculative_decoding_has_the_target_distribution():
 def test_auto_uses_the_kernels_when_the_backend_is_cupy(monkeypatch):
     """With CuPy and CUDA logits, sample and speculative decoding call the fused kernels (stood in for here by
     the reference back-end, which draws the same tokens), and give what draw='kernel' gives."""
-    target, draft = tiny(0, scale=0.25), tiny(1, scale=0.25)
+    target, draft = peaked_gpt(0, scale=0.25), peaked_gpt(1, scale=0.25)
     calls = {"sample": 0, "verify": 0}
     real_sample, real_verify = kernels.sample, kernels.verify_speculative
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 pytest.importorskip("transformers")
-from hf_padded import padded_model  # noqa: E402
+from tests.unit.decoding.hf_padded import padded_model  # noqa: E402
 from tests import hf_families as F  # noqa: E402
 from workbench.decoding import (  # noqa: E402
     DecodingError, beam_search, greedy, sample, sample_batch, speculative_decode,

@@ -14,14 +14,14 @@ from workbench.decoding import (
 from workbench.decoding.trace import DecodingResult
 from workbench.decoding import lab as L
 from workbench.decoding.compare import KINDS
-from decoding_helpers import byte_model  # noqa: E402
+from tests.factories import byte_gpt  # noqa: E402
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def models():
-    return byte_model(0), byte_model(1, 1)
+    return byte_gpt(0), byte_gpt(1, 1)
 
 
 @pytest.fixture(scope="module")

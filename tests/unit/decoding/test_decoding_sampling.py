@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from decoding_helpers import chi_square, counts_two, joint_first_two, tiny
+from tests.unit.decoding.decoding_helpers import chi_square, counts_two, joint_first_two
+from tests.factories import peaked_gpt
 from workbench.decoding import (
     DecodingError, NoiseStream, Pipeline, Stage, greedy, greedy_fast, sample, sample_batch,
 )
@@ -17,7 +18,7 @@ PROMPT = [1, 2, 3]
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny(0, scale=0.25)  # broad enough that the pipelines keep 30-60 of the 256 token pairs
+    return peaked_gpt(0, scale=0.25)  # broad enough that the pipelines keep 30-60 of the 256 token pairs
 
 
 # ---------------------------------------------------------------------------------------------- pipelines

@@ -5,7 +5,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from decoding_helpers import chi_square, counts_two, joint_first_two, tiny
+from tests.unit.decoding.decoding_helpers import chi_square, counts_two, joint_first_two
+from tests.factories import peaked_gpt
 from workbench.decoding import (
     DecodingError, Pipeline, expected_speedup, expected_tokens_per_call, greedy, sample, speculative_decode,
     speculative_sample_batch, verify_drafts,
@@ -18,7 +19,7 @@ N = 20_000
 
 @pytest.fixture(scope="module")
 def pair():
-    return tiny(0, scale=0.25), tiny(1, scale=0.25)
+    return peaked_gpt(0, scale=0.25), peaked_gpt(1, scale=0.25)
 
 
 PIPES = {
@@ -184,7 +185,7 @@ def test_one_sequence_verification_equals_the_batched_one(seed):
 
 def test_bad_inputs(pair):
     target, _ = pair
-    other = tiny(2, vocab=20)
+    other = peaked_gpt(2, vocab=20)
     with pytest.raises(DecodingError, match="different vocabularies"):
         speculative_decode(target, other, PROMPT, 5)
     with pytest.raises(DecodingError, match="gamma"):

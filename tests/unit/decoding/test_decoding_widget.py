@@ -8,14 +8,14 @@ import torch
 pytest.importorskip("jupyter_bokeh")
 from widgets.decoding_lab import DecodingLab  # noqa: E402
 from workbench.decoding import Pipeline, beam_search, greedy, sample, speculative_decode  # noqa: E402
-from decoding_helpers import byte_model  # noqa: E402
+from tests.factories import byte_gpt  # noqa: E402
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def models():
-    return byte_model(0, 2), byte_model(1, 1)
+    return byte_gpt(0, 2), byte_gpt(1, 1)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("jupyter_bokeh")
-from hf_padded import padded_model  # noqa: E402
+from tests.unit.decoding.hf_padded import padded_model  # noqa: E402
 from tests import hf_families as F  # noqa: E402
 from widgets import Playground  # noqa: E402
 from widgets.decoding_lab import DecodingLab  # noqa: E402

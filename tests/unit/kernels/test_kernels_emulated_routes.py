@@ -8,11 +8,11 @@ checked together here: each result must equal what the reference route gives.
 import pytest
 import torch
 
+from tests.factories import tiny_gpt
 from workbench import kernels
 from workbench.attention import AttentionProbe, lambda_mask, sliding_window
 from workbench.decoding import Pipeline, sample, speculative_decode
 from workbench.kernels import cupy_ops, emulator
-from workbench.models import GPTConfig, TinyGPT
 from workbench.tokenizers import ByteTokenizer
 
 _ok, _why = emulator.available()
@@ -24,13 +24,8 @@ TEXT = "the cat sat on the mat; the cat sat on the hat."
 
 def model(seed, pos="learned", n_layer=2):
     """Head size 16, one the kernels take."""
-    torch.manual_seed(seed)
-    m = TinyGPT(GPTConfig(n_layer=n_layer, n_head=2, n_embd=32, block_size=64, pos=pos), ByteTokenizer())
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.mul_(3.0)
-    return m.eval()
+    return tiny_gpt(ByteTokenizer(), seed=seed, n_layer=n_layer, n_head=2, n_embd=32, block_size=64, pos=pos,
+                    weight_scale=3.0)
 
 
 @pytest.fixture

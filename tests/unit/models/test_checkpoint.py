@@ -3,16 +3,14 @@ import json
 import pytest
 import torch
 
-from workbench.models import CheckpointError, GPTConfig, TinyGPT, load, save
+from tests.factories import tiny_gpt
+from workbench.models import CheckpointError, load, save
 from workbench.models import checkpoint as ckpt
 from workbench.tokenizers import ByteTokenizer
 
 
 def model(seed=0):
-    torch.manual_seed(seed)
-    tok = ByteTokenizer()
-    return TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32, pos="alibi"),
-                   tokenizer=tok, name="ck").eval()
+    return tiny_gpt(ByteTokenizer(), seed=seed, name="ck", n_layer=1, n_head=2, n_embd=16, block_size=32, pos="alibi")
 
 
 def test_round_trip_exact(tmp_path):

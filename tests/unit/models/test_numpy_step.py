@@ -2,20 +2,16 @@
 import pytest
 import torch
 
+from tests.factories import tiny_gpt
 from workbench.attention.variants import SinkCache
-from workbench.models import GPTConfig, ModelError, TinyGPT
+from workbench.models import ModelError
 from workbench.models import numpy_step
 from workbench.models.numpy_step import NumpyStep
 
 
 def make(pos="rope", seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=61, n_layer=2, n_head=4, n_embd=32, block_size=48, pos=pos, **kw)
-    m = TinyGPT(cfg).eval()
-    with torch.no_grad():  # LayerNorm gains 1 and biases 0 would hide a wrong fold: make every parameter generic
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return m
+    # jitter: LayerNorm gains 1 and biases 0 would hide a wrong fold, so every parameter is made generic
+    return tiny_gpt(seed=seed, vocab_size=61, n_layer=2, n_head=4, n_embd=32, block_size=48, pos=pos, jitter=0.3, **kw)
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ import math
 import pytest
 import torch
 
-from workbench.models import CausalLM, GPTConfig, ModelError, TinyGPT
+from tests.factories import tiny_gpt
+from workbench.models import CausalLM, GPTConfig, ModelError
 from workbench.models.tinygpt import alibi_slopes
 
 
 def make(pos="rope", **kw):
-    torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=61, n_layer=2, n_head=4, n_embd=32, block_size=48, pos=pos, **kw)
-    return TinyGPT(cfg).eval()
+    return tiny_gpt(vocab_size=61, n_layer=2, n_head=4, n_embd=32, block_size=48, pos=pos, **kw)
 
 
 @pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])

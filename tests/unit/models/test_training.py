@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from tests.factories import tiny_gpt
 from workbench.models import GPTConfig, TinyGPT, evaluate, train
 from workbench.models.training import lr_at
 
@@ -11,8 +12,7 @@ def data():
 
 
 def fresh():
-    torch.manual_seed(0)
-    return TinyGPT(GPTConfig(vocab_size=10, n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=0.1))
+    return tiny_gpt(train=True, vocab_size=10, n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=0.1)
 
 
 def test_same_seed_same_result_and_learning():
