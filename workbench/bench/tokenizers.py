@@ -7,8 +7,8 @@ Measures, in one run and on the same corpus and configuration:
   ``TOKENIZERS_PARALLELISM=false``;
 * single-thread encode throughput (MB/s of UTF-8): ``BPETokenizer.encode`` with a cold and a warm
   pre-token cache vs HF's single-string ``Tokenizer.encode``;
-* the floor: a straightforward pure-Python BPE that recounts every pair before every merge and
-  re-scans every chunk (as minbpe does), on a slice small enough to finish, against
+* the floor: the naive reference BPE (:mod:`workbench.tokenizers.reference`), which recounts every pair
+  before every merge and re-scans every chunk (as minbpe does), on a slice small enough to finish, against
   ``BPETokenizer`` on the same slice; its merges must equal ours (same tie-break), a cross-check.
 
 Ratios are printed next to the targets of issue 3 (training within 10x of HF; encoding at least as
@@ -23,7 +23,7 @@ import platform
 import time
 from typing import Optional, Sequence
 
-from workbench.tokenizers import BPETokenizer, PreTokenizer
+from workbench.tokenizers import BPETokenizer, PreTokenizer, reference
 
 
 def _best(fn, repeat: int):
@@ -39,67 +39,17 @@ def _best(fn, repeat: int):
 
 
 def floor_train(text: str, n_merges: int, pattern: str = "gpt2", digits: str = "none") -> list[tuple[bytes, bytes]]:
-    """Pure-Python BPE that recounts all pairs over all chunks before each merge (no incremental
-    counts, no de-duplication of equal chunks). Same id layout and tie-break as BPETokenizer, so
-    its merges (as byte pairs) come out identical; it is only slower."""
-    from workbench.tokenizers.byte_level import HF_BYTE_ORDER
-
-    byte_id = {b: i for i, b in enumerate(HF_BYTE_ORDER)}
-    vocab = [bytes([b]) for b in HF_BYTE_ORDER]
-    chunks = [[byte_id[b] for b in piece.encode("utf-8")] for piece in PreTokenizer(pattern, digits).split(text)]
-    merges = []
-    for _ in range(n_merges):
-        stats: dict[tuple[int, int], int] = {}
-        for ch in chunks:
-            for p in zip(ch, ch[1:]):
-                stats[p] = stats.get(p, 0) + 1
-        if not stats:
-            break
-        best = max(stats.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))[0]
-        new = len(vocab)
-        vocab.append(vocab[best[0]] + vocab[best[1]])
-        merges.append((vocab[best[0]], vocab[best[1]]))
-        out = []
-        for ch in chunks:
-            if len(ch) < 2:
-                out.append(ch)
-                continue
-            nc, i = [], 0
-            while i < len(ch):
-                if i + 1 < len(ch) and ch[i] == best[0] and ch[i + 1] == best[1]:
-                    nc.append(new)
-                    i += 2
-                else:
-                    nc.append(ch[i])
-                    i += 1
-            out.append(nc)
-        chunks = out
-    return merges
+    """The naive reference trainer (:func:`workbench.tokenizers.reference.train`: every pair recounted over every
+    chunk before each merge, no de-duplication of equal chunks), its merges as byte pairs. Same id layout and
+    tie-break as BPETokenizer, so the merges come out identical; it is only slower."""
+    vocab, merges = reference.train(text, 256 + n_merges, pattern, digits)
+    return [(vocab[a], vocab[b]) for a, b, _ in merges]
 
 
 def floor_encode(tok: BPETokenizer, text: str) -> list[int]:
-    """minbpe-style encoding: per chunk, repeatedly merge the lowest-rank adjacent pair; no cache."""
-    ranks = {(a, b): (r, n) for r, (a, b, n) in enumerate(tok.merges)}
-    out = []
-    for piece in tok.pretokenizer.split(text):
-        ids = [tok.byte_ids[b] for b in piece.encode("utf-8")]
-        while len(ids) >= 2:
-            pairs = [(ranks[p][0], p) for p in zip(ids, ids[1:]) if p in ranks]
-            if not pairs:
-                break
-            _, p = min(pairs)
-            new = ranks[p][1]
-            nc, i = [], 0
-            while i < len(ids):
-                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == p:
-                    nc.append(new)
-                    i += 2
-                else:
-                    nc.append(ids[i])
-                    i += 1
-            ids = nc
-        out.extend(ids)
-    return out
+    """The naive reference encoder (:func:`workbench.tokenizers.reference.encode`: per chunk, rescan for the
+    lowest-rank adjacent pair after every merge; no cache) with ``tok``'s merges (a tokenizer without specials)."""
+    return reference.encode(text, tok.merges, tok.pattern, tok.digits)
 
 
 # -- HF ---------------------------------------------------------------------------------------------
