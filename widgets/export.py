@@ -583,9 +583,15 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
     """Draw one bokeh figure into the pixel box (x, y, w, h) (origin top left) of a W_ x H_ matplotlib figure."""
     from bokeh.models import ColorBar, FactorRange, FixedTicker, Legend, LogScale, Range1d, SingleIntervalTicker, Span
 
+    from bokeh.models import Axis
+
     fs = 11 * PT
     xr, yr = bfig.x_range, bfig.y_range
-    xaxis = bfig.xaxis[0] if bfig.xaxis else None
+    # the x axis below the plot is the main one; an axis above it (say token labels over positions) is drawn on top
+    below = [a for a in bfig.below if isinstance(a, Axis)]
+    above = [a for a in bfig.above if isinstance(a, Axis) and a.visible]
+    xaxis = below[0] if below else (bfig.xaxis[0] if bfig.xaxis else None)
+    top_axis = above[0] if below and above else None
     yaxis = bfig.yaxis[0] if bfig.yaxis else None
     xvis = xaxis is not None and xaxis.visible
     yvis = yaxis is not None and yaxis.visible
@@ -608,7 +614,7 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
     if xvis and xaxis.axis_label:
         bottom += 18
     title = bfig.title.text if bfig.title is not None else ""
-    top = 26 if title else 10
+    top = (26 if title else 10) + (18 if top_axis is not None else 0)
     right = 14
     colorbars = [a for a in bfig.right if isinstance(a, ColorBar)]
     side_legends = [a for a in bfig.right if isinstance(a, Legend)]
@@ -664,6 +670,7 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
             if lo_ == hi_:
                 hi_ = lo_ + 1
             setter((hi_, lo_) if getattr(rng, "flipped", False) else (lo_, hi_))
+    limits = ax.get_xlim(), ax.get_ylim()  # setting ticks below may widen the view: the ranges shown win
     ax.tick_params(which="both", labelsize=fs, colors="#444444", length=3)  # before the per-label sizes below
     if isinstance(yr, FactorRange):
         ticks, labels, _ = _factor_labels(yr)
@@ -693,9 +700,20 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
             ax.xaxis.set_major_locator(MultipleLocator(float(xaxis.ticker.interval)))
         if xrot:
             ax.tick_params(axis="x", labelrotation=xrot)
+    if top_axis is not None and isinstance(top_axis.ticker, FixedTicker) and top_axis.ticker.ticks:
+        sec = ax.secondary_xaxis("top")
+        ticks = [t for t in top_axis.ticker.ticks if min(limits[0]) <= t <= max(limits[0])]
+        over = dict(getattr(top_axis, "major_label_overrides", None) or {})
+        sec.set_xticks(ticks, [str(over.get(t, over.get(str(t), f"{t:g}"))) for t in ticks])
+        sec.tick_params(labelsize=_px(top_axis.major_label_text_font_size, 11.0) * PT, colors="#444444", length=3)
+        for sp in sec.spines.values():
+            sp.set_color("#cccccc")
     if yaxis is not None and not isinstance(yr, FactorRange):
         if isinstance(yaxis.ticker, FixedTicker) and yaxis.ticker.ticks:
             ax.set_yticks(list(yaxis.ticker.ticks))
+            over = dict(getattr(yaxis, "major_label_overrides", None) or {})
+            if over:
+                ax.set_yticklabels([str(over.get(t, over.get(str(t), f"{t:g}"))) for t in yaxis.ticker.ticks])
         elif isinstance(yaxis.ticker, SingleIntervalTicker):
             from matplotlib.ticker import MultipleLocator
 
@@ -703,6 +721,8 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
     for axis, scale in ((ax.xaxis, bfig.x_scale), (ax.yaxis, bfig.y_scale)):
         if isinstance(scale, LogScale):
             _log_axis(axis)
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
     if not xvis:
         ax.xaxis.set_visible(False)
     elif xaxis.axis_label:

@@ -219,3 +219,35 @@ def test_attention_lab_exports(tmp_path):
     assert doc["tables"]["tile_source"]["value"] == list(lab.tile_source.data["value"])
     np.testing.assert_allclose(doc["state"]["metrics"]["sink_mass"], lab.metrics.get("sink_mass"))
     assert doc["state"]["tokens"] == lab.probe_tokens()
+
+
+def test_png_keeps_the_shown_range_tick_labels_and_an_axis_above():
+    """The redraw shows what the browser shows: the visible x range (not every tick's position), tick-label overrides
+    on both axes, and a second axis above the plot with its own labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bokeh.models import FixedTicker, LinearAxis, Range1d
+    from bokeh.plotting import figure
+
+    from widgets.export import _draw_figure
+
+    f = figure(width=400, height=200, x_range=Range1d(9.5, 19.5), y_range=Range1d(-0.5, 2.5), title="t")
+    f.rect(x=list(range(20)), y=[0] * 20, width=1, height=1)
+    f.xaxis.ticker = FixedTicker(ticks=list(range(20)))
+    f.yaxis.ticker = FixedTicker(ticks=[0, 1, 2])
+    f.yaxis.major_label_overrides = {0: "embed", 1: "block 0", 2: "block 1"}
+    top = LinearAxis(ticker=FixedTicker(ticks=list(range(20))), major_label_overrides={i: f"t{i}" for i in range(20)})
+    f.add_layout(top, "above")
+    mfig = plt.figure(figsize=(4, 2), dpi=100)
+    try:
+        ax = _draw_figure(mfig, f, 0, 0, 400, 200, 400, 200)
+        mfig.canvas.draw()
+        assert ax.get_xlim() == (9.5, 19.5)
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["embed", "block 0", "block 1"]
+        secs = [c for c in ax.child_axes if c.xaxis.get_ticks_position() in ("top", "unknown")] or ax.child_axes
+        labels = [t.get_text() for t in secs[0].get_xticklabels()]
+        assert labels == [f"t{i}" for i in range(10, 20)]
+    finally:
+        plt.close(mfig)
