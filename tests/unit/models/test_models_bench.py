@@ -27,3 +27,10 @@ def test_decode_worker_times_steps_after_a_prefill(monkeypatch):
 def test_training_worker(kind):
     r = B._train_tps(kind, steps=1, batch=1)
     assert r["tokens_per_s"] > 0 and r["step_ms"] > 0
+
+
+def test_load_times_cover_every_shipped_model():
+    from workbench.models import available
+
+    t = B.load_times()
+    assert set(t) == set(available()) and all(s > 0 for s in t.values())

@@ -1,5 +1,4 @@
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +6,7 @@ import pytest
 import torch
 
 from workbench.models import available, load_pretrained
+from workbench.models.pretrained import PRETRAINED_DIR
 from workbench.models.make_pretrained import bits_per_byte, byte_splits
 from workbench.models.training import evaluate
 
@@ -22,16 +22,14 @@ def readme_bpb(name: str) -> float:
 
 def test_shipped_models_are_listed_and_small():
     assert {"docs-byte", "docs-byte-draft"} <= set(available())
-    root = Path(load_pretrained.__code__.co_filename).with_name("pretrained")
-    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert size < 10 * 2**20
+    files = [p for p in PRETRAINED_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in files}  # it found them
+    assert sum(p.stat().st_size for p in files) < 10 * 2**20
 
 
 @pytest.mark.parametrize("name", ["docs-byte", "docs-byte-draft"])
-def test_loads_offline_fast_and_reaches_the_readme_loss(name):
-    t0 = time.perf_counter()
-    m = load_pretrained(name)
-    assert time.perf_counter() - t0 < 2.0
+def test_loads_offline_and_reaches_the_readme_loss(name):
+    m = load_pretrained(name)  # its time (< 2 s) is measured by `python -m workbench.bench models`
     assert m.tokenizer.vocab_size == m.config.vocab_size == 258
     assert m.tokenizer.bos_id == 257 and m.tokenizer.encode("ab") == [257, 97, 98]
     _, _, val_ids = byte_splits()

@@ -1,7 +1,6 @@
 """TokenizerLab driven from Python: set traits, then check the spans, HTML, data sources and notices."""
 import asyncio
 import re
-import time
 
 import pytest
 
@@ -116,15 +115,12 @@ def test_long_text_shows_a_window_but_measures_everything(bpe, docs_text):
     small_html = None
     w.text.value = big[:20_000]
     small_html = len(w.views[w.names[0]].value)
-    t0 = time.perf_counter()
-    w.text.value = big
-    elapsed = time.perf_counter() - t0
+    w.text.value = big  # its time (< 30 s) is measured by `python -m workbench.bench tokenizers`
     assert "showing the first 3,000 of 1,000,000 characters" in w.info.value
     assert w.stats[w.names[0]].n_chars == 1_000_000
     assert w.metrics_source.data["n_tokens"] == [len(bpe.encode(big))]
     assert w.span_data[w.names[0]][-1][2] <= len(big[:3000].encode())
     assert len(w.views[w.names[0]].value) == small_html  # the drawn part does not grow with the text
-    assert elapsed < 30
 
 
 def test_scrubber_replays_merges(bpe, docs_text):
@@ -172,17 +168,6 @@ def test_scrubber_absent_without_bpe_and_bad_input():
 def test_repr_is_stable(bpe):
     w = TokenizerLab([ByteTokenizer(), bpe, bpe], debounce=0)
     assert repr(w) == "TokenizerLab(tokenizers=['byte', 'bpe-512 (gpt2)', 'bpe-512 (gpt2) #2'])"
-
-
-def test_five_kb_refresh_is_fast(bpe, docs_text):
-    """The issue's budget is 30 ms for 5 KB with a trained BPE; allow slack for a busy CI machine."""
-    w = TokenizerLab([bpe], text=docs_text[:5000], debounce=0)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        w.refresh()
-        times.append(time.perf_counter() - t0)
-    assert min(times) < 0.15
 
 
 def test_hf_wrapped_tokenizer_sits_beside_its_source(bpe):
