@@ -47,11 +47,18 @@ class RunSpec:
     seed: int
     corpus_id: str
     threads: int = 1
+    #: What a custom ``trainer`` makes of the corpus for this run (a JSON-able dict, e.g. a data recipe of
+    #: :mod:`workbench.datalab.recipes`); None for plain training. Part of the key only when set, so the
+    #: keys of plain runs are unchanged.
+    recipe: dict | None = None
 
     @property
     def key(self) -> str:
-        blob = json.dumps({"config": self.config, "tokens": self.tokens, "batch_size": self.batch_size,
-                           "lr": self.lr, "seed": self.seed, "corpus": self.corpus_id}, sort_keys=True)
+        fields = {"config": self.config, "tokens": self.tokens, "batch_size": self.batch_size,
+                  "lr": self.lr, "seed": self.seed, "corpus": self.corpus_id}
+        if self.recipe is not None:
+            fields["recipe"] = self.recipe
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -75,6 +82,8 @@ class RunRecord:
     wall_s: float
     corpus_id: str
     format_version: int = STORE_VERSION
+    #: What a custom ``trainer`` measured beyond the losses (JSON-able: curves, per-domain losses...).
+    extra: dict | None = None
 
 
 @dataclass
@@ -188,13 +197,18 @@ def train_one(spec: RunSpec, ids: np.ndarray, val_fraction: float = 0.1, progres
 
 
 def run_sweep(configs, token_budgets, corpus, store, executor=None, *, batch_size: int = 8,
-              lr: float = 3e-3, seed: int = 0, threads: int = 1, progress: bool = True) -> SweepResult:
+              lr: float = 3e-3, seed: int = 0, threads: int = 1, progress: bool = True, recipes=None,
+              trainer=None) -> SweepResult:
     """Train each config (a ``GPTConfig`` or a dict of its fields) for each budget in ``token_budgets``.
 
     corpus: a corpus name (``"python-docs"``), a text, or a 1-D sequence of token ids (byte tokens for
     text). store: a directory (or :class:`SweepStore`). executor: None trains here one run after another;
     any ``concurrent.futures.Executor`` trains there. Finished runs already in the store are skipped. If
     some runs raise, the others still finish and are stored, then :class:`SweepRunError` is raised.
+
+    recipes: optional list of JSON-able dicts; each (config, budget) pair then runs once per recipe (a recipe
+    may name its own ``"seed"``), and ``trainer(spec, ids, progress=...)`` (a top-level function, so
+    executors can ship it; default :func:`train_one`) reads ``spec.recipe`` to decide what to train on.
     """
     if not isinstance(store, SweepStore):
         store = SweepStore(store)
@@ -205,8 +219,14 @@ def run_sweep(configs, token_budgets, corpus, store, executor=None, *, batch_siz
     if not cfgs:
         raise ScalingError("configs must not be empty")
     ids, corpus_id = _corpus_ids(corpus)
-    specs = [RunSpec(config=c, tokens=b, batch_size=batch_size, lr=lr, seed=seed, corpus_id=corpus_id,
-                     threads=threads) for c in cfgs for b in budgets]
+    if recipes is not None:
+        recipes = [dict(r) for r in recipes]
+        if not recipes:
+            raise ScalingError("recipes must be None or a non-empty list of dicts")
+    trainer = train_one if trainer is None else trainer
+    specs = [RunSpec(config=c, tokens=b, batch_size=batch_size, lr=lr, seed=int(r.get("seed", seed)) if r else seed,
+                     corpus_id=corpus_id, threads=threads, recipe=r)
+             for c in cfgs for b in budgets for r in (recipes if recipes is not None else [None])]
     done = {s.key: store.get(s.key) for s in specs}
     pending = [s for s in specs if done[s.key] is None]
     skipped = [s.key for s in specs if done[s.key] is not None]
@@ -214,9 +234,9 @@ def run_sweep(configs, token_budgets, corpus, store, executor=None, *, batch_siz
     bar = tqdm(total=len(specs), initial=len(skipped), desc="sweep", disable=not progress)
     # (setting, call that returns its record): run here one by one, or collected from the executor as they finish
     if executor is None:
-        outcomes = ((s, lambda s=s: train_one(s, ids, progress=progress)) for s in pending)
+        outcomes = ((s, lambda s=s: trainer(s, ids, progress=progress)) for s in pending)
     else:
-        futures = {executor.submit(train_one, s, ids): s for s in pending}
+        futures = {executor.submit(trainer, s, ids): s for s in pending}
         outcomes = ((futures[fut], fut.result) for fut in as_completed(futures))
     for s, result in outcomes:
         try:
