@@ -47,9 +47,6 @@ chromium:
 	  echo "NOTE: /usr/bin/chromium is missing and you are not root: run 'sudo apt-get install chromium' to enable the browser test (it is skipped otherwise)."; \
 	fi
 
-unit: setup-dev
-	$(BIN)/python -m pytest -q tests/unit
-
 notebooks: setup-dev
 	$(BIN)/python -m pytest -q --nbval-lax notebooks tests/test_notebook_budget.py
 
@@ -63,10 +60,19 @@ unit notebooks browser test: export OMP_WAIT_POLICY = PASSIVE
 # run pytest directly (default profile) to explore new random examples.
 unit test: export HYPOTHESIS_PROFILE = ci
 
+# The docstrings' examples of the core and the widgets run too (--doctest-modules); a module whose imports
+# need a piece that is not installed is skipped (--doctest-ignore-import-errors), not failed.
+# Deselected until its owners fix it: layout.py's example expects 'rope' positions from a default (learned) config.
+DOCTESTS := --doctest-modules --doctest-ignore-import-errors workbench widgets \
+	--deselect workbench/models/layout.py::workbench.models.layout
+
+unit: setup-dev
+	$(BIN)/python -m pytest -q tests/unit $(DOCTESTS)
+
 # Unit tests, every notebook under nbval (lax: cells marked NBVAL_CHECK_OUTPUT are compared) plus its
-# time/memory budget, and the real-browser test.
+# time/memory budget, the real-browser test, and the doctests.
 test: setup-dev
-	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 --nbval-lax tests notebooks
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 --nbval-lax tests notebooks $(DOCTESTS)
 
 bench: setup
 	$(BIN)/python -m workbench.bench models
