@@ -13,7 +13,8 @@ prompt with one activation taken from the corrupted run. What can be patched (``
 * ``heads``: each head's output ``z_h`` at every position at once ``(L, H)``.
 
 Patches run in batches: ``B`` copies of the prompt, row ``b`` patched at its own (layer, position or head), in one
-forward pass; the unembedding sees only the metric's position, so a batch costs little more than its blocks. A
+forward pass; the unembedding sees only the metric's position, and the pass starts at the first block the batch
+patches (the blocks before it are the unpatched run's), so a batch costs little more than its later blocks. A
 cell whose activation is the same in both runs (every position before the first token that differs, for a causal
 model) cannot change anything: it gets the unpatched run's metric without a forward pass (``skip_identical``).
 
@@ -130,6 +131,61 @@ def _forward_at(model, ids: torch.Tensor, fns: dict, position: int) -> torch.Ten
     return out[:, -1] if out.size(1) == 1 else out[:, position]
 
 
+class _Resume:
+    """Run a batch from block ``start`` on: every block's positional and keyword inputs are recorded once from an
+    unpatched run of the prompt, so a patch at layer ``l`` recomputes only blocks ``l..L-1`` (all layers before it
+    are the unpatched run's, bit for bit) and then the model's own head at one position. Checked on creation against
+    the model's full forward pass; where it does not match (a family whose blocks need something else), ``ok`` is
+    False and the sweep runs whole forward passes."""
+
+    def __init__(self, model, ids: torch.Tensor, position: int, reference: torch.Tensor):
+        from ..models.layout import _tensor_of
+        from .run import head_of
+
+        self.model, self.lay, self.head, self.position = model, layout_of(model), head_of(model), position
+        self._tensor_of = _tensor_of
+        self.saved: list = [None] * self.lay.n_layer
+        handles = []
+        for i, b in enumerate(self.lay.blocks):
+            handles.append(b.register_forward_pre_hook(
+                lambda m, args, kwargs, i=i: self.saved.__setitem__(i, (args, kwargs)), with_kwargs=True))
+        try:
+            with self.lay.hooks({}):
+                model.forward(ids)
+        finally:
+            for h in handles:
+                h.remove()
+        self.ok = False
+        try:
+            self.ok = True
+            for start in sorted({0, self.lay.n_layer - 1}):
+                got = self.run([(start, 0), (start, 0)], {})
+                self.ok = self.ok and bool(torch.allclose(got, reference.expand_as(got), atol=1e-4, rtol=1e-4))
+        except Exception:  # noqa: BLE001 - any family whose blocks cannot be called alone runs whole passes
+            self.ok = False
+
+    def _hidden(self, i: int) -> torch.Tensor:
+        args, kwargs = self.saved[i]
+        return args[0] if args else kwargs["hidden_states"]
+
+    def logits(self, start: int, x: torch.Tensor, fns: dict) -> torch.Tensor:
+        """Logits ``(B, V)`` at the position, from ``x`` ``(B, T, D)`` entering block ``start``, ``fns`` attached."""
+        with self.lay.hooks(fns):
+            for i in range(start, self.lay.n_layer):
+                args, kwargs = self.saved[i]
+                if args:
+                    out = self.lay.blocks[i](x, *args[1:], **kwargs)
+                else:
+                    out = self.lay.blocks[i](*args, **{**kwargs, "hidden_states": x})
+                x = self._tensor_of(out)
+            return self.head(x[:, self.position:self.position + 1])[:, 0]
+
+    def run(self, cells: list, fns: dict) -> torch.Tensor:
+        start = min(i for i, _ in cells)
+        x = self._hidden(start)
+        return self.logits(start, x.expand(len(cells), *x.shape[1:]).contiguous(), fns)
+
+
 def _cells(what: str, L: int, T: int, H: int) -> list:
     n = H if what == "heads" else T
     return [(i, j) for i in range(L) for j in range(n)]
@@ -196,7 +252,7 @@ def _patch_fns(what: str, cells: list, source: dict) -> dict:
 def activation_patching(model, clean, corrupted, answer, wrong=None, what: str = "resid_pre",
                         direction: str = "denoise", metric: Callable | None = None, batch_size: int = 16,
                         progress: Callable | None = None, should_stop: Callable | None = None,
-                        skip_identical: bool = True) -> PatchResult:
+                        skip_identical: bool = True, resume_blocks: bool = True) -> PatchResult:
     """Patch every cell of ``what`` (see the module docstring) from one run into the other and measure ``metric`` on
     the logits ``(B, V)`` at the last position (default: :func:`logit_diff_metric` of ``answer`` and ``wrong``, text of
     one token or ids, normalised). ``batch_size`` patches run per forward pass; ``progress(done, total)`` is called
@@ -204,7 +260,8 @@ def activation_patching(model, clean, corrupted, answer, wrong=None, what: str =
     shows sweeps of more than 4 batches. ``should_stop()`` returning True between batches ends the sweep with a
     partial result (``stopped=True``, cells not run are NaN). Prompts of different lengths raise
     :class:`LengthMismatchError`. ``skip_identical``: cells whose activation is bit-for-bit the same in both runs
-    take the unpatched run's metric without a forward pass (``skipped`` counts them)."""
+    take the unpatched run's metric without a forward pass (``skipped`` counts them). ``resume_blocks``: a batch
+    starts at the first block it patches, from that block's recorded inputs (checked against the full pass once)."""
     if what not in WHATS:
         raise ResidualError(f"what={what!r} cannot be patched: choose one of {', '.join(WHATS)}")
     if direction not in DIRECTIONS:
@@ -262,13 +319,18 @@ def activation_patching(model, clean, corrupted, answer, wrong=None, what: str =
         bar = tqdm(total=len(cells), initial=skipped, desc=f"patching {what}", leave=False)
     done, stopped = skipped, False
     dev = _device(model)
+    resume = _Resume(model, run_ids, T - 1, (x_last if direction == "denoise" else c_last)) \
+        if resume_blocks and batches else None
     try:
         for batch in batches:
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            ids = run_ids.to(dev).expand(len(batch), T)
-            logits = _forward_at(model, ids, _patch_fns(what, [cells[n] for n in batch], source), T - 1)
+            fns = _patch_fns(what, [cells[n] for n in batch], source)
+            if resume is not None and resume.ok:
+                logits = resume.run([cells[n] for n in batch], fns)
+            else:
+                logits = _forward_at(model, run_ids.to(dev).expand(len(batch), T), fns, T - 1)
             effect[batch] = metric(logits).double().cpu().numpy()
             done += len(batch)
             if bar is not None:

@@ -1,7 +1,7 @@
 """Activation patching (workbench.residual.patching): equal to TransformerLens's patching functions on the same GPT-2
 weights, and to a plain-PyTorch one-patch-per-forward-pass loop (hooks on the HF modules themselves; the MLP patched
-at its own output, OPT's at ``fc2``) on other families; batching, skipping identical cells, progress, stopping and
-bad input."""
+at its own output, OPT's at ``fc2``) on other families; batching, skipping identical cells, resuming at the first
+patched block, progress, stopping and bad input."""
 import numpy as np
 import pytest
 import torch
@@ -159,12 +159,13 @@ def test_equals_a_one_patch_per_pass_reference(family):
 
 # -- batching, skipping, structure ------------------------------------------------------------------------------------
 
-def test_batch_size_and_skipping_do_not_change_the_numbers():
+def test_batch_size_skipping_and_resuming_do_not_change_the_numbers():
     m = F.loaded("qwen2")
     clean, bad = prompts(m, at=3, T=9)
     a, w = most_moved(m, clean, bad)
     for what in ("resid_pre", "mlp_out", "heads"):
-        one = activation_patching(m, clean, bad, a, w, what=what, batch_size=1, skip_identical=False)
+        one = activation_patching(m, clean, bad, a, w, what=what, batch_size=1, skip_identical=False,
+                                  resume_blocks=False)  # whole forward passes, one patch each
         many = activation_patching(m, clean, bad, a, w, what=what, batch_size=7)
         np.testing.assert_allclose(many.effect, one.effect, atol=1e-5)
         assert one.skipped == 0
