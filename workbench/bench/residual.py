@@ -11,9 +11,10 @@ process: interpreter, torch, transformers, weights and the work) is its own:
   time (the same work as the core);
 * a residual-stream patching sweep over all 12 layers x 32 positions (clean and corrupted prompts differ in one
   token, at position 20): :func:`workbench.residual.patching.activation_patching` against
-  ``transformer_lens.patching.get_act_patch_resid_pre`` with the same normalised logit difference. Ours runs twice:
-  as shipped (batches of 16, and cells whose activation is identical in both runs need no pass) and with that
-  skipping off (batching alone).
+  ``transformer_lens.patching.get_act_patch_resid_pre`` with the same normalised logit difference. Ours runs three
+  times: as shipped (``ours``: batches of 16, each starting at the first block it patches, and cells whose
+  activation is identical in both runs need no pass), without the skipping (``ours-noskip``), and with batching
+  alone (``ours-batch``: whole forward passes of 16 patches).
 
 TransformerLens 4 has no ``HookedTransformer``; its ``TransformerBridge`` wraps the same HF model (no weight
 processing, so its numbers are the HF model's). Each row saves its numbers; the report gives time ratios, the
@@ -169,7 +170,8 @@ def worker(spec: dict) -> dict:
             eff = _tl_patching(bridge, clean, corrupted, answer, wrong)
         else:
             res = activation_patching(model, clean, corrupted, answer, wrong, batch_size=spec.get("batch", 16),
-                                      skip_identical=impl == "ours", progress=lambda d, n: None)
+                                      skip_identical=impl == "ours", resume_blocks=impl != "ours-batch",
+                                      progress=lambda d, n: None)
             eff = res.effect
             r["skipped"] = res.skipped
         r["time_s"] = time.perf_counter() - t0
@@ -255,7 +257,7 @@ def report(rows: list, clicks: dict | None) -> str:
         if tl is None:
             continue
         out.append(f"{what} (T = {tl['T']}{', all layers x all positions' if job == 'patch' else ''}):")
-        for impl in ("tl", "ours", "ours-core", "ours-noskip"):
+        for impl in ("tl", "ours", "ours-core", "ours-noskip", "ours-batch"):
             r = by.get((job, impl))
             if r is None:
                 continue
@@ -300,7 +302,7 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="wb-bench-residual-")
     specs = []
     for job, T, impls in (("lens", args.lens_T, ("tl", "ours", "ours-core")),
-                          ("patch", args.patch_T, ("tl", "ours", "ours-noskip"))):
+                          ("patch", args.patch_T, ("tl", "ours", "ours-noskip", "ours-batch"))):
         for impl in impls:
             specs.append(dict(job=job, impl=impl, T=T, n_positions=max(1024, T), shape=shape, threads=args.threads,
                               at=min(20, T - 2), out=os.path.join(tmp, f"{job}-{impl}.npy")))

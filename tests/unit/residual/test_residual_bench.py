@@ -27,10 +27,11 @@ def test_a_row_runs_in_a_fresh_process(tmp_path):
 
 def test_ours_and_transformer_lens_give_the_same_numbers(tmp_path):
     rows = {}
-    for job, impl in (("patch", "tl"), ("patch", "ours-noskip"), ("lens", "tl"), ("lens", "ours"),
-                      ("lens", "ours-core")):
+    for job, impl in (("patch", "tl"), ("patch", "ours-noskip"), ("patch", "ours-batch"), ("lens", "tl"),
+                      ("lens", "ours"), ("lens", "ours-core")):
         rows[job, impl] = R.worker(spec(tmp_path, job, impl))
-    assert R._max_diff(rows["patch", "ours-noskip"]["out"], rows["patch", "tl"]["out"], "patch") < 1e-4
+    for impl in ("ours-noskip", "ours-batch"):
+        assert R._max_diff(rows["patch", impl]["out"], rows["patch", "tl"]["out"], "patch") < 1e-4
     for impl in ("ours", "ours-core"):
         assert R._max_diff(rows["lens", impl]["out"], rows["lens", "tl"]["out"], "lens") < 1e-6
     lens = np.load(rows["lens", "ours"]["out"])
@@ -53,8 +54,8 @@ def test_main_prints_every_row_and_the_verdicts(tmp_path, capsys, monkeypatch):
     assert R.main(["--tiny", "--lens-T", "20", "--patch-T", "16", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert sorted((r["job"], r["impl"]) for r in data["rows"]) == [
-        ("lens", "ours"), ("lens", "ours-core"), ("lens", "tl"), ("patch", "ours"), ("patch", "ours-noskip"),
-        ("patch", "tl")]
+        ("lens", "ours"), ("lens", "ours-core"), ("lens", "tl"), ("patch", "ours"), ("patch", "ours-batch"),
+        ("patch", "ours-noskip"), ("patch", "tl")]
     text = capsys.readouterr().out
     assert "x TL" in text and "max |diff| vs TL" in text and "peak RSS" in text
     assert "patching:  250.0 ms  goal < 200 ms: NOT met" in text and "lens:   10.0 ms  goal < 200 ms: met" in text
