@@ -2,27 +2,36 @@
 
 ``early_exit(model, k)`` runs blocks ``0..k-1`` only (``k`` is the number of blocks run, ``1..L``) and turns the
 residual stream at that boundary into logits with the model's own final norm and unembedding (the logit lens) or,
-given a tuned lens (:mod:`.tuned_lens`), with its translator for that boundary first. It is a :class:`~workbench.models.interface.CausalLM`, so
-``speculative_decode(model, early_exit(model, k), ...)`` is self-speculative decoding: the draft is the target's own
-first ``k`` layers, with no second set of weights.
+given a tuned lens (:mod:`.tuned_lens`), with its translator for that boundary first. It is a
+:class:`~workbench.models.interface.CausalLM`, so ``speculative_decode(model, early_exit(model, k), ...)`` is
+self-speculative decoding: the draft is the target's own first ``k`` layers, with no second set of weights.
 
 What is shared with the target:
 
 * **Weights**: all of them (no copy). The draft holds a reference to the target and calls its blocks; for TinyGPT's
   NumPy decoding step it reuses the target's own folded weight arrays, truncated to ``k`` layers.
-* **KV cache**: not shared. ``speculative_decode`` creates the two caches itself and crops each on its own, and the
-  target's verification call recomputes layers ``0..k-1`` for every fed token anyway (it needs their output to run
-  layers ``k..L-1``), so a shared cache would save memory but no compute, and would need a decoding loop that hands
-  the draft's exit residuals to the target (LayerSkip's design). The draft's own cache holds only the ``k`` layers
-  it runs: ``k / L`` of the target's cache memory (:func:`kv_cache_bytes`).
+* **KV cache**: not shared; the draft has its own cache of the target's kind holding only the ``k`` layers it
+  runs, so it costs ``k / L`` of the target's cache memory (:func:`kv_cache_bytes`; ``exit_report`` gives both).
+  Layers ``0..k-1`` of the two caches hold the same keys and values for the same tokens, so sharing is possible in
+  principle, but not worth it here: (1) ``speculative_decode`` creates both caches itself through ``new_cache``, so
+  the draft cannot reach the target's cache without wrapping the target; (2) an HF ``DynamicCache`` takes its
+  length from its layers' tensors, so two caches of different lengths cannot share layers; (3) for TinyGPT the
+  draft's cache could alias the first ``k`` layers of the target's preallocated tensors, but the draft re-feeds
+  tokens the target has already cached (the last accepted draft after a full round), overwriting the target's
+  entries with values equal only up to rounding (other BLAS shapes), which breaks the bit-exact equality of greedy
+  self-speculative decoding with greedy decoding; and (4) it saves no compute, since the target's verification call
+  recomputes layers ``0..k-1`` for every token it is fed (it needs their output to run layers ``k..L-1``). Saving
+  that compute needs a decoding loop that hands the draft's exit residuals to the target (LayerSkip's design).
 
 The later blocks never run: a forward hook on block ``k - 1`` records its output and raises a private exception that
-stops the model there (TinyGPT and every HF family alike); :func:`exit_report` measures the cost per call.
+stops the model there (TinyGPT and every HF family alike; the hook acts only in the calling thread, so the target
+may run meanwhile elsewhere); :func:`exit_report` measures the cost per call.
 """
 from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -176,8 +185,11 @@ class EarlyExitModel:
     def _run(self, ids: torch.Tensor, cache) -> torch.Tensor:
         """The residual stream ``(B, T, D)`` leaving block ``layer - 1``; the later blocks never run."""
         box: dict = {}
+        me = threading.get_ident()
 
         def stop(module, args, out):
+            if threading.get_ident() != me:  # the target running in another thread meanwhile: leave it alone
+                return None
             box["resid"] = _tensor_of(out)
             raise _Exited
 
@@ -293,9 +305,10 @@ class ExitReport:
         lines = [f"{self.model}: {self.lens} lens, gamma {self.gamma}, {self.max_new_tokens} new tokens, "
                  f"agreement on {self.text_tokens} tokens", head]
         for r in self.rows:
-            lines.append(f"{r.layer:>2}/{self.n_layer} {r.agreement:6.3f} {r.acceptance:6.3f} {r.tokens_per_call:8.2f} "
-                         f"{r.step_ratio:5.2f} {r.draft_cost:5.2f} {r.wall_ratio:5.2f} {r.cache_bytes / max(self.target_cache_bytes, 1):6.2f}"
-                         f"  {r.same_as_greedy}")
+            cache = r.cache_bytes / max(self.target_cache_bytes, 1)
+            lines.append(f"{r.layer:>2}/{self.n_layer} {r.agreement:6.3f} {r.acceptance:6.3f} "
+                         f"{r.tokens_per_call:8.2f} {r.step_ratio:5.2f} {r.draft_cost:5.2f} {r.wall_ratio:5.2f} "
+                         f"{cache:6.2f}  {r.same_as_greedy}")
         return "\n".join(lines)
 
 

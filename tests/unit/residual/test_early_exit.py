@@ -326,3 +326,29 @@ def test_the_other_hf_families(family):
     prompt = ids[0, :3].tolist()
     got = speculative_decode(model, d, prompt, 20, gamma=3, pipeline=GREEDY)
     assert got.tokens == greedy(model, prompt, 20).tokens
+
+
+def test_the_exit_hook_leaves_other_threads_alone():
+    """While a draft call holds its hook on block k - 1, the full target run in another thread is not cut short."""
+    import threading
+
+    model = tiny_gpt(4)
+    ids = IDS[:, :8]
+    want = model.forward(ids).logits.detach()
+    seen = {}
+
+    def run_target_elsewhere(module, args):
+        if threading.current_thread() is threading.main_thread() and "started" not in seen:
+            seen["started"] = True
+            t = threading.Thread(target=lambda: seen.__setitem__("logits", model.forward(ids).logits.detach()))
+            t.start()
+            t.join()
+
+    draft = early_exit(model, 2)  # built first: finding the head runs the model once
+    h = model.blocks[0].register_forward_pre_hook(run_target_elsewhere)
+    try:
+        got = draft.forward(ids).logits
+    finally:
+        h.remove()
+    torch.testing.assert_close(seen["logits"], want)
+    torch.testing.assert_close(got, head_of(model)(residual_stack(model, ids).resid[2]), atol=1e-5, rtol=1e-5)
