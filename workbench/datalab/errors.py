@@ -1,6 +1,8 @@
 """Errors of the data lab. Every one is a :class:`DataLabError` (a ``ValueError``), so a caller can catch them all.
 
 Each subclass names one kind of bad input; its message says what was wrong and what is allowed.
+
+Lesson: ``notebooks/00_tour.ipynb``.
 """
 from __future__ import annotations
 
@@ -37,3 +39,11 @@ class ModelMismatchError(BlobError):
 class MachineMismatchError(BlobError):
     """Same model, but this machine computes different quantised probabilities than the one that encoded the
     blob (another torch version, BLAS library or CPU code path): decoding would give garbage, so it is refused."""
+
+
+class SettingError(DataLabError):
+    """A setting outside its allowed range (a segment longer than the context, a batch size of 0, ...)."""
+
+
+class UnsupportedInputError(DataLabError):
+    """Data of the wrong type, or data that this model's tokenizer cannot represent losslessly."""

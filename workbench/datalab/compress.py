@@ -1,0 +1,511 @@
+"""A language model is a compressor: ``compress(model, data) -> blob`` and ``decompress(model, blob) -> data``.
+
+The model predicts each next token; :mod:`.coder` spends ``-log2 p`` bits on the token that came. So the blob's
+size is the model's loss on the data, in bits, and bits per byte of a model *is* its compression ratio (Delétang
+et al., "Language Modeling Is Compression"; Huang et al., "Compression Represents Intelligence Linearly").
+
+How the data are laid out (encoder and decoder both, so that they compute the same probabilities):
+
+* bytes -> tokens with the model's tokenizer, losslessly for any bytes (a byte model: one token per byte; a
+  byte-level BPE: valid UTF-8 runs through ``encode``, each byte of invalid UTF-8 as its byte token);
+* tokens are cut into independent segments of ``segment_len`` tokens (default: the context, ``block_size``),
+  each starting fresh: after the tokenizer's BOS when it has one, else its first token is coded as uniform over
+  the vocabulary (so a segment never needs more context than the model has);
+* segments are coded ``batch_size`` at a time in lockstep: one cached ``model.step`` per position for the whole
+  batch ``(b, 1)`` -> logits ``(b, V)``; float64 softmax; :func:`.coder.quantise` to integer frequencies summing
+  to ``2**total_bits``; then the batch's symbols of that position go through one arithmetic coder, row by row.
+  The decoder makes exactly the same calls with exactly the same shapes and inputs (it feeds what it decoded).
+
+Exactness: the integer coder is exact anywhere, but the logits are floats. The same calls on the same machine
+with the same torch, BLAS and thread settings give the same bits; another machine may not (see the README's
+"Compression: what is portable"). The header therefore carries the torch version and a *probe*: a hash of the
+quantised frequencies of a fixed probe input run through the same batch shape. A decoder whose probe differs
+refuses up front (:class:`MachineMismatchError`) instead of decoding garbage; a CRC-32 of the data catches what
+the probe cannot.
+
+Blob layout (little-endian): magic ``LMAC``, format version (1 byte), header fields (:class:`BlobHeader`), CRC-32 of
+the header, then the coded payload.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .coder import ArithmeticDecoder, ArithmeticEncoder, cumulative, quantise
+from .errors import (
+    CorruptBlobError, DataLabError, MachineMismatchError, ModelMismatchError, SettingError, TruncatedBlobError,
+    UnsupportedInputError,
+)
+
+MAGIC = b"LMAC"
+FORMAT_VERSION = 1
+DEFAULT_BATCH = 128
+DEFAULT_TOTAL_BITS = 24
+_PROBE_STEPS = 4
+
+
+# -- header ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlobHeader:
+    """What a blob says about itself. ``fingerprint``: 8 bytes of a hash of the model's weights, shape and
+    tokenizer; ``probe``: 4 bytes of a hash of the quantised frequencies of a fixed input (the machine check);
+    ``start_id``: the token each segment starts after (-1: none, the first token is coded as uniform);
+    ``data_crc``: CRC-32 of the original bytes."""
+
+    model_name: str
+    fingerprint: bytes
+    probe: bytes
+    torch_version: str
+    n_bytes: int
+    n_tokens: int
+    segment_len: int
+    batch_size: int
+    total_bits: int
+    start_id: int
+    payload_len: int
+    data_crc: int
+    version: int = FORMAT_VERSION
+
+    def to_bytes(self) -> bytes:
+        name = self.model_name.encode("utf-8")[:255]
+        tv = self.torch_version.encode("ascii", "replace")[:255]
+        body = (MAGIC + bytes([self.version]) + self.fingerprint + self.probe
+                + bytes([len(name)]) + name + bytes([len(tv)]) + tv
+                + b"".join(_varint(v) for v in (self.n_bytes, self.n_tokens, self.segment_len, self.batch_size,
+                                                self.start_id + 1, self.payload_len))
+                + bytes([self.total_bits]) + struct.pack("<I", self.data_crc))
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    @classmethod
+    def parse(cls, blob: bytes) -> tuple["BlobHeader", int]:
+        """``(header, offset of the payload)``; a :class:`BlobError` subclass for anything that is not a whole,
+        intact header of this format."""
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise UnsupportedInputError(f"a blob must be bytes, got {type(blob).__name__}")
+        blob = bytes(blob)
+        if len(blob) < len(MAGIC) + 1:
+            if MAGIC.startswith(blob[: len(MAGIC)]):
+                raise TruncatedBlobError(f"the blob has {len(blob)} bytes, fewer than a header")
+            raise CorruptBlobError("not a compressed blob of this format (its first bytes are not 'LMAC')")
+        if blob[:4] != MAGIC:
+            raise CorruptBlobError(f"not a compressed blob of this format (it starts {blob[:4]!r}, not {MAGIC!r})")
+        version = blob[4]
+        if version != FORMAT_VERSION:
+            raise CorruptBlobError(f"blob format version {version}; this workbench reads version {FORMAT_VERSION}")
+        r = _Reader(blob, 5)
+        fingerprint, probe = r.take(8), r.take(4)
+        name = r.take(r.byte()).decode("utf-8", "replace")
+        tv = r.take(r.byte()).decode("ascii", "replace")
+        n_bytes, n_tokens, seg, batch, start, payload_len = (r.varint() for _ in range(6))
+        total_bits = r.byte()
+        (crc,) = struct.unpack("<I", r.take(4))
+        end = r.pos
+        (hcrc,) = struct.unpack("<I", r.take(4))
+        if zlib.crc32(blob[:end]) != hcrc:
+            raise CorruptBlobError("the blob's header is corrupted (its CRC-32 does not match)")
+        h = cls(name, fingerprint, probe, tv, n_bytes, n_tokens, seg, batch, total_bits, start - 1, payload_len,
+                crc, version)
+        if len(blob) - r.pos < payload_len:
+            raise TruncatedBlobError(f"the blob is truncated: its payload has {len(blob) - r.pos} of "
+                                     f"{payload_len} bytes")
+        if len(blob) - r.pos > payload_len:
+            raise CorruptBlobError(f"{len(blob) - r.pos - payload_len} unexpected bytes after the payload")
+        return h, r.pos
+
+
+def read_header(blob: bytes) -> BlobHeader:
+    """The header of a blob (checked: magic, version, header CRC, payload length)."""
+    return BlobHeader.parse(blob)[0]
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int):
+        self.data, self.pos = data, pos
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise TruncatedBlobError(f"the blob is truncated inside its header ({len(self.data)} bytes)")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def varint(self) -> int:
+        v, shift = 0, 0
+        while True:
+            b = self.byte()
+            v |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return v
+            shift += 7
+            if shift > 63:
+                raise CorruptBlobError("the blob's header has an impossible number in it")
+
+
+# -- bytes <-> tokens -------------------------------------------------------------------------------------------
+
+_ESCAPED = re.compile("([\udc80-\udcff]+)")
+
+
+def to_tokens(tokenizer, data: bytes) -> list[int]:
+    """Token ids that stand for exactly ``data`` (any bytes): a byte tokenizer gives the bytes; a byte-level BPE
+    encodes valid UTF-8 runs and gives each byte of invalid UTF-8 its byte token; any other tokenizer must
+    reproduce the bytes from ``encode`` of the (valid UTF-8) text, else :class:`UnsupportedInputError`."""
+    from workbench.tokenizers import ByteTokenizer
+
+    if isinstance(tokenizer, ByteTokenizer):
+        return list(data)
+    byte_ids = getattr(tokenizer, "byte_ids", None)
+    if byte_ids is not None:
+        text = data.decode("utf-8", "surrogateescape")
+        ids: list[int] = []
+        for i, part in enumerate(_ESCAPED.split(text)):
+            if i % 2:  # bytes that are not UTF-8
+                ids.extend(byte_ids[ord(c) - 0xDC00] for c in part)
+            elif part:
+                ids.extend(tokenizer.encode(part))
+    else:
+        try:
+            ids = list(tokenizer.encode(data.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise UnsupportedInputError("this model's tokenizer codes text only and the data are not valid UTF-8: "
+                                        "use a byte-level model (docs-byte, docs-bpe)") from None
+        bos = getattr(tokenizer, "bos_id", None)
+        if bos is not None and ids[:1] == [bos]:
+            ids = ids[1:]
+    if to_bytes(tokenizer, ids) != data:
+        raise UnsupportedInputError("this model's tokenizer does not give back the same bytes for these data, so "
+                                    "they cannot be coded losslessly with it: use a byte-level model")
+    return ids
+
+
+def to_bytes(tokenizer, ids: list[int]) -> bytes:
+    """The bytes that token ids stand for (:func:`to_tokens` inverted); a ``TokenizerError`` or ``ValueError`` for
+    ids that stand for no bytes of data."""
+    from workbench.tokenizers import ByteTokenizer
+
+    if isinstance(tokenizer, ByteTokenizer):
+        return bytes(ids)  # ValueError for a special token or the BOS: they stand for no data byte
+    if hasattr(tokenizer, "decode_bytes"):
+        return tokenizer.decode_bytes(ids)
+    return b"".join(tokenizer.token_bytes(i) for i in ids)
+
+
+# -- model identity and the machine probe ---------------------------------------------------------------------
+
+
+def model_fingerprint(model) -> bytes:
+    """8 bytes identifying the model: its weights and shape (``residual.tuned_lens.model_hash``), context and its
+    tokenizer's vocabulary. Any other model or tokenizer gives other bytes."""
+    from workbench.residual.tuned_lens import model_hash
+
+    h = hashlib.sha256(model_hash(model).encode())
+    h.update(f"block {model.config.block_size} vocab {model.config.vocab_size}".encode())
+    vf = getattr(model.tokenizer, "vocab_fingerprint", None)
+    h.update((vf() if vf is not None else repr(model.tokenizer)).encode())
+    return h.digest()[:8]
+
+
+def _start_id(model) -> int:
+    bos = getattr(model.tokenizer, "bos_id", None)
+    return -1 if bos is None else int(bos)
+
+
+@contextmanager
+def _inference(model):
+    """Eval mode (no dropout) and no autograd for the duration; the model's mode is restored after."""
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _probe(model, rows: int, total_bits: int, start_id: int) -> bytes:
+    """4 bytes: a hash of the quantised frequencies of a fixed input ``(rows, steps)`` stepped through the model
+    in the same batch shape as the data's first batch."""
+    if rows == 0:
+        return b"\0" * 4
+    V = int(model.config.vocab_size)
+    steps = max(1, min(_PROBE_STEPS, int(model.config.block_size)))
+    cache = model.new_cache(rows, max_len=steps)
+    h = hashlib.sha256()
+    for t in range(steps):
+        if t == 0 and start_id >= 0:
+            x = torch.full((rows, 1), start_id, dtype=torch.long)
+        else:
+            x = (torch.arange(rows, dtype=torch.long) * 7 + 13 * t + 1).remainder(V).view(rows, 1)
+        logits = model.step(x, cache).logits[:, -1]
+        f = quantise(torch.softmax(logits.double(), -1), total_bits)
+        h.update(f.numpy().astype("<i8").tobytes())
+    return h.digest()[:4]
+
+
+# -- the lockstep loop shared by encoder and decoder ----------------------------------------------------------
+
+
+def _batches(n_tokens: int, segment_len: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """Segments ``(start, length)`` grouped into batches of at most ``batch_size`` consecutive segments."""
+    segs = [(s, min(segment_len, n_tokens - s)) for s in range(0, n_tokens, segment_len)]
+    return [segs[i : i + batch_size] for i in range(0, len(segs), batch_size)]
+
+
+CodeStep = Callable[[list[tuple[int, int]], int, np.ndarray, "torch.Tensor | None"], list[int]]
+
+
+def _lockstep(model, header: BlobHeader, code_step: CodeStep) -> None:
+    """Run the model over every batch of segments, one position at a time, and let ``code_step(batch, t, cum,
+    logits)`` code (or decode) the tokens at position ``t`` of the batch's segments from the cumulative
+    frequencies ``cum`` ``(b, V + 1)``; it returns the ``b`` tokens to feed next (0 for a finished segment).
+
+    The encoder and the decoder both come through here, so the model sees the same calls, shapes and inputs."""
+    V = int(model.config.vocab_size)
+    start = header.start_id
+    for batch in _batches(header.n_tokens, header.segment_len, header.batch_size):
+        b, L = len(batch), max(n for _, n in batch)
+        first = 0
+        if start >= 0:
+            x = torch.full((b, 1), start, dtype=torch.long)
+        else:  # no start token: position 0 is uniform over the vocabulary
+            uniform = np.broadcast_to(np.arange(V + 1, dtype=np.int64), (b, V + 1))
+            x = torch.tensor(code_step(batch, 0, uniform, None), dtype=torch.long).view(b, 1)
+            first = 1
+        if first >= L:
+            continue
+        cache = model.new_cache(b, max_len=L - first)  # steps fed: the start token and tokens 0 .. L-2
+        for t in range(first, L):
+            logits = model.step(x, cache).logits[:, -1]  # (b, V)
+            freqs = quantise(torch.softmax(logits.double(), -1), header.total_bits)
+            cum = cumulative(freqs).numpy()
+            x = torch.tensor(code_step(batch, t, cum, logits), dtype=torch.long).view(b, 1)
+
+
+# -- results -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompressionResult:
+    """A compressed blob and what it cost. Sizes in bytes, bits as floats.
+
+    ``ideal_bits``: ``sum(-log2 p)`` of the coded tokens under the model's float64 softmax (the loss, in bits, that
+    the size is measured against); ``quantised_bits``: the same under the integer frequencies actually coded (the
+    coder's own target). ``token_ids`` ``(n_tokens,)``, ``token_bits`` ``(n_tokens,)`` (each token's ``-log2 p``)
+    and ``token_nbytes`` ``(n_tokens,)`` (bytes each stands for) are for per-token views."""
+
+    blob: bytes
+    header: BlobHeader
+    header_bytes: int
+    ideal_bits: float
+    quantised_bits: float
+    seconds: float
+    token_ids: list[int] = field(repr=False)
+    token_bits: np.ndarray = field(repr=False)
+    token_nbytes: list[int] = field(repr=False)
+
+    @property
+    def n_bytes(self) -> int:
+        return self.header.n_bytes
+
+    @property
+    def payload_bytes(self) -> int:
+        return self.header.payload_len
+
+    @property
+    def bits_per_byte(self) -> float:
+        """The whole blob (header included), in bits per original byte."""
+        return 8 * len(self.blob) / max(self.n_bytes, 1)
+
+    @property
+    def payload_bits_per_byte(self) -> float:
+        return 8 * self.payload_bytes / max(self.n_bytes, 1)
+
+    @property
+    def ideal_bits_per_byte(self) -> float:
+        """``sum(-log2 p) / n_bytes``: the model's loss in bits per byte on these data, with this segmentation."""
+        return self.ideal_bits / max(self.n_bytes, 1)
+
+    @property
+    def gap_bytes(self) -> float:
+        """Payload size minus the ideal ``sum(-log2 p) / 8`` (the header not counted)."""
+        return self.payload_bytes - self.ideal_bits / 8
+
+    @property
+    def kb_per_s(self) -> float:
+        return self.n_bytes / 1000 / max(self.seconds, 1e-9)
+
+
+# -- compress / decompress ------------------------------------------------------------------------------------
+
+
+def _check_settings(model, segment_len, batch_size, total_bits) -> tuple[int, int, int]:
+    block = int(model.config.block_size)
+    limit = block if _start_id(model) >= 0 else block + 1
+    seg = limit if segment_len is None else segment_len
+    for name, v in (("segment_len", seg), ("batch_size", batch_size), ("total_bits", total_bits)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise SettingError(f"{name} must be an int, got {type(v).__name__}")
+    if not 1 <= seg <= limit:
+        raise SettingError(f"segment_len must be in [1, {limit}] for this model (context {block}), got {seg}")
+    if not 1 <= batch_size <= 1 << 16:
+        raise SettingError(f"batch_size must be in [1, 65536], got {batch_size}")
+    V = int(model.config.vocab_size)
+    lo = max(1, (2 * V - 1).bit_length())
+    if not lo <= total_bits <= 30:
+        raise SettingError(f"total_bits must be in [{lo}, 30] for a vocabulary of {V}, got {total_bits}")
+    return int(seg), int(batch_size), int(total_bits)
+
+
+def compress_report(model, data: bytes, *, segment_len: int | None = None, batch_size: int = DEFAULT_BATCH,
+                    total_bits: int = DEFAULT_TOTAL_BITS) -> CompressionResult:
+    """Compress ``data`` with ``model`` and say what it cost (see :class:`CompressionResult`).
+
+    ``segment_len``: tokens per independent segment (default and maximum: the context); ``batch_size``: segments
+    stepped together (more is faster per byte, and the decoder must hold as many KV caches); ``total_bits``: the
+    frequency tables' precision. All three are stored in the header, so :func:`decompress` needs only the model.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise UnsupportedInputError(f"data must be bytes, got {type(data).__name__} (encode text as UTF-8 first)")
+    data = bytes(data)
+    seg, batch, total_bits = _check_settings(model, segment_len, batch_size, total_bits)
+    t0 = time.perf_counter()
+    tokens = to_tokens(model.tokenizer, data)
+    n = len(tokens)
+    start = _start_id(model)
+    enc = ArithmeticEncoder()
+    bits = np.zeros(n, dtype=np.float64)
+    qbits = np.zeros(n, dtype=np.float64)
+    with _inference(model):
+        rows0 = min(batch, -(-n // seg)) if n else 0
+        header = BlobHeader(str(getattr(model, "name", type(model).__name__)), model_fingerprint(model),
+                            _probe(model, rows0, total_bits, start), torch.__version__, len(data), n, seg, batch,
+                            total_bits, start, 0, zlib.crc32(data))
+
+        def code_step(segs, t, cum, logits):
+            out = []
+            idx = []
+            for r, (s0, length) in enumerate(segs):
+                if t < length:
+                    tok = tokens[s0 + t]
+                    enc.encode(int(cum[r, tok]), int(cum[r, tok + 1]), int(cum[r, -1]))
+                    out.append(tok)
+                    idx.append((r, s0 + t, tok))
+                else:
+                    out.append(0)
+            if idx:
+                rows = np.array([i[0] for i in idx])
+                pos = np.array([i[1] for i in idx])
+                syms = np.array([i[2] for i in idx])
+                qbits[pos] = np.log2(cum[rows, -1]) - np.log2(cum[rows, syms + 1] - cum[rows, syms])
+                if logits is None:
+                    bits[pos] = np.log2(cum.shape[1] - 1)
+                else:
+                    lp = torch.log_softmax(logits.double(), -1)[torch.as_tensor(rows), torch.as_tensor(syms)]
+                    bits[pos] = -lp.numpy() / np.log(2)
+            return out
+
+        _lockstep(model, header, code_step)
+    payload = enc.finish()
+    header = _replace(header, payload_len=len(payload))
+    head = header.to_bytes()
+    seconds = time.perf_counter() - t0
+    lengths = [len(to_bytes(model.tokenizer, [t])) for t in tokens] if n else []
+    return CompressionResult(head + payload, header, len(head), float(bits.sum()), float(qbits.sum()), seconds,
+                             tokens, bits, lengths)
+
+
+def _replace(h: BlobHeader, **kw) -> BlobHeader:
+    from dataclasses import replace
+
+    return replace(h, **kw)
+
+
+def compress(model, data: bytes, *, segment_len: int | None = None, batch_size: int = DEFAULT_BATCH,
+             total_bits: int = DEFAULT_TOTAL_BITS) -> bytes:
+    """``data`` (any bytes) -> a blob that :func:`decompress` with the same model turns back into ``data``.
+
+    >>> from workbench.models import load_pretrained
+    >>> m = load_pretrained("docs-byte")
+    >>> blob = compress(m, b"The for statement iterates over the items of a sequence.")
+    >>> decompress(m, blob)
+    b'The for statement iterates over the items of a sequence.'
+    """
+    return compress_report(model, data, segment_len=segment_len, batch_size=batch_size, total_bits=total_bits).blob
+
+
+def decompress(model, blob: bytes) -> bytes:
+    """A blob made by :func:`compress` -> the original bytes, or a :class:`BlobError` subclass: truncated,
+    corrupted, made with another model (:class:`ModelMismatchError`), or on a machine whose arithmetic differs
+    (:class:`MachineMismatchError`). Never returns bytes that fail the blob's CRC-32."""
+    header, offset = BlobHeader.parse(blob)
+    fp = model_fingerprint(model)
+    name = str(getattr(model, "name", type(model).__name__))
+    if fp != header.fingerprint:
+        raise ModelMismatchError(f"the blob was made with model {header.model_name!r} (fingerprint "
+                                 f"{header.fingerprint.hex()}), not with this model {name!r} ({fp.hex()}): "
+                                 "decode it with the model that made it")
+    seg, batch, total_bits = _check_settings(model, header.segment_len, header.batch_size, header.total_bits)
+    if header.start_id != _start_id(model) or (header.n_tokens == 0) != (header.n_bytes == 0):
+        raise CorruptBlobError("the blob's header does not fit this model (start token or lengths)")
+    n = header.n_tokens
+    payload = bytes(blob)[offset:]
+    dec = ArithmeticDecoder(payload)
+    tokens = [0] * n
+    with _inference(model):
+        rows0 = min(batch, -(-n // seg)) if n else 0
+        probe = _probe(model, rows0, total_bits, header.start_id)
+        if probe != header.probe:
+            raise MachineMismatchError(
+                f"this machine computes other probabilities than the one that made the blob (probe {probe.hex()} "
+                f"vs {header.probe.hex()}; torch {torch.__version__} here, {header.torch_version} there): "
+                "decoding would give garbage. Decode on the machine (torch, BLAS, threads) that encoded it")
+
+        def code_step(segs, t, cum, logits):
+            out = []
+            for r, (s0, length) in enumerate(segs):
+                if t < length:
+                    tok = dec.decode(cum[r])
+                    tokens[s0 + t] = tok
+                    out.append(tok)
+                else:
+                    out.append(0)
+            return out
+
+        _lockstep(model, header, code_step)
+    try:
+        data = to_bytes(model.tokenizer, tokens)
+    except (ValueError, TypeError):
+        data = None
+    if data is None or len(data) != header.n_bytes or zlib.crc32(data) != header.data_crc:
+        raise CorruptBlobError("the decoded data fail the blob's CRC-32: the payload is corrupted (or this machine's "
+                               "arithmetic differs from the encoder's in a way the probe did not catch)")
+    return data
+
+
+__all__ = ["compress", "decompress", "compress_report", "read_header", "BlobHeader", "CompressionResult",
+           "to_tokens", "to_bytes", "model_fingerprint", "DataLabError"]
