@@ -1,8 +1,6 @@
 """Errors of the data lab. Every one is a :class:`DataLabError` (a ``ValueError``), so a caller can catch them all.
 
 Each subclass names one kind of bad input; its message says what was wrong and what is allowed.
-
-Lesson: ``notebooks/00_tour.ipynb``.
 """
 from __future__ import annotations
 
