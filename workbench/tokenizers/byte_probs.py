@@ -442,7 +442,12 @@ def next_byte_distribution(model, text: Union[str, bytes]) -> NextByte:
     if not x:
         raise ByteProbError("the prompt is empty: give at least one byte of text to continue (the next-byte "
                             "distribution of an empty prompt needs a BOS token and is not defined here)")
-    backoff = view.backoff(x)
+    return _next_byte(model, view, x, 0)
+
+
+def _next_byte(model, view: ByteView, x: bytes, given: int) -> NextByte:
+    """:func:`next_byte_distribution` with the tokens of ``x[:given]`` taken as given (never re-cut)."""
+    backoff = max(view.backoff(x), given)
     ctx = _contexts(view, x, backoff)
     _score(model, ctx)
     scores, prefix = _exact(view, x, ctx)
@@ -460,7 +465,8 @@ def byte_logprob(model, text: Union[str, bytes], start: Optional[int] = None) ->
     ``log P(x_k | x_<k)`` over the bytes from ``start`` on, each term from :func:`next_byte_distribution`.
 
     ``start`` defaults to 0 with a BOS token, else to the end of the text's first pre-token piece (the first
-    token has no distribution in a model without a BOS).
+    token has no distribution in a model without a BOS). The tokens of ``text[:start]`` are taken as given: the
+    result is ``log P(text[start:] | encode(text[:start]))``.
     """
     view = byte_view(model)
     x = _as_bytes(text)
@@ -478,7 +484,7 @@ def byte_logprob(model, text: Union[str, bytes], start: Optional[int] = None) ->
         if k == 0:
             terms[0] = _first_byte_logprob(model, view, x[0])
             continue
-        nb = next_byte_distribution(model, x[:k])
+        nb = _next_byte(model, view, x[:k], start)
         p = nb.probs[x[k]]
         terms[k - start] = math.log(p) if p > 0 else -math.inf
     return ByteLogProb(text=x, start=start, terms=terms)
