@@ -6,6 +6,8 @@ labels, top keys, next-token distributions, PNG pictures); this module holds fig
 Every head view (the detail and the three comparison panels) is ONE bokeh ``image`` glyph fed a downsampled
 ``(n, n)`` float32 array, so a head click sends at most ``max_side**2 * 4`` bytes for the detail plus
 ``3 * compare_side**2 * 4`` when comparing, whatever ``T`` is.
+
+Lesson: ``notebooks/02_attention.ipynb`` (2 · Induction heads form during training; 4 · The Attention lab).
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Shared base for workbench widgets: BokehJS loaded offline, bokeh figures inside ipywidgets, stable reprs.
 
 A widget holds no science: it calls a core function in ``workbench`` and draws the result.
+
+Lesson: ``notebooks/00_tour.ipynb``.
 """
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ Ids the model scores but its tokenizer cannot decode (a padded vocabulary: Pythi
 as ``<id N>``. The ``mask_undecodable`` box ("never pick ids without text") removes them from every strategy (the
 step view then shows a "mask <id N>" stage); it is off by default, like HF ``generate``, and disabled
 when every id of the model has text.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (7. The lab).
 """
 from __future__ import annotations
 

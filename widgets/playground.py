@@ -3,6 +3,8 @@
 Ids the model scores but its tokenizer cannot decode (a padded vocabulary, as in Pythia, Qwen or Phi) appear as
 grey bars labelled ``<id N>``; the "never sample ids without text" box masks them from sampling (off by default,
 as HF ``generate``; it is disabled when every model id has text).
+
+Lesson: ``notebooks/00_tour.ipynb`` (The playground), ``notebooks/01_tokenization.ipynb`` (5. Byte vs BPE models).
 """
 from __future__ import annotations
 

@@ -11,6 +11,9 @@ predicted loss and tokens per parameter. Fitting choices: sum vs mean, Huber del
 the k highest-loss runs), full vs coarse start grid, the optimiser's stopping rule (strict, or scipy's
 defaults: with "mean" that is the trap that lands near Hoffmann et al.'s published values) and the number
 of bootstrap refits.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (4. The workbench's own sweep; 5. Over-training; 6. Emergence under the
+microscope; 7. The lab).
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ Unicode, a tokenizer that fails) clears the view and says why in the notice; the
 
 Long text: only the first ``max_view_chars`` characters are drawn as spans (a notice says so), while
 the statistics are computed over the whole text, so a pasted megabyte never builds a megabyte of HTML.
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (1. Train a BPE and watch it).
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Atomic file writes: readers see the old file or the whole new one, never a part."""
+"""Atomic file writes: readers see the old file or the whole new one, never a part.
+
+Lesson: none of its own; every lab that saves a file (checkpoints, tokenizers, sweeps) writes through it.
+"""
 from __future__ import annotations
 
 import os

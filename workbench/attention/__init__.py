@@ -3,6 +3,8 @@
 >>> from workbench.attention import capture_attention, head_metrics   # doctest: +SKIP
 >>> cap = capture_attention(model, "The cat sat on the mat.")           # doctest: +SKIP
 >>> head_metrics(cap).sink_mass                                         # doctest: +SKIP
+
+Lesson: ``notebooks/02_attention.ipynb``.
 """
 from .capture import AttentionCapture, AttentionProbe, capture_attention, capture_bytes
 from .errors import (

@@ -23,6 +23,8 @@ Three routes:
 >>> cap = capture_attention(m, "hello", layers=[1])
 >>> cap.probs.shape  # (L', H, Tq, Tk)
 (1, 2, 5, 5)
+
+Lesson: ``notebooks/02_attention.ipynb`` (1 · Attention sinks).
 """
 from __future__ import annotations
 

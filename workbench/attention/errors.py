@@ -1,4 +1,7 @@
-"""The attention lab's input errors: each bad input gets its own class (all are ``AttentionError``/``ValueError``)."""
+"""The attention lab's input errors: each bad input gets its own class (all are ``AttentionError``/``ValueError``).
+
+Lesson: ``notebooks/02_attention.ipynb``.
+"""
 from __future__ import annotations
 
 

@@ -4,6 +4,8 @@ Each batch holds fresh sequences ``x x`` (``n`` random tokens, then the same ``n
 unpredictable; the second is predictable only by looking back to the token after the previous occurrence of the
 current one, which needs a previous-token head in layer 0 feeding an induction head in layer 1 (Olsson et al.
 2022). At every checkpoint the induction score of each head ``(L, H)`` is measured on a fixed held-out sequence.
+
+Lesson: ``notebooks/02_attention.ipynb`` (2 · Induction heads form during training).
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 A head's output is ``z[:, :, h]`` at the layout's ``blocks.{i}.attn.z`` point (the heads' outputs before ``W_O``,
 found for TinyGPT and any HF family by :mod:`workbench.models.layout`). Zero ablation sets it to 0; mean ablation replaces it, at every position, by its mean over the positions of the clean run
 on the same input (or on ``reference`` ids).
+
+Lesson: ``notebooks/02_attention.ipynb`` (4 · The Attention lab).
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ functions, so each view can be reproduced (and is tested) from a script::
 
 Long context: a text longer than the model's context needs a policy; :data:`POLICY_CHOICES` are what the lab's
 "long context" menu offers and :func:`make_policy` turns a choice into a :class:`~workbench.attention.Policy`.
+
+Lesson: ``notebooks/02_attention.ipynb`` (4 · The Attention lab).
 """
 from __future__ import annotations
 

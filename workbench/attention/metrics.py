@@ -14,6 +14,8 @@ gets NaN.
 >>> uniform = np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None]
 >>> round(float(entropy(uniform)[0, 0]), 6)
 1.0
+
+Lesson: ``notebooks/02_attention.ipynb`` (1 · Attention sinks; 2 · Induction heads form during training).
 """
 from __future__ import annotations
 

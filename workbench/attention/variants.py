@@ -18,6 +18,8 @@ streaming(s, w)    same keys as lambda(s, w); positions re-indexed in the cache
 >>> import torch
 >>> sliding_window(2).allowed(torch.arange(4), torch.arange(4)).int().tolist()
 [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+
+Lesson: ``notebooks/02_attention.ipynb`` (3 · Beyond the context).
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ is downsampled by a factor ``f``: image row ``r`` is the *mean* over queries ``r
 >>> v = head_view(np.tril(np.ones((6, 6))) / np.arange(1, 7)[:, None], max_side=3)
 >>> v.image.shape, v.factor, [round(float(s), 6) for s in v.image.sum(1)]
 ((3, 3), 2, [1.0, 1.0, 1.0])
+
+Lesson: ``notebooks/02_attention.ipynb`` (4 · The Attention lab).
 """
 from __future__ import annotations
 

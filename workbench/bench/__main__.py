@@ -1,6 +1,8 @@
 """``python -m workbench.bench <area>``: side-by-side measurements against a named reference, same machine, same run.
 
 Areas: models, tokenizers, attention, decoding, scaling, kernels, real, residual.
+
+Lesson: ``notebooks/00_tour.ipynb``.
 """
 import sys
 from importlib import import_module

@@ -12,6 +12,8 @@ not shipped, which the output says):
   the widget's comm messages: JSON text + binary buffers);
 * the same attention serialised as BertViz does (every layer, head, query and key as JSON floats), exact at
   T = 256 and estimated from 64 sampled rows per head above, and the ratio BertViz / widget.
+
+Lesson: ``notebooks/02_attention.ipynb``.
 """
 from __future__ import annotations
 

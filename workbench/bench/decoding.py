@@ -11,6 +11,8 @@
 Without the shipped weights the same shapes are built with random weights and the output says so (random
 models give a meaningless acceptance rate, so the speculative part is then only a plumbing check).
 Runs single-threaded (``torch.set_num_threads(1)``) so both sides are measured alike on a shared machine.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (5. Speculative decoding).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ On a GPU (CuPy back-end usable):
 Without a GPU it times the CPU reference paths on small sizes and says that no GPU was present.
 
 ``main(["--json", "out.json"])`` also writes the rows as JSON; ``--quick`` trims the sizes.
+
+Lesson: ``notebooks/05_gpu_kernels.ipynb`` (2. The fused attention kernel).
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Each measurement runs in a fresh subprocess so its peak RSS is its own. Targets (foundation issue):
 training throughput ratio >= 0.95 against the reference, and a cached decoding step at least 5x faster
 than recomputing the whole sequence at T = 256.
+
+Lesson: ``notebooks/00_tour.ipynb``.
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ it, as real checkpoints are), then times:
 
 The goals (Binder's 2 GB): 1,024 tokens open in under 3 s with a peak RSS under 1.2 GB. The long row prints the
 cost at 8,192 tokens (``n_positions`` 8,192). Nothing is downloaded.
+
+Lesson: ``notebooks/02_attention.ipynb``.
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ difference between the two best objectives (the target is a ratio >= 10 with |di
 Both run with one BLAS thread (see :func:`main`): scipy's L-BFGS-B calls BLAS on 5-element vectors, and
 a multi-threaded OpenBLAS spends time (and a second core) on thread hand-offs there, which inflates the
 baseline badly (10x and more) when other processes compete for the CPUs.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb``.
 """
 from __future__ import annotations
 

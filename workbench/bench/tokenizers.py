@@ -13,6 +13,8 @@ Measures, in one run and on the same corpus and configuration:
 
 Ratios are printed next to the targets of issue 3 (training within 10x of HF; encoding at least as
 fast as HF's single-string encode). ``--json`` prints the numbers as one JSON object instead.
+
+Lesson: ``notebooks/01_tokenization.ipynb``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Embedded corpora and seeded synthetic tasks."""
+"""Embedded corpora and seeded synthetic tasks.
+
+Lesson: ``notebooks/00_tour.ipynb``.
+"""
 from .corpus import EMBEDDED, CorpusError, load_corpus, train_val_split
 from .tasks import AdditionProblem, addition_problems, addition_text, repeated_random_sequences
 

@@ -1,4 +1,7 @@
-"""Embedded corpora that need no download: CPython's own documentation text and standard library source."""
+"""Embedded corpora that need no download: CPython's own documentation text and standard library source.
+
+Lesson: ``notebooks/00_tour.ipynb`` (Train your own micro model).
+"""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,7 @@
-"""Seeded synthetic tasks: k-digit addition and repeated random token sequences (for induction heads)."""
+"""Seeded synthetic tasks: k-digit addition and repeated random token sequences (for induction heads).
+
+Lesson: ``notebooks/00_tour.ipynb``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

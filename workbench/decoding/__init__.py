@@ -2,6 +2,8 @@
 
 Everything is written against the model interface of :mod:`workbench.models.interface` and returns dataclasses
 (:mod:`workbench.decoding.trace`) that widgets draw.
+
+Lesson: ``notebooks/03_decoding.ipynb``.
 """
 from .processors import (
     DecodingError, check_logits, entropy_bits, epsilon, eta, kept_count, min_p, no_repeat_ngram,

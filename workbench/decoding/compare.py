@@ -9,6 +9,8 @@ distributions: the first divergence is caused by the strategies, not by luck.
 >>> c = compare(m, [1, 2, 3], [Strategy("greedy"), Strategy("sample", pipeline={"temperature": 1.0})], 8)
 >>> len(c.tokens)
 2
+
+Lesson: ``notebooks/03_decoding.ipynb`` (6. Same prompt, same noise).
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ cut-off token, where HF's sort keeps whichever of the tied tokens it happens to 
 float32 logits, less so in half precision); and the CUDA kernel sums the top-p mass in float32, while
 :func:`kernel_probs` (the ``q`` and ``p`` of speculative verification) uses the float64 reference, so a token
 whose cumulative mass lands within float32 rounding of ``top_p`` may be kept by one and not the other.
+
+Lesson: ``notebooks/03_decoding.ipynb``.
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ so each view can be reproduced (and is tested) from a script::
 Strategies use one vocabulary, :data:`~workbench.decoding.compare.KINDS` (``"diverse_beam"``, not
 ``"diverse beam"``); :data:`LABELS` only says how a control shows them. Dispatch goes through
 :class:`~workbench.decoding.compare.Strategy`, the same object :func:`~workbench.decoding.compare.compare` runs.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (7. The lab).
 """
 from __future__ import annotations
 

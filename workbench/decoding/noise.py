@@ -10,6 +10,8 @@ strategies' distributions first disagree enough to change the winner.
 >>> ns = NoiseStream(0)
 >>> bool((ns.exponential(5, (3, 16)) == NoiseStream(0).exponential(5, (3, 16))).all())
 True
+
+Lesson: ``notebooks/03_decoding.ipynb`` (3. Inside one sampled step; 6. Same prompt, same noise).
 """
 from __future__ import annotations
 

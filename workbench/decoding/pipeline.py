@@ -6,6 +6,8 @@ before it (llama.cpp, where temperature comes last) judges the raw one, so the k
 >>> pipe = Pipeline.preset("hf", temperature=0.7, top_k=50, top_p=0.9)
 >>> [s.name for s in pipe.stages]
 ['temperature', 'top_k', 'top_p']
+
+Lesson: ``notebooks/03_decoding.ipynb`` (1. What the truncation rules keep).
 """
 from __future__ import annotations
 

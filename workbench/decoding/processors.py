@@ -17,6 +17,8 @@ logits), so a result here can be checked against ``generate``:
 * :func:`no_repeat_ngram` bans every token that would complete an n-gram already present in ``ids``.
 
 All truncation functions keep at least ``min_tokens_to_keep`` tokens (default 1) and refuse NaN logits.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (1. What the truncation rules keep).
 """
 from __future__ import annotations
 

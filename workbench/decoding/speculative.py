@@ -18,6 +18,8 @@ tokens (:meth:`~workbench.tokenizers.base.Tokenizer.same_vocab`, which compares 
 two copies of one HF tokenizer loaded from different folders match). ``mask_undecodable`` removes ids without
 text from both models' distributions (see :mod:`.strategies`); the output is then distributed as the target's
 masked distribution.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (5. Speculative decoding).
 """
 from __future__ import annotations
 

@@ -20,6 +20,9 @@ takes ``mask_undecodable``: True removes those ids (logits set to ``-inf``) befo
 samples from the model's own distribution, exactly as HF ``generate`` does, so results stay comparable with
 HF and with each other (speculative decoding's exactness, beam scores); a trained checkpoint gives its padding
 ids almost no probability anyway, and where a random or small model does, the placeholders make it visible.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (2. The model and greedy's repetition loops; 3. Inside one sampled step; 4.
+Beam search and diverse beam search).
 """
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ The three results share one small protocol, :class:`DecodingResult`: ``prompt``,
 (the generated tokens shown at a cursor), ``summary()`` (one line) and ``view`` (which drawing fits it).
 
 Entropies and surprisals are in bits; log-probabilities and beam scores in nats (as HF reports them).
+
+Lesson: ``notebooks/03_decoding.ipynb`` (3. Inside one sampled step; 4. Beam search and diverse beam search).
 """
 from __future__ import annotations
 

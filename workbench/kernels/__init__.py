@@ -21,6 +21,8 @@ Non-contiguous inputs: the kernels take arbitrary batch/head/row strides, so vie
 ``x.transpose(1, 2)`` of a (B, T, H, D) tensor are used without a copy as long as the last
 dimension is contiguous; otherwise a contiguous copy is made. Sampling logits need only a
 contiguous last dimension, too; p and q of :func:`verify_speculative` are made contiguous.
+
+Lesson: ``notebooks/05_gpu_kernels.ipynb`` (2. The fused attention kernel).
 """
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ The choice is made once, lazily, the first time it is needed:
 ``set_backend("cupy")`` on a machine without a usable GPU raises :class:`BackendUnavailableError`
 with the reason (``"emulator"`` likewise without g++). Importing :mod:`workbench.kernels` never
 touches CuPy or the GPU.
+
+Lesson: ``notebooks/05_gpu_kernels.ipynb`` (Running the GPU half).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ This module imports CuPy only inside functions: importing it on a machine withou
 CPU tensors take the same launchers through the CPU emulator (:mod:`workbench.kernels.emulator`),
 which stands in for CuPy: same sources, same arguments, same launch geometry.
 Inputs are assumed validated by :mod:`workbench.kernels`.
+
+Lesson: ``notebooks/05_gpu_kernels.ipynb`` (2. The fused attention kernel).
 """
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ its box. Each pane asks for the width of its longest line, so two listings share
     >>> html = side_by_side_html([("kernel", "for (int j = 0; j < n; ++j)"), ("reference", "for j in range(n):")])
     >>> "white-space:pre;" in html and "<table" not in html
     True
+
+Lesson: ``notebooks/05_gpu_kernels.ipynb`` (2. The fused attention kernel).
 """
 from __future__ import annotations
 

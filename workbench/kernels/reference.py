@@ -7,6 +7,9 @@ counter-based random numbers, so a seed gives the same tokens on CPU and GPU (up
 rounding in rare ties). They take and return torch tensors on any device, and do no input
 validation: the public functions in :mod:`workbench.kernels` check inputs, then dispatch here
 or to :mod:`workbench.kernels.cupy_ops`.
+
+Lesson: ``notebooks/05_gpu_kernels.ipynb`` (1. Online softmax; 3. Sampling without sorting; 4. Speculative
+verification).
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Models: the interface, TinyGPT, KV cache, training, checkpoints, shipped weights and the HF adapter."""
+"""Models: the interface, TinyGPT, KV cache, training, checkpoints, shipped weights and the HF adapter.
+
+Lesson: ``notebooks/00_tour.ipynb``.
+"""
 from .checkpoint import CheckpointError, load, save
 from .config import GPTConfig
 from .interface import CausalLM, LMOutput, ModelError, as_batch

@@ -3,6 +3,8 @@
 Saving writes a complete new folder beside the target and swaps it in with renames, so an interrupted save
 never destroys the previous checkpoint. ``config.json`` records the SHA-256 of the weights, so a truncated or
 tampered weights file is caught on load with a clear error.
+
+Lesson: ``notebooks/00_tour.ipynb``.
 """
 from __future__ import annotations
 

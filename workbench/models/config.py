@@ -1,4 +1,7 @@
-"""GPTConfig: the hyper-parameters of a TinyGPT, saved as JSON next to its weights."""
+"""GPTConfig: the hyper-parameters of a TinyGPT, saved as JSON next to its weights.
+
+Lesson: ``notebooks/00_tour.ipynb`` (Train your own micro model).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

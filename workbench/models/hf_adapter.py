@@ -10,6 +10,8 @@ and switched back afterwards. The attention lab's ``capture_attention`` instead 
 from queries and keys recorded at the model layout's named points during one forward pass
 (:mod:`workbench.models.layout`, found by introspection for any family that calls transformers' attention
 interface), and uses this eager switch only for a family whose layout cannot be found.
+
+Lesson: ``notebooks/00_tour.ipynb`` (The labs).
 """
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ A model of the workbench (TinyGPT, or an HF causal LM wrapped by :func:`from_hf`
   A cache has ``length``, ``reorder(index)`` (beam search) and ``crop(length)`` (speculative decoding).
 * ``tokenizer`` (a :class:`workbench.tokenizers.Tokenizer`), ``config`` (with ``vocab_size``, ``n_layer``,
   ``n_head``, ``n_embd``, ``block_size``), ``supports_capture``, ``name``.
+
+Lesson: ``notebooks/00_tour.ipynb`` (The labs).
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""A preallocated key/value cache: one decoding step writes one slot per layer instead of recomputing."""
+"""A preallocated key/value cache: one decoding step writes one slot per layer instead of recomputing.
+
+Lesson: ``notebooks/00_tour.ipynb``.
+"""
 from __future__ import annotations
 
 import torch

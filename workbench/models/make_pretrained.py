@@ -5,6 +5,8 @@ The validation loss in bits per byte is printed and stored in the checkpoint's m
 
 ``docs-bpe`` / ``docs-bpe-draft`` are the same kind of pair on a byte-level BPE (:data:`BPE_TOKENIZER`)
 trained on the training part of the same split, so bits per byte compare directly with the byte models.
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (5. Byte vs BPE models).
 """
 from __future__ import annotations
 

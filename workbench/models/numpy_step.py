@@ -23,6 +23,8 @@ submodule is replaced or added, or a parameter's storage moves (``model.double()
 or changing a module's settings (a LayerNorm's ``eps``): call :meth:`TinyGPT.refresh_fast_path` after that.
 Modules with forward hooks (head ablations, probes) or in training mode always take the torch path, so hooks
 run.
+
+Lesson: ``notebooks/00_tour.ipynb``.
 """
 from __future__ import annotations
 

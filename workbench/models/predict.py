@@ -3,6 +3,8 @@
 Ids the tokenizer cannot decode (a padded embedding, as in Pythia, Qwen or Phi checkpoints) are labelled with the
 placeholder ``<id N>``; :func:`sample_continuation` can mask them (``mask_undecodable=True``), and by default samples
 from the model's own distribution as HF ``generate`` does (see :mod:`workbench.decoding.strategies`).
+
+Lesson: ``notebooks/00_tour.ipynb`` (The playground).
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ TinyGPT route against it; ``python -m workbench.bench models`` measures TinyGPT 
 >>> ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
 >>> torch.allclose(fast(ids).logits, plain(ids), atol=1e-5)
 True
+
+Lesson: ``notebooks/00_tour.ipynb`` (The shipped model).
 """
 from __future__ import annotations
 

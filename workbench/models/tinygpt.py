@@ -7,6 +7,8 @@ Attention takes one of five routes (capture; the GPU kernel; SDPA causal; SDPA u
 that see every key; SDPA with the bias of ALiBi, a cache or a ``mask_fn``), and a cached step of a few tokens
 may run in NumPy (:mod:`workbench.models.numpy_step`): ``tests/unit/models/test_reference.py`` checks each
 against the reference.
+
+Lesson: ``notebooks/00_tour.ipynb`` (The shipped model).
 """
 from __future__ import annotations
 

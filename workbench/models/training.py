@@ -1,4 +1,7 @@
-"""A small, reproducible training loop: AdamW, warm-up + cosine schedule, periodic validation, tqdm progress."""
+"""A small, reproducible training loop: AdamW, warm-up + cosine schedule, periodic validation, tqdm progress.
+
+Lesson: ``notebooks/00_tour.ipynb`` (Train your own micro model).
+"""
 from __future__ import annotations
 
 import math

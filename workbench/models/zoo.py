@@ -10,6 +10,8 @@ offline without permission, because nothing is fetched. Repos that ship only pic
 (``pytorch_model.bin``) are refused: the workbench never unpickles. No custom model code is ever run.
 
 This module imports ``huggingface_hub`` only when a hub name is actually resolved.
+
+Lesson: ``notebooks/00_tour.ipynb``.
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ Allocation: :func:`compute_optimal`, :func:`tokens_per_parameter`. Over-training
 Emergence (Schaeffer et al. 2023): :func:`score_addition`, :func:`emergence_sweep`, :func:`train_on_answers`,
 :func:`load_emergence` (the shipped sweep). The lab's helpers live in :mod:`workbench.scaling.lab`.
 Bad input raises a subclass of :class:`ScalingError` (a ``ValueError``).
+
+Lesson: ``notebooks/04_scaling_laws.ipynb``.
 """
 from .allocation import Allocation, compute_optimal, tokens_per_parameter
 from .emergence import (EmergencePoint, EmergenceScores, answer_batch, emergence_sweep, held_out_problems, load_emergence,

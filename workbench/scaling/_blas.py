@@ -6,6 +6,8 @@ multi-threaded OpenBLAS wakes its thread pool for each of those calls: measured 
 loop of scipy fits over 243 starts took 56 s instead of 1.3 s. :func:`single_blas_thread` sets every loaded
 OpenBLAS to one thread for the duration of a block and restores the previous count afterwards (it is
 process-wide while it lasts). Where no OpenBLAS is found (another BLAS, not Linux) it does nothing.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb``.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ minimises one objective, and summing the starts into one would couple them throu
 line search. This batched stage screens the starts; the best few distinct end points are then polished
 with :func:`scipy.optimize.minimize` (L-BFGS-B, float64), so the reported optimum is the one scipy
 certifies.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (1. The Chinchilla replay).
 """
 from __future__ import annotations
 

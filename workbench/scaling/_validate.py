@@ -1,4 +1,7 @@
-"""Shared input checks: equal lengths, NaN rows dropped (with a warning), positive values, enough points."""
+"""Shared input checks: equal lengths, NaN rows dropped (with a warning), positive values, enough points.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb``.
+"""
 from __future__ import annotations
 
 import warnings

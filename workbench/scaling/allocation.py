@@ -3,6 +3,8 @@
 Minimising the law along ``D = C / (6 N)`` gives ``N*(C) = G (C/6)^a`` and ``D*(C) = (C/6)^b / G`` with
 ``a = beta/(alpha+beta)``, ``b = alpha/(alpha+beta)`` and ``G = (alpha A / (beta B))^(1/(alpha+beta))``
 (Hoffmann et al. 2022, eq. 4).
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (2. The trap).
 """
 from __future__ import annotations
 

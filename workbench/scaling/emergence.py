@@ -4,6 +4,8 @@ A model that gets more digits right as it grows looks like it "suddenly" learns 
 match, and improves smoothly under per-token accuracy, token edit distance and the log-probability of
 the right answer. :func:`score_addition` computes all four from one greedy pass and one teacher-forced
 pass over the same problems, so the metrics differ only in how they score, never in what they score.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (6. Emergence under the microscope).
 """
 from __future__ import annotations
 

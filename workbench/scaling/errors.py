@@ -1,4 +1,7 @@
-"""Errors and warnings of the scaling-law code: one class per kind of bad input, all ``ValueError``s."""
+"""Errors and warnings of the scaling-law code: one class per kind of bad input, all ``ValueError``s.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb``.
+"""
 from __future__ import annotations
 
 

@@ -1,6 +1,8 @@
 """Extrapolation check: fit a law on the smaller runs, predict the held-out larger ones, report errors.
 
 This is the test a scaling law exists to pass; in-sample residuals say little about it.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (4. The workbench's own sweep; 5. Over-training).
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ Example::
     >>> fit = fit_chinchilla(d.N, d.D, d.loss)            # doctest: +SKIP
     >>> round(fit.alpha, 3), round(fit.beta, 3)           # doctest: +SKIP
     (0.347, 0.367)
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (1. The Chinchilla replay; 2. The trap; 3. The outlier rule).
 """
 from __future__ import annotations
 

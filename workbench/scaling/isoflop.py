@@ -3,6 +3,8 @@
 For each IsoFLOP budget, loss is fitted as a quadratic in ``log10 N``; its vertex is that budget's
 compute-optimal size ``N_opt``. A straight line through ``(log C, log N_opt)`` gives the exponent ``a`` of
 ``N_opt ~ C^a`` (and ``D_opt = C / (6 N_opt)`` gives ``b``).
+
+Lesson: ``notebooks/04_scaling_laws.ipynb``.
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ reproduced from a script::
     >>> data = load_source("chinchilla", drop_highest=5)
     >>> fit = fit_source(data, grid="coarse", bootstrap=10)      # doctest: +SKIP
     >>> frontier(fit, [1e21, 1e23]).N_opt                        # doctest: +SKIP
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (7. The lab).
 """
 from __future__ import annotations
 

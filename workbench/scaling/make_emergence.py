@@ -9,6 +9,8 @@ distance, log-probability of the answer; :func:`~workbench.scaling.emergence.sco
 training set, held-out set, initialisation and batch order); the JSON holds each seed's scores and their
 mean and standard error over seeds. One thread; about five minutes on 2 cores. The JSON is rewritten after
 every model, so an interrupted run keeps what it finished.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb``.
 """
 from __future__ import annotations
 

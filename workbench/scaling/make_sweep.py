@@ -4,6 +4,8 @@
 non-embedding parameters, 2.4 decades) x 4 token budgets (2^17 to 2^20 byte tokens of the embedded
 ``python-docs`` corpus) = 20 runs, one thread each. The store makes it resumable: interrupt it and run it
 again to finish.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb``.
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 ``M = D / N`` is the token multiplier (20 is Chinchilla-optimal), ``C = 6 N D``. Expanding, the law is
 ``E + a (C/M)^-eta + b (C M)^-eta``: a log-sum-exp of three terms with one shared exponent, so it is
 fitted with the same Huber-on-log-residuals multistart machinery as the Chinchilla law.
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (5. Over-training).
 """
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Tokenizers: a shared interface, a byte tokenizer, byte-level BPE (train, encode, trace),
-pre-tokenization presets, HF interop and metrics."""
+pre-tokenization presets, HF interop and metrics.
+
+Lesson: ``notebooks/01_tokenization.ipynb``.
+"""
 from .base import Tokenizer, TokenizerError, TokenSpan, printable, tokenizer_from_dict
 from .byte import ByteTokenizer
 from .bpe import BPETokenizer

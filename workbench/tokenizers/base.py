@@ -20,6 +20,8 @@ Two things every tokenizer offers for models whose vocabulary is not exactly the
 ('<id 300>', 'hi<id 300>')
 >>> t.same_vocab(ByteTokenizer()), t.same_vocab(ByteTokenizer(special_tokens=()))
 (True, False)
+
+Lesson: ``notebooks/01_tokenization.ipynb``.
 """
 from __future__ import annotations
 

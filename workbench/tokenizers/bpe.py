@@ -39,6 +39,8 @@ so if that pair reappears later its count starts from the old value.
 Decoding policy: the bytes of all ids are joined and decoded as UTF-8 with ``errors="replace"``;
 ids that stop mid-character give one U+FFFD per maximal invalid byte run (the same as HF's
 ``from_utf8_lossy``).
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (1. Train a BPE and watch it).
 """
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 The plain version is :func:`workbench.tokenizers.reference.train` (every pair recounted before every merge);
 the tests check this one against it. :meth:`workbench.tokenizers.bpe.BPETokenizer.train` cuts the text into
 counted pieces and calls :func:`train_words`; the tie rule and HF's two quirks are described in
-:mod:`workbench.tokenizers.bpe`. Taught in ``notebooks/01_tokenization.ipynb``.
+:mod:`workbench.tokenizers.bpe`.
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (1. Train a BPE and watch it).
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Byte-level tokenizer: ids 0..255 are the bytes, special tokens follow."""
+"""Byte-level tokenizer: ids 0..255 are the bytes, special tokens follow.
+
+Lesson: ``notebooks/00_tour.ipynb`` (Train your own micro model).
+"""
 from __future__ import annotations
 
 import re

@@ -1,6 +1,8 @@
 """Byte-level conventions shared by the BPE tokenizer, its trainer and the HF interop: GPT-2's reversible map
 from bytes to printable characters (the names HF's ``tokenizer.json`` gives byte-level tokens), HF's byte order,
-and the checks on special tokens. Taught in ``notebooks/01_tokenization.ipynb``.
+and the checks on special tokens.
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (1. Train a BPE and watch it).
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ Each returns a small dataclass (or list of them) that a notebook or widget only 
 >>> rows = compression_sweep({"toy": "the cat sat on the mat " * 200}, [256, 260, 270])
 >>> [r.vocab_size for r in rows], rows[0].bytes_per_token
 ([256, 260, 270], 1.0)
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (2. Compression against vocabulary size; 3. Numbers; 4. What a
+tokenizer reveals about its training data).
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@
 >>> hf = to_hf(tok)                                   # doctest: +SKIP
 >>> hf.encode("a bb ccc").ids == tok.encode("a bb ccc")  # doctest: +SKIP
 True
+
+Lesson: ``notebooks/01_tokenization.ipynb``.
 """
 from __future__ import annotations
 

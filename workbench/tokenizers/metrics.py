@@ -8,6 +8,8 @@
 Words are maximal runs of non-whitespace characters. A word's tokens are the tokens whose byte
 spans overlap it, so GPT-2's ``" world"`` counts as one token of the word ``world`` and a token that
 straddles two words counts for both.
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (2. Compression against vocabulary size).
 """
 from __future__ import annotations
 

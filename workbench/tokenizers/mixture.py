@@ -16,6 +16,8 @@ linear program: minimise ``sum_t v_t + sum_p v_p`` over ``alpha >= 0, sum(alpha)
 
 >>> # tok = BPETokenizer.train(docs[:60_000] + code[:40_000], 1000)
 >>> # infer_mixture(tok, {"docs": docs, "code": code}).weights  ->  about {"docs": 0.6, "code": 0.4}
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (4. What a tokenizer reveals about its training data).
 """
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ The same two steps are HF ``tokenizers``' ``Sequence([Split(digits, "isolated"),
 "isolated"), ByteLevel(use_regex=False)])``, which is how :mod:`.hf_interop` writes them out.
 Regexes use the third-party ``regex`` module (``\\p{L}`` and friends), whose syntax for these
 patterns matches the Oniguruma engine inside HF ``tokenizers``.
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (1. Train a BPE and watch it; 3. Numbers).
 """
 from __future__ import annotations
 

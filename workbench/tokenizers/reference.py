@@ -19,6 +19,8 @@ the same (``tests/unit/tokenizers/test_bpe_reference.py`` checks that on random 
 [b'lo', b'low', b' low', b' lowe', b'st', b' lower']
 >>> [vocab[i] for i in encode(" lowest", merges)]
 [b' lowe', b'st']
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (1. Train a BPE and watch it).
 """
 from __future__ import annotations
 

@@ -34,6 +34,8 @@ for ``cupy.RawModule``), so the same launch code runs; the usual way in is the b
 
 Builds are cached (keyed by the sources, flags and compiler) under ``$WORKBENCH_CACHE`` or
 ``~/.cache/lm-workbench``; the first build of attention.cu takes about 5 s.
+
+Lesson: ``notebooks/05_gpu_kernels.ipynb`` (2. The fused attention kernel).
 """
 from __future__ import annotations
 

@@ -3,7 +3,10 @@ and, opt-in, real checkpoints from the Hugging Face hub (see :mod:`workbench.mod
 
 This package is the folder that holds the shipped weights (one subfolder per model: ``config.json``,
 ``model.safetensors``, ``tokenizer.json``) and the code that lists and loads them. The public path is
-``workbench.models.load_pretrained`` (and ``workbench.models.available``). Taught in ``notebooks/00_tour.ipynb``.
+``workbench.models.load_pretrained`` (and ``workbench.models.available``).
+
+Lesson: ``notebooks/00_tour.ipynb`` (The shipped model), ``notebooks/01_tokenization.ipynb`` (5. Byte vs BPE
+models), ``notebooks/03_decoding.ipynb`` (2. The model and greedy's repetition loops).
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@
 * :func:`load_gadre`: Gadre et al. 2024's over-training runs (104 models, several evaluation sets).
 * :func:`load_tinygpt_sweep`: this project's own sweep of TinyGPT sizes and token budgets (remade by
   ``python -m workbench.scaling.make_sweep``; see ``TINYGPT_SWEEP.md``).
+
+Lesson: ``notebooks/04_scaling_laws.ipynb`` (1. The Chinchilla replay; 3. The outlier rule).
 """
 from __future__ import annotations
 
