@@ -62,9 +62,7 @@ unit test: export HYPOTHESIS_PROFILE = ci
 
 # The docstrings' examples of the core and the widgets run too (--doctest-modules); a module whose imports
 # need a piece that is not installed is skipped (--doctest-ignore-import-errors), not failed.
-# Deselected until its owners fix it: layout.py's example expects 'rope' positions from a default (learned) config.
-DOCTESTS := --doctest-modules --doctest-ignore-import-errors workbench widgets \
-	--deselect workbench/models/layout.py::workbench.models.layout
+DOCTESTS := --doctest-modules --doctest-ignore-import-errors workbench widgets
 
 unit: setup-dev
 	$(BIN)/python -m pytest -q tests/unit $(DOCTESTS)

@@ -32,7 +32,7 @@ While hooks are active (and only then) the model runs that attention function, w
 long-context mask policy (:meth:`ModelLayout.hooks` ``mask=``) to any family.
 
 >>> from workbench.models import TinyGPT, GPTConfig
->>> lay = layout_of(TinyGPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)))
+>>> lay = layout_of(TinyGPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, pos="rope")))
 >>> lay.n_layer, lay.n_head, lay.head_dim, lay.positions
 (2, 2, 16, 'rope')
 """
