@@ -199,7 +199,12 @@ class ArithmeticDecoder:
 def check_frequencies(freqs) -> np.ndarray:
     """``freqs`` as an int64 array ``(n, V)`` (a single table ``(V,)`` becomes ``(1, V)``), or a
     :class:`FrequencyError` saying what is wrong: not integers, an entry below 1, or a total above ``2**30``."""
-    a = np.asarray(freqs.cpu().numpy() if isinstance(freqs, torch.Tensor) else freqs)
+    try:
+        a = np.asarray(freqs.cpu().numpy() if isinstance(freqs, torch.Tensor) else freqs)
+    except ValueError:
+        raise FrequencyError("frequencies must be a rectangular table of integers (rows of equal length)") from None
+    if a.size == 0:
+        raise FrequencyError(f"frequencies must be (V,) or (n, V) with V >= 1, got shape {a.shape}")
     if a.dtype == object or not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
         raise FrequencyError(f"frequencies must be integers, got dtype {a.dtype}")
     if a.ndim == 1:
