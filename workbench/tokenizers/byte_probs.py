@@ -351,47 +351,73 @@ def _block_size(model) -> int:
     return int(getattr(getattr(model, "config", None), "block_size", 0) or 1 << 30)
 
 
-@torch.no_grad()
-def _score(model, ctx: _Contexts) -> None:
-    """Fill ``ctx.log_w`` and ``ctx.logp`` with one pass over the shared context and one batch of tails."""
-    R = len(ctx.tails)
-    L = max(len(t) for t in ctx.tail_ids)
-    shared = ctx.shared[-max(1, _block_size(model) - L):]
-    device = getattr(model, "device", None)
-    rows = torch.zeros((R, L), dtype=torch.long)
-    for r, t in enumerate(ctx.tail_ids):
-        rows[r, :len(t)] = torch.as_tensor(t, dtype=torch.long)
-    shared_t = torch.as_tensor([shared], dtype=torch.long)
-    from ..models.kv_cache import KVCache
+class _Scorer:
+    """Runs the model for :class:`_Contexts`: the shared context through a KV cache, then all tails as one batch on
+    a copy of that cache. Across calls (``byte_logprob`` walks a text byte by byte) the cache is kept and only
+    the new shared tokens are fed, as long as the new shared context extends the cached one."""
 
-    cache = model.new_cache(1, max_len=len(shared) + L) if hasattr(model, "new_cache") else None
-    if isinstance(cache, KVCache):
-        last = model.step(shared_t.to(device), cache).logits[0, -1].float()
-        if L:
-            batch = copy.copy(cache)  # reorder replaces the copy's tensors; the original cache is untouched
-            batch.reorder(torch.zeros(R, dtype=torch.long, device=cache.k.device))
-            tail_logits = model.step(rows.to(device), batch).logits.float()  # (R, L, V)
-    else:  # any other model: one plain batched forward of shared + tail rows (right-padded: causal)
-        full = torch.cat([shared_t.expand(R, -1), rows], dim=1)
-        logits = model.forward(full.to(device)).logits.float()
-        last = logits[0, len(shared) - 1]
-        tail_logits = logits[:, len(shared):]
-    V = last.shape[-1]
-    first = torch.log_softmax(last.double(), -1).cpu()
-    logp = np.empty((R, V))
-    log_w = np.zeros(R)
-    tail_lp = torch.log_softmax(tail_logits.double(), -1).cpu().numpy() if L else None
-    first_np = first.numpy()
-    for r, t in enumerate(ctx.tail_ids):
-        if not t:
-            logp[r] = first_np
-            continue
-        lw = first_np[t[0]]
-        for k in range(1, len(t)):
-            lw += tail_lp[r, k - 1, t[k]]
-        log_w[r] = lw
-        logp[r] = tail_lp[r, len(t) - 1]
-    ctx.log_w, ctx.logp = log_w, logp
+    def __init__(self, model):
+        self.model = model
+        self.ids: list[int] = []
+        self.cache = None
+        self.last = None  # logits after the cached tokens
+
+    @torch.no_grad()
+    def score(self, ctx: _Contexts) -> None:
+        """Fill ``ctx.log_w`` ``(R,)`` and ``ctx.logp`` ``(R, V)``."""
+        from ..models.kv_cache import KVCache
+
+        model = self.model
+        R = len(ctx.tails)
+        L = max(len(t) for t in ctx.tail_ids)
+        block = _block_size(model)
+        shared = ctx.shared[-max(1, block - L):]
+        device = getattr(model, "device", None)
+        rows = torch.zeros((R, L), dtype=torch.long)
+        for r, t in enumerate(ctx.tail_ids):
+            rows[r, :len(t)] = torch.as_tensor(t, dtype=torch.long)
+        cache = None
+        if hasattr(model, "new_cache"):
+            n = len(self.ids)
+            if self.cache is not None and shared[:n] == self.ids and len(shared) + L <= self.cache.max_len and n:
+                cache = self.cache
+            else:
+                cache = model.new_cache(1, max_len=min(block, len(shared) + L + 256))
+                self.ids, self.last = [], None
+                if not isinstance(cache, KVCache):
+                    cache = None
+        if cache is not None:
+            new = shared[len(self.ids):]
+            if new:
+                self.last = model.step(torch.as_tensor([new], dtype=torch.long, device=device), cache).logits[0, -1]
+                self.ids = list(shared)
+            self.cache = cache
+            last = self.last.float()
+            if L:
+                batch = copy.copy(cache)  # reorder replaces the copy's tensors; the kept cache is untouched
+                batch.reorder(torch.zeros(R, dtype=torch.long, device=cache.k.device))
+                tail_logits = model.step(rows.to(device), batch).logits.float()  # (R, L, V)
+        else:  # any other model: one plain batched forward of shared + tail rows (right-padded: causal)
+            shared_t = torch.as_tensor([shared], dtype=torch.long)
+            full = torch.cat([shared_t.expand(R, -1), rows], dim=1)
+            logits = model.forward(full.to(device)).logits.float()
+            last = logits[0, len(shared) - 1]
+            tail_logits = logits[:, len(shared):]
+        V = last.shape[-1]
+        first_np = torch.log_softmax(last.double(), -1).cpu().numpy()
+        logp = np.empty((R, V))
+        log_w = np.zeros(R)
+        tail_lp = torch.log_softmax(tail_logits.double(), -1).cpu().numpy() if L else None
+        for r, t in enumerate(ctx.tail_ids):
+            if not t:
+                logp[r] = first_np
+                continue
+            lw = first_np[t[0]]
+            for k in range(1, len(t)):
+                lw += tail_lp[r, k - 1, t[k]]
+            log_w[r] = lw
+            logp[r] = tail_lp[r, len(t) - 1]
+        ctx.log_w, ctx.logp = log_w, logp
 
 
 def _naive(view: ByteView, logp: np.ndarray) -> np.ndarray:
@@ -445,11 +471,11 @@ def next_byte_distribution(model, text: Union[str, bytes]) -> NextByte:
     return _next_byte(model, view, x, 0)
 
 
-def _next_byte(model, view: ByteView, x: bytes, given: int) -> NextByte:
+def _next_byte(model, view: ByteView, x: bytes, given: int, scorer: Optional[_Scorer] = None) -> NextByte:
     """:func:`next_byte_distribution` with the tokens of ``x[:given]`` taken as given (never re-cut)."""
     backoff = max(view.backoff(x), given)
     ctx = _contexts(view, x, backoff)
-    _score(model, ctx)
+    (scorer or _Scorer(model)).score(ctx)
     scores, prefix = _exact(view, x, ctx)
     total = scores.sum()
     if not total > 0:
@@ -479,12 +505,15 @@ def byte_logprob(model, text: Union[str, bytes], start: Optional[int] = None) ->
     if start == 0 and view.bos_id is None:
         raise ByteProbError("this model has no BOS token, so its first token has no distribution: start must be "
                             "at least the end of the text's first pre-token piece")
+    if view.bpe is None:  # every byte is a token: one forward pass scores the whole text
+        return ByteLogProb(text=x, start=start, terms=_byte_model_terms(model, view, x, start))
     terms = np.empty(len(x) - start)
+    scorer = _Scorer(model)
     for k in range(start, len(x)):
         if k == 0:
             terms[0] = _first_byte_logprob(model, view, x[0])
             continue
-        nb = _next_byte(model, view, x[:k], start)
+        nb = _next_byte(model, view, x[:k], start, scorer)
         p = nb.probs[x[k]]
         terms[k - start] = math.log(p) if p > 0 else -math.inf
     return ByteLogProb(text=x, start=start, terms=terms)
@@ -507,3 +536,26 @@ def _first_byte_logprob(model, view: ByteView, b: int) -> float:
         if view.is_canonical_after(b"", [], int(tid)):
             scores[view.sorted_bytes[k][0]] += math.exp(logp[tid])
     return math.log(scores[b] / scores.sum())
+
+
+@torch.no_grad()
+def _byte_model_terms(model, view: ByteView, x: bytes, start: int) -> np.ndarray:
+    """Each byte's log-probability from a byte-tokenizer model, in windows of its context that overlap by half (so
+    every byte after the first window has at least half a context before it; each window starts with the BOS, if
+    there is one): the model's softmax renormalised over the 256 byte ids."""
+    block = _block_size(model)
+    bos = [] if view.bos_id is None else [view.bos_id]
+    out = np.empty(len(x) - start)
+    k = start
+    while k < len(x):
+        lo = 0 if k < block - len(bos) else k - (block - len(bos)) // 2
+        ids = bos + list(x[lo:min(len(x), lo + block - len(bos))])
+        logits = model.forward(torch.as_tensor([ids], dtype=torch.long)).logits[0, :, :256].double()
+        logp = torch.log_softmax(logits, -1).numpy()
+        # position q of ``ids`` predicts byte lo + q + 1 - len(bos) (the last position: the byte after the window)
+        end = min(len(x), lo + len(ids) - len(bos) + 1)
+        for b in range(k, end):
+            q = b - lo + len(bos) - 1
+            out[b - start] = logp[q, x[b]]
+        k = end
+    return out

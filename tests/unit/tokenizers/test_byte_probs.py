@@ -289,3 +289,22 @@ def test_bad_input():
         next_byte_distribution(other, "abc")
     with pytest.raises(ByteProbError, match="one byte"):
         next_byte_distribution(m, "the").prob("ab")
+
+
+def test_byte_logprob_reusing_the_cache_equals_fresh_calls():
+    """byte_logprob keeps one KV cache while it walks the text; each term equals a fresh next-byte call."""
+    m = tiny_model()
+    text = "the lowest newer there lo"
+    lp = byte_logprob(m, text)
+    fresh = [math.log(next_byte_distribution(m, text[:k]).prob(text[k])) for k in range(1, len(text))]
+    np.testing.assert_allclose(lp.terms[1:], fresh, atol=1e-5)
+
+
+def test_byte_model_logprob_in_windows_equals_next_byte_calls():
+    m = tiny_gpt(ByteTokenizer(bos=True), seed=1, n_layer=1, n_head=2, n_embd=16, block_size=16, weight_std=0.3)
+    text = "hello world, this is longer than one window"
+    lp = byte_logprob(m, text)
+    assert lp.start == 0 and lp.n_bytes == len(text)
+    ref = [math.log(next_byte_distribution(m, text[max(0, k - 15):k]).prob(text[k])) for k in range(1, len(text))]
+    np.testing.assert_allclose(lp.terms[1:16], ref[:15], atol=1e-5)  # inside the first window: the same contexts
+    assert np.isfinite(lp.terms).all()
