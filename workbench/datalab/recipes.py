@@ -1,0 +1,196 @@
+"""Data recipes shared by the data-lab experiments: byte corpora, fixed-size chunks, the micro model, and the
+sweep plumbing (one trainer for :func:`workbench.scaling.sweep.run_sweep`, shipped files written atomically and
+validated on load).
+
+Every experiment here trains the same micro model (:data:`MICRO_CONFIG`, about 60,000 non-embedding
+parameters, 64-token context) on byte tokens with a BOS token at position 0 of every window, as the shipped
+``docs-byte`` models were trained, so the shipped models can score, teach and serve as references without any
+change of tokenizer.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_bytes_atomic
+from .errors import DataLabError
+
+#: The micro model every experiment trains (a ``GPTConfig`` as a dict; vocabulary of the shipped byte models).
+MICRO_CONFIG = {"vocab_size": 258, "n_layer": 2, "n_head": 2, "n_embd": 48, "block_size": 64, "pos": "rope"}
+#: The BOS id of ``ByteTokenizer(bos=True)`` (256 bytes, ``<|endoftext|>``, then BOS).
+BOS = 257
+#: Where the shipped sweep files live.
+SWEEP_DIR = Path(__file__).parent / "sweeps"
+
+
+class ShippedSweepError(DataLabError):
+    """A shipped sweep file that cannot be used: missing, not JSON, another format or version, or fields missing."""
+
+
+def byte_tokenizer():
+    """The tokenizer of the shipped byte models: bytes, ``<|endoftext|>``, and a BOS token (id 257)."""
+    from workbench.tokenizers import ByteTokenizer
+
+    return ByteTokenizer(bos=True)
+
+
+@lru_cache(maxsize=8)
+def corpus_split(name: str, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Byte ids (int64, no BOS) of an embedded corpus, split by ``train_val_split`` into (train, val).
+
+    Cached per process: a sweep's runs in one worker load each corpus once. Do not modify the arrays.
+    """
+    from workbench.data import load_corpus, train_val_split
+
+    ids = np.frombuffer(load_corpus(name).encode("utf-8"), dtype=np.uint8).astype(np.int64)
+    train, val = train_val_split(ids, val_fraction)
+    train.flags.writeable = False
+    val.flags.writeable = False
+    return train, val
+
+
+def chunk(ids, length: int) -> np.ndarray:
+    """Cut 1-D ids into consecutive chunks of ``length`` tokens, shape ``(len(ids) // length, length)``
+    (the tail shorter than a chunk is dropped)."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise DataLabError(f"ids must be 1-D, got shape {ids.shape}")
+    if not isinstance(length, (int, np.integer)) or length < 1:
+        raise DataLabError(f"chunk length must be a positive int, got {length!r}")
+    n = len(ids) // length
+    if n == 0:
+        raise DataLabError(f"{len(ids)} tokens make no chunk of {length}")
+    return ids[: n * length].reshape(n, length)
+
+
+def micro_model(config: dict | None = None, seed: int = 0):
+    """A fresh TinyGPT of ``config`` (default :data:`MICRO_CONFIG`), initialised from ``seed``."""
+    import torch
+
+    from workbench.models import GPTConfig, TinyGPT
+
+    torch.manual_seed(seed)
+    return TinyGPT(GPTConfig(**(config or MICRO_CONFIG)))
+
+
+def count_params(model) -> tuple[int, int]:
+    """(non-embedding, all) parameters, Kaplan et al.'s convention as in the scaling sweeps."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.wte.weight.numel() + (model.wpe.weight.numel() if getattr(model, "wpe", None) is not None else 0)
+    return total - emb, total
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How one experiment run trains: the micro model's config, steps, batch, learning rate and seed."""
+
+    config: dict
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+
+
+def train_recipe(spec, ids, progress: bool = False):
+    """The ``trainer`` of :func:`~workbench.scaling.sweep.run_sweep` for the data-lab sweeps.
+
+    ``spec.recipe["kind"]`` names the experiment (``selection``, ``mixing``, ``distill``, ``traps``); the rest of
+    the recipe is its setting. The corpus ``ids`` given by ``run_sweep`` only fingerprint the sweep: each recipe
+    builds its own training data from the embedded corpora (deterministically, so any worker builds the same).
+    Returns a :class:`~workbench.scaling.sweep.RunRecord` whose ``extra`` holds the run's curves and measures.
+    """
+    import torch
+
+    from workbench.scaling.sweep import RunRecord
+
+    recipe = dict(spec.recipe or {})
+    kind = recipe.pop("kind", None)
+    recipe.pop("seed", None)
+    steps = max(1, int(np.ceil(spec.tokens / (spec.batch_size * spec.config["block_size"]))))
+    settings = RunSettings(config=spec.config, steps=steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+    if kind == "selection":
+        from .selection import selection_run as run
+    elif kind == "mixing":
+        from .mixing import mixing_run as run
+    elif kind == "distill":
+        from .distill import distill_run as run
+    elif kind == "traps":
+        from .traps import trap_run as run
+    else:
+        raise DataLabError(f"unknown recipe kind {kind!r}: use 'selection', 'mixing', 'distill' or 'traps'")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        t0 = time.perf_counter()
+        extra = run(settings, **recipe)
+        wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    extra["recipe"] = dict(spec.recipe)
+    n, n_total = count_params(micro_model(spec.config))
+    D = steps * spec.batch_size * spec.config["block_size"]
+    return RunRecord(key=spec.key, config=spec.config, N=n, N_total=n_total, D=D, C=6.0 * n * D, steps=steps,
+                     batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, train_loss=extra["train_loss"][-1],
+                     val_loss=extra["val_loss"][-1], wall_s=wall, corpus_id=spec.corpus_id, extra=extra)
+
+
+def sweep_runs(recipes, *, store, steps: int, batch_size: int, lr: float, config: dict | None = None,
+               executor=None, progress: bool = True):
+    """Run ``recipes`` (dicts with ``kind``, ``seed`` and the experiment's setting) through ``run_sweep``,
+    resumable in ``store``; returns the records in recipe order."""
+    from workbench.scaling.sweep import run_sweep
+
+    config = dict(config or MICRO_CONFIG)
+    tokens = steps * batch_size * config["block_size"]
+    res = run_sweep([config], [tokens], "python-docs", store, executor, batch_size=batch_size, lr=lr,
+                    progress=progress, recipes=list(recipes), trainer=train_recipe)
+    return res.records
+
+
+def write_sweep_file(path, kind: str, settings: dict, runs: list, command: str) -> None:
+    """Write a shipped sweep (``{"format", "version", "command", "settings", "runs"}``) atomically as JSON."""
+    doc = {"format": f"workbench.datalab.{kind}", "version": 1, "command": command, "settings": settings,
+           "runs": runs}
+    write_bytes_atomic(Path(path), json.dumps(doc, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def read_sweep_file(path, kind: str, run_fields: tuple, settings_fields: tuple = ()) -> dict:
+    """Load a shipped sweep file and check its format, version, settings and that every run has ``run_fields``.
+
+    Raises :class:`ShippedSweepError` naming what is wrong and how to remake the file.
+    """
+    path = Path(path)
+    remake = f"remake it with: python -m workbench.datalab.make_sweeps {kind}"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShippedSweepError(f"no shipped sweep at {path}; {remake}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ShippedSweepError(f"{path} is not a readable JSON sweep file ({exc}); {remake}") from None
+    want = f"workbench.datalab.{kind}"
+    if not isinstance(doc, dict) or doc.get("format") != want or doc.get("version") != 1:
+        got = (doc.get("format"), doc.get("version")) if isinstance(doc, dict) else type(doc).__name__
+        raise ShippedSweepError(f"{path} holds {got}, expected format {want!r} version 1; {remake}")
+    runs, settings = doc.get("runs"), doc.get("settings")
+    if not isinstance(runs, list) or not runs or not isinstance(settings, dict):
+        raise ShippedSweepError(f"{path} has no runs or no settings; {remake}")
+    missing = [k for k in settings_fields if k not in settings]
+    if missing:
+        raise ShippedSweepError(f"{path} settings lack {missing}; {remake}")
+    for i, r in enumerate(runs):
+        lack = [k for k in run_fields if not isinstance(r, dict) or k not in r]
+        if lack:
+            raise ShippedSweepError(f"{path} run {i} lacks {lack}; {remake}")
+    return doc
+
+
+def mean_and_spread(values) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over axis 1 (seeds) and the sample standard deviation (ddof=1; 0 with one seed)."""
+    v = np.asarray(values, dtype=float)
+    sd = v.std(axis=1, ddof=1) if v.shape[1] > 1 else np.zeros(v.shape[:1] + v.shape[2:])
+    return v.mean(axis=1), sd
