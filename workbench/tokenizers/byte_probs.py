@@ -12,11 +12,14 @@ The method here (the Byte-Token Representation Lemma, written for byte-level BPE
 * **Covering encodings.** The byte stream a token model generates starts with ``x`` (bytes ``x[0:n]``) exactly
   when its token sequence has a shortest prefix ``t_1..t_k`` whose bytes start with ``x`` (``t_1..t_{k-1}`` end
   strictly inside ``x``). These events are disjoint, so ``P(x) = sum over covering t of P(t_1..t_k)``.
-* **Canonical assumption** (stated, not proved): the model puts its mass on *canonical* token sequences, the
-  ones the tokenizer itself produces (``encode_bytes(bytes(t)) == t``), and a prefix of a canonical sequence is
-  canonical. Then ``t_1..t_{k-1}`` is the canonical encoding of ``x[:j]`` for some ``j < n``, and the covering
-  encodings are ``encode(x[:j]) + [u]`` for each ``j`` and each token ``u`` whose bytes start with ``x[j:n]``,
-  kept only when that sequence is itself canonical. Non-canonical sequences are left out, so the kept mass
+* **Canonical assumption** (stated, not proved): the model puts its mass on token sequences that are prefixes of
+  *canonical* encodings (the ones the tokenizer itself produces). A sequence counts as such when it is the
+  canonical encoding of its own bytes or, if those end in whitespace, the start of the canonical encoding of its
+  bytes followed by a letter: GPT-2's pre-tokenizer cuts ``"\\n\\n"`` as one piece at the end of a text but as
+  ``"\\n", "\\n"`` before ``"The"`` (its ``\\s+(?!\\S)`` looks ahead), and the model was trained on the latter.
+  Then ``t_1..t_{k-1}`` is one of those cuts of ``x[:j]`` for some ``j < n``, and the covering encodings are
+  ``cut(x[:j]) + [u]`` for each ``j``, each cut, and each token ``u`` whose bytes start with ``x[j:n]``, kept only
+  when the sequence passes the same test. Other sequences are left out, so the kept mass
   :attr:`NextByte.valid_mass` can fall a little under 1; the distribution is renormalised over the 256 bytes.
 * **Back-off.** Pre-tokenizer pieces are never crossed by a token, and the pieces before the prompt's last one
   do not change when text is appended (GPT-2's pattern; two pieces are backed off for other patterns). So every
@@ -154,19 +157,43 @@ class ByteView:
         return len(data) - sum(len(p) for p in pieces[len(pieces) - k:])
 
     def is_canonical_after(self, tail: bytes, tail_ids: Sequence[int], token_id: int) -> bool:
-        """True when ``tail_ids + [token_id]`` is the canonical encoding of ``tail + bytes(token_id)``
-        (``tail_ids`` the canonical encoding of ``tail``, which starts at a stable piece boundary)."""
-        memo = self._valid_cache.get(tail)
+        """True when ``tail_ids + [token_id]`` is a prefix of the canonical encoding of some text that starts with
+        ``tail + bytes(token_id)`` (``tail`` starts at a stable piece boundary): the canonical encoding of those
+        bytes themselves, or, when they end in whitespace, of those bytes followed by a letter. The second case is
+        the pre-tokenizer's look-ahead (GPT-2's ``\\s+(?!\\S)``): ``"\\n\\n"`` alone is one piece, but
+        before ``"The"`` it is cut ``"\\n", "\\n"``, and the model was trained on such cuts."""
+        key = (tail, tuple(tail_ids))
+        memo = self._valid_cache.get(key)
         if memo is None:
             if len(self._valid_cache) > 4096:
                 self._valid_cache.clear()
-            memo = self._valid_cache[tail] = {}
+            memo = self._valid_cache[key] = {}
         ok = memo.get(token_id)
         if ok is None:
-            got = self.encode_bytes(tail + self.token_bytes[token_id])
-            ok = memo[token_id] = (len(got) == len(tail_ids) + 1 and got[-1] == token_id
-                                   and got[:-1] == list(tail_ids))
+            want = list(tail_ids) + [token_id]
+            data = tail + self.token_bytes[token_id]
+            ok = self.encode_bytes(data) == want
+            if not ok and data[-1:].isspace():
+                ok = self.encode_bytes(data + b"a")[:len(want)] == want
+            memo[token_id] = ok
         return ok
+
+    def tail_cuts(self, tail: bytes) -> list[list[int]]:
+        """The token sequences that can stand for ``tail`` (from a stable boundary) in a canonical encoding of a
+        longer text: its own canonical encoding and, when it ends in whitespace, the cut it gets before a letter."""
+        cuts = [self.encode_bytes(tail)]
+        if tail[-1:].isspace():
+            ids = self.encode_bytes(tail + b"a")
+            n = 0
+            for k, i in enumerate(ids):
+                n += len(self.token_bytes[i] or b"")
+                if n == len(tail):
+                    if ids[:k + 1] != cuts[0]:
+                        cuts.append(ids[:k + 1])
+                    break
+                if n > len(tail):
+                    break
+        return cuts
 
 
 def _successor(prefix: bytes) -> bytes:
@@ -342,9 +369,13 @@ def _contexts(view: ByteView, x: bytes, backoff: int) -> _Contexts:
         raise ByteProbError(
             f"the prompt {x!r} is a single pre-token piece and this model has no BOS token, so nothing predicts "
             "its first token: give a prompt with a whole word (piece) before the last one, e.g. 'import o'")
-    starts = list(range(backoff, len(x) + 1))
-    tails = [x[backoff:j] for j in starts]
-    return _Contexts(shared, starts, tails, [view.encode_bytes(t) for t in tails])
+    starts, tails, tail_ids = [], [], []
+    for j in range(backoff, len(x) + 1):
+        for cut in view.tail_cuts(x[backoff:j]) if j > backoff else [[]]:
+            starts.append(j)
+            tails.append(x[backoff:j])
+            tail_ids.append(cut)
+    return _Contexts(shared, starts, tails, tail_ids)
 
 
 def _block_size(model) -> int:
@@ -480,7 +511,8 @@ def _next_byte(model, view: ByteView, x: bytes, given: int, scorer: Optional[_Sc
     total = scores.sum()
     if not total > 0:
         raise ByteProbError(f"no canonical token sequence continues {x!r} with non-zero probability")
-    naive = _naive(view, ctx.logp[-1])  # the last row's context is encode(x): the naive tokenisation
+    naive_row = next(r for r, j in enumerate(ctx.starts) if j == len(x))  # encode(x): the naive tokenisation
+    naive = _naive(view, ctx.logp[naive_row])
     return NextByte(prompt=x, probs=scores / total, naive_probs=naive,
                     valid_mass=float(total / prefix) if prefix > 0 else float("nan"),
                     backoff=backoff, n_contexts=len(ctx.starts), prefix_prob=float(prefix))
