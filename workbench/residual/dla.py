@@ -76,9 +76,10 @@ def _auto_prefix(tok) -> list:
 
 
 def resolve_token(model, token, what: str = "target") -> int:
-    """A token given as text (must encode to exactly one token, after any BOS the tokenizer always adds) or as an id (must be in the model's vocabulary and,
-    when the model has a tokenizer, have text there) -> its id. Otherwise :class:`ResidualError` (text) or
-    :class:`OutOfRangeError` (id), naming what was given and what is allowed."""
+    """A token given as text (must encode to exactly one token, after any BOS the tokenizer always adds) or as an
+    id (must be in the model's vocabulary and, when the model has a tokenizer, have text there) -> its id.
+    Otherwise :class:`ResidualError` (text) or :class:`OutOfRangeError` (id), naming what was given and what is
+    allowed."""
     tok = getattr(model, "tokenizer", None)
     vocab = int(model.config.vocab_size)
     if isinstance(token, str):

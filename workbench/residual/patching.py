@@ -50,9 +50,10 @@ DIRECTIONS = ("denoise", "noise")
 class PatchResult:
     """The metric after each patch. ``effect``: ``(L, T)`` for ``resid_pre``/``attn_out``/``mlp_out``, ``(L, H)``
     for ``heads``; ``rows``/``cols``: axis labels (``L0``..; positions as ``"3 tok"``, or ``"3 clean/corrupted"``
-    where the prompts differ; or ``H0``..). ``clean_metric`` and ``corrupt_metric``: the metric on the unpatched runs (1 and 0 for the normalised logit difference);
-    ``clean_raw``/``corrupt_raw``: the raw values it is normalised between. ``stopped``: ``should_stop`` ended the
-    sweep early; the cells not run are NaN and ``done`` counts the ones that were (of ``total``)."""
+    where the prompts differ; or ``H0``..). ``clean_metric`` and ``corrupt_metric``: the metric on the unpatched
+    runs (1 and 0 for the normalised logit difference); ``clean_raw``/``corrupt_raw``: the raw values it is
+    normalised between. ``stopped``: ``should_stop`` ended the sweep early; the cells not run are NaN and ``done``
+    counts the ones that were (of ``total``)."""
 
     what: str
     direction: str
