@@ -296,7 +296,7 @@ def test_arguments_and_geometry_are_checked():
 
 
 def test_every_kernel_is_built_and_its_shared_memory_found():
-    from test_kernels_launch_args import SIGS
+    from tests.unit.kernels.test_kernels_launch_args import SIGS
 
     names = set()
     for file in ("attention.cu", "sampling.cu"):
