@@ -82,3 +82,27 @@ def addition_test_problems(n: int | None = None, *, seed: int = 0):
             raise ScalingError(f"n must be between 1 and {N_TEST}, got {n}")
         probs = probs[:n]
     return probs
+
+
+#: Coverage and majority vote of the shipped models (remade by ``python -m workbench.scaling.make_repeated_sampling``).
+REPEATED_JSON = Path(__file__).parent / "replays" / "repeated_sampling_addition.json"
+
+
+def load_repeated_sampling(path=None, *, temperature: float | None = 1.0) -> list:
+    """The shipped repeated-sampling runs (:class:`~workbench.decoding.repeated.RepeatedSampling`), smallest
+    model first; only those at ``temperature`` (None: all)."""
+    import json
+
+    from workbench.decoding.repeated import RepeatedSampling
+
+    p = Path(path) if path is not None else REPEATED_JSON
+    if not p.exists():
+        raise ScalingError(f"no repeated-sampling results at {p}; make them with "
+                           "python -m workbench.scaling.make_repeated_sampling")
+    doc = json.loads(p.read_text())
+    if doc.get("format") != "workbench.repeated_sampling" or doc.get("version") != 1:
+        raise ScalingError(f"{p} is not a version-1 repeated-sampling file")
+    runs = [RepeatedSampling.from_dict(r) for r in doc["runs"]]
+    if temperature is not None:
+        runs = [r for r in runs if abs(r.temperature - temperature) < 1e-9]
+    return sorted(runs, key=lambda r: (r.N, r.temperature))
