@@ -8,7 +8,7 @@ from workbench.decoding import (
     DecodingError, beam_search, compare, diverse_beam_search, greedy, greedy_fast, prompt_lookup, sample,
     sample_batch, speculative_decode, speculative_sample_batch,
 )
-from workbench.models import GPTConfig, TinyGPT
+from tests.factories import tiny_gpt
 from workbench.tokenizers import ByteTokenizer
 
 torch.set_num_threads(1)
@@ -16,14 +16,7 @@ TEXT = "for x in é"
 
 
 def _model(seed):
-    tok = ByteTokenizer()
-    torch.manual_seed(seed)
-    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=48), tokenizer=tok)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3)
-    return m.eval()
+    return tiny_gpt(ByteTokenizer(), seed=seed, n_layer=1, n_head=2, n_embd=16, block_size=48, weight_std=0.3)
 
 
 @pytest.fixture(scope="module")
