@@ -128,3 +128,46 @@ def held_out_chunks(n: int, n_bytes: int = 200, seed: int = 0) -> list[str]:
         piece = val[s:s + n_bytes].encode("utf-8")[:n_bytes].decode("utf-8", errors="ignore")
         out.append(piece)
     return out
+
+
+#: Where ``python -m workbench.tokenizers.byte_ensemble`` writes the lesson's numbers (read by notebook 01).
+RESULT_FILE = __import__("pathlib").Path(__file__).parent / "results" / "byte_ensemble.json"
+
+
+def main(argv=None) -> EnsembleReport:
+    """Score ``docs-byte`` and ``docs-bpe`` on held-out chunks, tune the mixture weight on the first half of the
+    chunks, report on the second half, and write the numbers to :data:`RESULT_FILE` (about a minute on one thread)."""
+    import argparse
+    import json
+    import time
+
+    import torch
+
+    from ..models import load_pretrained
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--chunks", type=int, default=16)
+    p.add_argument("--bytes", type=int, default=200)
+    p.add_argument("--out", default=str(RESULT_FILE))
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    names = ["docs-byte", "docs-bpe"]
+    models = [load_pretrained(n) for n in names]
+    texts = held_out_chunks(a.chunks, a.bytes)
+    t0 = time.perf_counter()
+    scored = score_texts(models, texts, names)
+    rep = ensemble_report(scored, a.chunks // 2)
+    out = {"names": rep.names, "chunks": a.chunks, "chunk_bytes": a.bytes, "n_tune_bytes": rep.n_tune_bytes,
+           "n_test_bytes": rep.n_test_bytes, "weight_on_docs_byte": rep.weight, "single": rep.single,
+           "ensemble": rep.ensemble, "equal_weights": rep.equal_weights,
+           "grid": {f"{w:.2f}": b for w, b in rep.grid.items()}, "seconds": time.perf_counter() - t0,
+           "command": "python -m workbench.tokenizers.byte_ensemble"}
+    path = __import__("pathlib").Path(a.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+    return rep
+
+
+if __name__ == "__main__":
+    main()
