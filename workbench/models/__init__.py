@@ -1,4 +1,5 @@
-"""Models: the interface, TinyGPT, KV cache, training, checkpoints, shipped weights and the HF adapter.
+"""Models: the interface, TinyGPT, the recurrent (GLA) model, KV cache, training, checkpoints, shipped weights
+and the HF adapter.
 
 Lesson: ``notebooks/00_tour.ipynb``.
 """
@@ -7,6 +8,7 @@ from .config import GPTConfig
 from .interface import CausalLM, LMOutput, ModelError, as_batch
 from .kv_cache import KVCache
 from .pretrained import available, load_pretrained
+from .recurrent import RecurrentCache, RecurrentConfig, RecurrentLM, StateCapture, capture_state
 from .tinygpt import TinyGPT
 from .training import TrainHistory, TrainRecord, evaluate, train
 
@@ -14,6 +16,7 @@ __all__ = [
     "GPTConfig", "CausalLM", "LMOutput", "ModelError", "as_batch", "KVCache", "TinyGPT",
     "CheckpointError", "save", "load", "available", "load_pretrained",
     "TrainHistory", "TrainRecord", "evaluate", "train", "from_hf",
+    "RecurrentConfig", "RecurrentLM", "RecurrentCache", "StateCapture", "capture_state",
 ]
 
 

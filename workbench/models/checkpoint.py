@@ -2,7 +2,9 @@
 
 Saving writes a complete new folder beside the target and swaps it in with renames, so an interrupted save
 never destroys the previous checkpoint. ``config.json`` records the SHA-256 of the weights, so a truncated or
-tampered weights file is caught on load with a clear error.
+tampered weights file is caught on load with a clear error. ``config.json`` also names the architecture
+(``TinyGPT`` or ``RecurrentLM``), which decides the class :func:`load` builds; checkpoints written before that field
+existed are TinyGPT's.
 
 Lesson: ``notebooks/00_tour.ipynb``.
 """
@@ -21,11 +23,14 @@ from safetensors.torch import load_file, save_file
 
 from ..tokenizers import tokenizer_from_dict
 from .config import GPTConfig
+from .recurrent import RecurrentConfig, RecurrentLM
 from .tinygpt import TinyGPT
 
 FORMAT = "workbench-checkpoint"
 VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+#: The ``architecture`` field of config.json -> (config class, model class).
+ARCHITECTURES = {"TinyGPT": (GPTConfig, TinyGPT), "RecurrentLM": (RecurrentConfig, RecurrentLM)}
 
 
 class CheckpointError(ValueError):
@@ -51,13 +56,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(model: TinyGPT, directory, *, dtype: torch.dtype | None = None, meta: dict | None = None) -> Path:
+def _architecture_of(model) -> str:
+    for arch, (_, cls) in ARCHITECTURES.items():
+        if isinstance(model, cls):
+            return arch
+    raise TypeError(f"save() writes checkpoints of {' and '.join(ARCHITECTURES)} models, got {type(model).__name__}")
+
+
+def save(model: TinyGPT | RecurrentLM, directory, *, dtype: torch.dtype | None = None,
+         meta: dict | None = None) -> Path:
     """Save ``model`` (weights, config, tokenizer) to ``directory`` atomically; returns the path.
 
     ``dtype`` (e.g. ``torch.float16``) stores the weights in a smaller type; they load back as float32.
     """
-    if not isinstance(model, TinyGPT):
-        raise TypeError(f"save() writes TinyGPT checkpoints, got {type(model).__name__}")
+    arch = _architecture_of(model)
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous().clone()
@@ -67,7 +79,7 @@ def save(model: TinyGPT, directory, *, dtype: torch.dtype | None = None, meta: d
     try:
         save_file(state, str(tmp / WEIGHTS))
         cfg = {
-            "format": FORMAT, "version": VERSION, "architecture": "TinyGPT", "name": model.name,
+            "format": FORMAT, "version": VERSION, "architecture": arch, "name": model.name,
             "config": model.config.to_dict(), "weights_sha256": _sha256(tmp / WEIGHTS),
             "weights_dtype": str(dtype or next(iter(state.values())).dtype).replace("torch.", ""),
             "meta": meta or {},
@@ -111,10 +123,27 @@ def read_meta(directory) -> dict:
     return cfg
 
 
-def load(directory, *, device=None) -> TinyGPT:
-    """Load a checkpoint written by :func:`save`; weights are verified against their recorded SHA-256."""
+def load(directory, *, device=None, architecture: str | type | None = None) -> TinyGPT | RecurrentLM:
+    """Load a checkpoint written by :func:`save`; weights are verified against their recorded SHA-256.
+
+    The class built is the one ``config.json`` names. ``architecture`` (a name of :data:`ARCHITECTURES` or its
+    model class), when given, is what the caller expects: a checkpoint of another architecture is then a
+    :class:`CheckpointError` naming both, instead of a model of the wrong kind."""
     directory = Path(directory)
     cfg = read_meta(directory)
+    arch = cfg.get("architecture", "TinyGPT")
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{directory / CONFIG} names architecture {arch!r}; this workbench builds "
+                              f"{sorted(ARCHITECTURES)}")
+    if architecture is not None:
+        want = architecture if isinstance(architecture, str) else getattr(architecture, "__name__", repr(architecture))
+        if want not in ARCHITECTURES:
+            raise CheckpointError(f"unknown architecture {want!r}; known: {sorted(ARCHITECTURES)}")
+        if want != arch:
+            raise CheckpointError(
+                f"{directory} holds a {arch} checkpoint, not a {want}: the two architectures have different "
+                f"weights and configs; load it without architecture= to get the {arch}")
+    config_cls, model_cls = ARCHITECTURES[arch]
     wpath = directory / WEIGHTS
     if not wpath.exists():
         raise CheckpointError(f"{directory} has no {WEIGHTS}")
@@ -127,9 +156,9 @@ def load(directory, *, device=None) -> TinyGPT:
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read {wpath}: {e}") from None
     try:
-        config = GPTConfig.from_dict(cfg["config"])
+        config = config_cls.from_dict(cfg["config"])
     except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"bad model config in {directory / CONFIG}: {e}") from None
+        raise CheckpointError(f"bad {arch} config in {directory / CONFIG}: {e}") from None
     tok = None
     tpath = directory / TOKENIZER
     if tpath.exists():
@@ -137,11 +166,11 @@ def load(directory, *, device=None) -> TinyGPT:
             tok = tokenizer_from_dict(json.loads(tpath.read_text()))
         except (json.JSONDecodeError, ValueError) as e:
             raise CheckpointError(f"bad tokenizer file {tpath}: {e}") from None
-    model = TinyGPT(config, tokenizer=tok, name=cfg.get("name", directory.name))
+    model = model_cls(config, tokenizer=tok, name=cfg.get("name", directory.name))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (config.tied and k == "lm_head.weight")]
     if missing or unexpected:
-        raise CheckpointError(f"weights do not fit the config: missing {missing}, unexpected {unexpected}")
+        raise CheckpointError(f"weights do not fit the {arch} config: missing {missing}, unexpected {unexpected}")
     model.meta = cfg.get("meta", {})
     return model.to(device).eval() if device else model.eval()
