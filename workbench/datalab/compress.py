@@ -469,7 +469,10 @@ def decompress(model, blob: bytes) -> bytes:
         raise ModelMismatchError(f"the blob was made with model {header.model_name!r} (fingerprint "
                                  f"{header.fingerprint.hex()}), not with this model {name!r} ({fp.hex()}): "
                                  "decode it with the model that made it")
-    seg, batch, total_bits = _check_settings(model, header.segment_len, header.batch_size, header.total_bits)
+    try:
+        seg, batch, total_bits = _check_settings(model, header.segment_len, header.batch_size, header.total_bits)
+    except SettingError as e:
+        raise CorruptBlobError(f"the blob's header has settings this model cannot use: {e}") from None
     if header.start_id != _start_id(model) or (header.n_tokens == 0) != (header.n_bytes == 0):
         raise CorruptBlobError("the blob's header does not fit this model (start token or lengths)")
     n = header.n_tokens

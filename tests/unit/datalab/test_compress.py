@@ -1,0 +1,245 @@
+"""Model-driven compression (workbench.datalab.compress): lossless on any bytes, size against the model's own loss
+computed independently (a full forward pass over each segment), and every kind of bad blob refused."""
+import math
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.factories import tiny_gpt
+from workbench.datalab.compress import (
+    BlobHeader, compress, compress_report, decompress, read_header, to_bytes, to_tokens,
+)
+from workbench.datalab.errors import (
+    BlobError, CorruptBlobError, MachineMismatchError, ModelMismatchError, SettingError, TruncatedBlobError,
+    UnsupportedInputError,
+)
+from workbench.models import LMOutput, load_pretrained
+from workbench.tokenizers import ByteTokenizer
+
+
+@pytest.fixture(scope="module")
+def byte_model():
+    return load_pretrained("docs-byte")
+
+
+@pytest.fixture(scope="module")
+def bpe_model():
+    return load_pretrained("docs-bpe")
+
+
+@pytest.fixture(scope="module")
+def tiny_bos():
+    """A random byte model with a BOS and a context of 12: many segments from little data."""
+    return tiny_gpt(ByteTokenizer(bos=True), seed=3, name="tiny-bos", n_layer=1, n_head=2, n_embd=16,
+                    block_size=12, pos="rope", weight_std=0.3)
+
+
+@pytest.fixture(scope="module")
+def tiny_plain():
+    """A random byte model without a BOS (each segment's first byte is coded as uniform), learned positions."""
+    return tiny_gpt(ByteTokenizer(), seed=4, name="tiny-plain", n_layer=1, n_head=2, n_embd=16, block_size=10,
+                    pos="learned", weight_std=0.3)
+
+
+DOC = (b"The for statement in Python differs a bit from what you may be used to in C or Pascal. "
+       b"Rather than always iterating over an arithmetic progression of numbers, Python's for statement "
+       b"iterates over the items of any sequence (a list or a string), in the order that they appear. ")
+
+
+def reference_bits(model, data: bytes, segment_len: int) -> float:
+    """sum(-log2 p) of every token under the model's full forward pass on each segment separately (BOS + the
+    segment), the independent reference for the coder's ideal and for its size."""
+    tokens = to_tokens(model.tokenizer, data)
+    bos = model.tokenizer.bos_id
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(tokens), segment_len):
+            seg = tokens[s : s + segment_len]
+            ids = torch.tensor([[bos] + seg[:-1]])
+            lp = torch.log_softmax(model.forward(ids).logits[0].double(), -1)
+            total -= float(lp[torch.arange(len(seg)), torch.tensor(seg)].sum()) / math.log(2)
+    return total
+
+
+# -- lossless ----------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=80), seg=st.integers(1, 12), batch=st.integers(1, 4))
+def test_round_trip_any_bytes_tiny_bos(tiny_bos, data, seg, batch):
+    blob = compress(tiny_bos, data, segment_len=seg, batch_size=batch)
+    assert decompress(tiny_bos, blob) == data
+    h = read_header(blob)
+    assert (h.n_bytes, h.segment_len, h.batch_size, h.model_name) == (len(data), seg, batch, "tiny-bos")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=60), seg=st.integers(1, 11), batch=st.integers(1, 3))
+def test_round_trip_any_bytes_without_bos(tiny_plain, data, seg, batch):
+    assert decompress(tiny_plain, compress(tiny_plain, data, segment_len=seg, batch_size=batch)) == data
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", bytes(range(0, 256, 3)), b"\xff\xfe\x80 not UTF-8 \xc3",
+                                  "h\u00e9llo w\u00f6rld \u2603 <|endoftext|> <bos>".encode()])
+def test_round_trip_shipped_models(byte_model, bpe_model, data):
+    for m in (byte_model, bpe_model):
+        assert decompress(m, compress(m, data, segment_len=32)) == data
+
+
+def test_longer_than_the_context_in_several_batches(tiny_bos):
+    data = DOC  # 277 bytes: 24 segments of 12, coded 5 at a time
+    r = compress_report(tiny_bos, data, batch_size=5)
+    assert decompress(tiny_bos, r.blob) == data
+    assert len(r.token_bits) == len(data)
+    assert r.header.segment_len == tiny_bos.config.block_size  # the default: the whole context
+
+
+def test_bpe_tokens_stand_for_the_bytes(bpe_model):
+    data = "caf\u00e9 <|endoftext|> x".encode() + b"\xe9\xff" + b"def f(x):\n    return x\n"
+    ids = to_tokens(bpe_model.tokenizer, data)
+    assert to_bytes(bpe_model.tokenizer, ids) == data
+    assert len(ids) < len(data)  # merges were used
+    assert bpe_model.tokenizer.special_tokens["<|endoftext|>"] in ids
+
+
+# -- size: the model's loss, in bits ------------------------------------------------------------------------
+
+
+def test_ideal_is_the_models_loss_and_the_size_is_within_the_bound(byte_model):
+    data = DOC
+    r = compress_report(byte_model, data, segment_len=64, batch_size=3)
+    ref = reference_bits(byte_model, data, 64)
+    assert r.ideal_bits == pytest.approx(ref, rel=1e-5)
+    assert r.payload_bytes <= 1.005 * ref / 8 + 16
+    assert r.payload_bytes >= r.quantised_bits / 8 - 1e-6  # no coder beats the coded distributions
+    assert r.bits_per_byte == pytest.approx(8 * len(r.blob) / len(data))
+    assert r.header_bytes + r.payload_bytes == len(r.blob)
+    # per-token code lengths add up, and each byte token stands for one byte
+    assert float(r.token_bits.sum()) == pytest.approx(r.ideal_bits)
+    assert r.token_nbytes == [1] * len(data)
+
+
+@pytest.mark.parametrize("seg", [1, 5, 12])
+def test_ideal_follows_the_segmentation(tiny_bos, seg):
+    r = compress_report(tiny_bos, DOC[:100], segment_len=seg, batch_size=4)
+    assert r.ideal_bits == pytest.approx(reference_bits(tiny_bos, DOC[:100], seg), rel=1e-5)
+    assert r.payload_bytes <= 1.005 * r.ideal_bits / 8 + 16
+
+
+def test_bpe_bits_per_byte_counts_original_bytes(bpe_model):
+    data = DOC
+    r = compress_report(bpe_model, data)
+    assert r.n_bytes == len(data)
+    assert sum(r.token_nbytes) == len(data)
+    assert r.ideal_bits_per_byte == pytest.approx(r.ideal_bits / len(data))
+    assert r.payload_bytes <= 1.005 * r.ideal_bits / 8 + 16
+
+
+def test_model_left_in_training_mode_is_coded_without_dropout(tiny_bos):
+    m = tiny_gpt(ByteTokenizer(bos=True), seed=3, train=True, n_layer=1, n_head=2, n_embd=16, block_size=12,
+                 pos="rope", dropout=0.5)
+    blob = compress(m, DOC[:50])
+    assert m.training  # the mode is restored
+    assert decompress(m, blob) == DOC[:50]
+
+
+# -- bad blobs ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def doc_blob(tiny_bos):
+    return compress(tiny_bos, DOC[:120], batch_size=4)
+
+
+def test_every_truncation_is_refused(tiny_bos, doc_blob):
+    for cut in range(len(doc_blob)):
+        with pytest.raises(BlobError):
+            decompress(tiny_bos, doc_blob[:cut])
+    with pytest.raises(TruncatedBlobError, match="payload"):
+        decompress(tiny_bos, doc_blob[:-1])
+    with pytest.raises(TruncatedBlobError):
+        decompress(tiny_bos, doc_blob[:10])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pos=st.integers(0, 10_000), xor=st.integers(1, 255))
+def test_corruption_is_refused_or_harmless(tiny_bos, doc_blob, pos, xor):
+    """Any changed byte gives a BlobError, or (a padding bit of the last byte) exactly the original data: never
+    other bytes."""
+    bad = bytearray(doc_blob)
+    bad[pos % len(bad)] ^= xor
+    try:
+        out = decompress(tiny_bos, bytes(bad))
+    except BlobError:
+        return
+    assert out == DOC[:120]
+
+
+def test_payload_corruption_names_the_checksum(tiny_bos, doc_blob):
+    _, off = BlobHeader.parse(doc_blob)
+    bad = bytearray(doc_blob)
+    bad[off] ^= 0x80
+    with pytest.raises(CorruptBlobError, match="CRC"):
+        decompress(tiny_bos, bytes(bad))
+    with pytest.raises(CorruptBlobError, match="header"):
+        decompress(tiny_bos, doc_blob[:6] + bytes([doc_blob[6] ^ 1]) + doc_blob[7:])
+    with pytest.raises(CorruptBlobError, match="not a compressed blob"):
+        decompress(tiny_bos, b"PK\x03\x04" + doc_blob[4:])
+    with pytest.raises(CorruptBlobError, match="unexpected bytes"):
+        decompress(tiny_bos, doc_blob + b"\0")
+
+
+def test_another_model_is_a_clear_error(byte_model):
+    blob = compress(byte_model, DOC[:64], segment_len=32)
+    draft = load_pretrained("docs-byte-draft")
+    with pytest.raises(ModelMismatchError, match="'docs-byte'.*'docs-byte-draft'"):
+        decompress(draft, blob)
+    with pytest.raises(ModelMismatchError):
+        decompress(load_pretrained("docs-bpe"), blob)
+
+
+def test_a_machine_with_other_arithmetic_is_detected_up_front(tiny_bos):
+    """Same weights, but the decoder's logits differ in the last bits (as another BLAS could make them): the
+    probe in the header catches it before any decoding."""
+    blob = compress(tiny_bos, DOC[:60], batch_size=2)
+    m = tiny_gpt(ByteTokenizer(bos=True), seed=3, name="tiny-bos", n_layer=1, n_head=2, n_embd=16,
+                 block_size=12, pos="rope", weight_std=0.3)
+    assert decompress(m, blob) == DOC[:60]  # a fresh copy of the same model decodes it
+    step = m.step
+    m.step = lambda ids, cache, capture=False: LMOutput(step(ids, cache).logits * (1 + 1e-6))
+    with pytest.raises(MachineMismatchError, match="probe"):
+        decompress(m, blob)
+
+
+def test_header_fields_are_checked_against_the_model(tiny_bos, tiny_plain):
+    blob = compress(tiny_bos, DOC[:30])
+    h, off = BlobHeader.parse(blob)
+    import dataclasses
+
+    forged = dataclasses.replace(h, segment_len=500).to_bytes() + blob[off:]
+    with pytest.raises(CorruptBlobError, match="segment_len"):
+        decompress(tiny_bos, forged)
+    forged = dataclasses.replace(h, start_id=-1).to_bytes() + blob[off:]
+    with pytest.raises(CorruptBlobError, match="start token"):
+        decompress(tiny_bos, forged)
+
+
+# -- bad settings and data ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(segment_len=0), "segment_len"), (dict(segment_len=13), "segment_len"),
+    (dict(batch_size=0), "batch_size"), (dict(batch_size=2.0), "batch_size"),
+    (dict(total_bits=8), "total_bits"), (dict(total_bits=31), "total_bits"),
+])
+def test_bad_settings(tiny_bos, kw, match):
+    with pytest.raises(SettingError, match=match):
+        compress(tiny_bos, b"abc", **kw)
+
+
+def test_bad_data(tiny_bos):
+    with pytest.raises(UnsupportedInputError, match="bytes"):
+        compress(tiny_bos, "text, not bytes")
+    with pytest.raises(UnsupportedInputError, match="bytes"):
+        decompress(tiny_bos, "not a blob")
