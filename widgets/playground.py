@@ -222,6 +222,15 @@ class Playground(WorkbenchWidget):
         """(label, probability) pairs currently drawn."""
         return list(zip(self.source.data["label"], self.source.data["prob"]))
 
+    def next_byte_view(self, byte_model=None, **kwargs):
+        """The "next byte" view of this prompt (:class:`widgets.next_byte.NextByteView`: naive next-token bars, exact
+        next-byte bars, a byte model's bars), its prompt box linked to this one."""
+        from .next_byte import NextByteView
+
+        view = NextByteView(self.model, byte_model, prompt=self.prompt.value, **kwargs)
+        W.link((self.prompt, "value"), (view.prompt, "value"))
+        return view
+
 
 _BYTES_STYLE = "color:#b00020;background:#fde8e8;border-radius:2px"
 
