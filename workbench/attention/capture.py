@@ -173,6 +173,10 @@ def _select(name: str, sel, n: int) -> tuple[int, ...]:
 
 
 def _require_capture(model) -> None:
+    reason = getattr(model, "no_attention_reason", None)  # a model without attention says why (RecurrentLM)
+    if reason:
+        raise CaptureNotSupportedError(
+            f"{getattr(model, 'name', type(model).__name__)} has no attention to capture: {reason}")
     if not getattr(model, "supports_capture", False):
         raise CaptureNotSupportedError(
             f"{getattr(model, 'name', type(model).__name__)} does not support attention capture "

@@ -370,6 +370,9 @@ def layout_of(model) -> ModelLayout:
     """The :class:`ModelLayout` of a TinyGPT or a ``from_hf`` model (found once, then cached per model)."""
     root = _root(model)
     lay = _LAYOUTS.get(root)
+    reason = getattr(root, "no_attention_reason", None)  # a model without attention says why (RecurrentLM)
+    if lay is None and reason:
+        raise LayoutError(f"{type(root).__name__} has no attention layout: {reason}")
     if lay is None:
         from .tinygpt import TinyGPT
 
