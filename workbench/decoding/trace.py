@@ -194,11 +194,6 @@ class BeamResult:
     text: str | None = None
 
     @property
-    def steps(self) -> int:
-        """The old name of :attr:`search_steps` (a count, where ``DecodeTrace.steps`` is a list)."""
-        return self.search_steps
-
-    @property
     def n_steps(self) -> int:
         return self.search_steps
 

@@ -163,10 +163,10 @@ def test_timeline_rows(models, ids):
 def test_beam_layout(models, ids):
     m = models[0]
     r = L.run(m, None, ids, L.LabSettings(strategy="beam", num_beams=3, max_new_tokens=10))
-    lay = L.beam_layout(r, r.steps, m.tokenizer.token_str)
+    lay = L.beam_layout(r, r.search_steps, m.tokenizer.token_str)
     n = lay.nodes
     assert len(n["id"]) == len(r.nodes) and len(lay.edges["x0"]) == len(r.nodes) - 1
-    assert lay.last_step == r.steps - 1
+    assert lay.last_step == r.search_steps - 1
     for step in set(n["x"]):  # ranks within a step are 0..k-1, best cumulative score on top (one group)
         rows = sorted((y, s) for x, y, s in zip(n["x"], n["y"], n["score"]) if x == step)
         assert [y for y, _ in rows] == list(range(len(rows)))
@@ -210,7 +210,7 @@ def test_steps_shown_tokens_and_describe(models, ids):
     assert all(isinstance(r, DecodingResult) for r in (s, b, sp))
     assert (s.view, b.view, sp.view) == ("steps", "beam", "spec")
     assert L.n_steps(s) == 10 and L.n_steps(b) == b.search_steps and L.n_steps(sp) == len(sp.rounds)
-    assert L.n_steps(None) == 0 and b.steps == b.search_steps   # the old name still reads
+    assert L.n_steps(None) == 0 and not hasattr(b, "steps")  # DecodeTrace.steps (a list) is the only .steps
     assert L.shown_tokens(s, 3) == s.tokens[:3]
     assert L.shown_tokens(b, b.search_steps - 1) == [] and L.shown_tokens(b, b.search_steps) == b.best.tokens
     assert L.shown_tokens(sp, len(sp.rounds)) == sp.tokens
