@@ -11,6 +11,10 @@ Measures, in one run and on the same corpus and configuration:
   before every merge and re-scans every chunk (as minbpe does), on a slice small enough to finish, against
   ``BPETokenizer`` on the same slice; its merges must equal ours (same tie-break), a cross-check.
 
+* exact next-byte probabilities (:func:`workbench.tokenizers.byte_probs.next_byte_distribution`) on the shipped
+  ``docs-bpe`` against the naive next-token distribution (one forward of the prompt's tokens), on held-out prompts
+  cut mid-word (issue 17's goal: under 5x).
+
 Ratios are printed next to the targets of issue 3 (training within 10x of HF; encoding at least as
 fast as HF's single-string encode). ``--json`` prints the numbers as one JSON object instead.
 
@@ -93,6 +97,7 @@ def run(
     floor_merges: int = 100,
     repeat: int = 3,
     lab_chars: int = 1_000_000,
+    next_byte_prompts: int = 20,
 ) -> dict:
     """Run every measurement and return the numbers (see the module docstring)."""
     from workbench.data import load_corpus
@@ -171,7 +176,61 @@ def run(
     lab = lab_refresh(tok, text, big_chars=lab_chars)
     if lab is not None:
         res.update(lab)
+    if next_byte_prompts:
+        res.update(next_byte_timing(next_byte_prompts))
     return res
+
+
+#: Issue 17's goal: the exact next-byte distribution within 5x of the naive next-token one.
+NEXT_BYTE_TARGET = 5.0
+
+
+def next_byte_timing(n_prompts: int = 20, seed: int = 0) -> dict:
+    """Mean seconds per prompt of the naive next-token distribution (encode the prompt, one forward, softmax) and
+    of :func:`~workbench.tokenizers.byte_probs.next_byte_distribution` on the shipped ``docs-bpe``, one thread, over
+    ``n_prompts`` held-out prompts of 100-300 characters cut in the middle of a word."""
+    import random
+
+    import torch
+
+    from workbench.models import load_pretrained
+    from workbench.models.make_pretrained import text_splits
+    from workbench.tokenizers.byte_probs import next_byte_distribution
+
+    model = load_pretrained("docs-bpe")
+    _, val = text_splits()
+    rng = random.Random(seed)
+    prompts = []
+    while len(prompts) < n_prompts:
+        s = rng.randrange(0, len(val) - 400)
+        e = s + rng.randrange(100, 300)
+        if val[e - 1].isalpha() and val[e].isalpha():  # mid-word
+            prompts.append(val[s:e])
+    tok = model.tokenizer
+    block = model.config.block_size
+
+    def naive(p):
+        with torch.no_grad():
+            logits = model.forward(torch.tensor([tok.encode(p)[-block:]])).logits[0, -1]
+            return torch.softmax(logits.double(), -1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        naive(prompts[0]), next_byte_distribution(model, prompts[0])  # warm-up (the NumPy step, caches)
+        t0 = time.perf_counter()
+        for p in prompts:
+            naive(p)
+        t_naive = (time.perf_counter() - t0) / len(prompts)
+        t0 = time.perf_counter()
+        contexts = 0
+        for p in prompts:
+            contexts += next_byte_distribution(model, p).n_contexts
+        t_exact = (time.perf_counter() - t0) / len(prompts)
+    finally:
+        torch.set_num_threads(threads)
+    return {"next_byte_prompts": len(prompts), "next_token_naive_s": t_naive, "next_byte_exact_s": t_exact,
+            "next_byte_ratio": t_exact / t_naive, "next_byte_mean_contexts": contexts / len(prompts)}
 
 
 #: The TokenizerLab's targets: a 5 KB refresh within 30 ms; a 1 MB text (shown as a window) within 30 s.
@@ -231,6 +290,11 @@ def report(r: dict) -> str:
                   f"({'meets' if r['lab_refresh_s'] < LAB_SMALL_TARGET_S else 'MISSES'} the "
                   f"< {LAB_SMALL_TARGET_S * 1e3:.0f} ms target); {r['lab_big_chars']:,} chars: {r['lab_big_s']:.1f} s "
                   f"({'meets' if r['lab_big_s'] < LAB_BIG_TARGET_S else 'MISSES'} the < {LAB_BIG_TARGET_S:.0f} s target)"]
+    if "next_byte_ratio" in r:
+        L += ["", f"next byte on docs-bpe, {r['next_byte_prompts']} held-out prompts cut mid-word, one thread: naive next "
+                  f"token {r['next_token_naive_s'] * 1e3:.1f} ms, exact next byte {r['next_byte_exact_s'] * 1e3:.1f} ms "
+                  f"({r['next_byte_mean_contexts']:.1f} contexts): {r['next_byte_ratio']:.1f}x "
+                  f"({'meets' if r['next_byte_ratio'] < NEXT_BYTE_TARGET else 'MISSES'} the < {NEXT_BYTE_TARGET:.0f}x goal)"]
     return "\n".join(L)
 
 
@@ -245,9 +309,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     p.add_argument("--floor-merges", type=int, default=100)
     p.add_argument("--lab-chars", type=int, default=1_000_000, help="the TokenizerLab's long text")
     p.add_argument("--repeat", type=int, default=3, help="best of N runs for each timing")
+    p.add_argument("--next-byte-prompts", type=int, default=20, help="prompts for the next-byte timing (0: skip)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = p.parse_args(argv)
-    r = run(a.corpus, a.chars, a.vocab, a.pattern, a.digits, a.floor_chars, a.floor_merges, a.repeat, a.lab_chars)
+    r = run(a.corpus, a.chars, a.vocab, a.pattern, a.digits, a.floor_chars, a.floor_merges, a.repeat, a.lab_chars,
+            a.next_byte_prompts)
     print(json.dumps(r, indent=1) if a.json else report(r))
     return r
 

@@ -315,3 +315,13 @@ def test_byte_model_logprob_in_windows_equals_next_byte_calls():
     ref = [math.log(next_byte_distribution(m, text[max(0, k - 15):k]).prob(text[k])) for k in range(1, len(text))]
     np.testing.assert_allclose(lp.terms[1:16], ref[:15], atol=1e-5)  # inside the first window: the same contexts
     assert np.isfinite(lp.terms).all()
+
+
+def test_bench_next_byte_row():
+    """The tokenizers bench's next-byte row runs (on the shipped docs-bpe) and reports a ratio."""
+    from workbench.bench.tokenizers import next_byte_timing, report
+
+    r = next_byte_timing(n_prompts=2)
+    assert r["next_byte_prompts"] == 2 and r["next_token_naive_s"] > 0 and r["next_byte_exact_s"] > 0
+    assert r["next_byte_ratio"] == pytest.approx(r["next_byte_exact_s"] / r["next_token_naive_s"])
+    assert r["next_byte_mean_contexts"] >= 2  # mid-word: the last piece has at least one byte to back off over
