@@ -5,3 +5,5 @@ frequencies), :mod:`.compress` (model-driven ``compress``/``decompress``), :mod:
 zstd and the models in bits per byte).
 """
 from .errors import DataLabError
+
+__all__ = ["DataLabError"]
