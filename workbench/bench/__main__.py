@@ -1,13 +1,13 @@
 """``python -m workbench.bench <area>``: side-by-side measurements against a named reference, same machine, same run.
 
-Areas: models, tokenizers, attention, decoding, scaling, kernels, real, residual, memory.
+Areas: models, tokenizers, attention, decoding, scaling, kernels, real, residual, memory, data.
 
 Lesson: ``notebooks/00_tour.ipynb``.
 """
 import sys
 from importlib import import_module
 
-AREAS = ("models", "tokenizers", "attention", "decoding", "scaling", "kernels", "real", "residual", "memory")
+AREAS = ("models", "tokenizers", "attention", "decoding", "scaling", "kernels", "real", "residual", "memory", "data")
 
 
 def main(argv=None):

@@ -1,0 +1,100 @@
+"""``python -m workbench.bench data``: the shipped models as compressors against gzip, bz2, xz and zstd.
+
+Measures, in one run, on the same bytes (the held-out docs split and Python standard-library source, each cut to
+``--bytes``):
+
+* bits per byte of every shipped model's blob (:func:`workbench.datalab.compress`, header included) and of
+  gzip -9, bz2 -9, xz -9, zstd -19; each model's size as a ratio to each baseline's (below 1: the model wins);
+* the model's ideal ``sum(-log2 p) / n`` beside its training-time validation loss in bits per byte (the identity:
+  a model-driven coder's bits per byte is the model's loss), and the ideal-size gap (payload minus the ideal, bytes);
+* coder throughput of each model in KB/s, encode and decode (wall clock and CPU time: on a shared machine the
+  CPU-time figure is the steadier one). Issue 15's target: docs-byte at least 20 KB/s.
+
+``--json FILE`` also writes the numbers as one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from workbench.datalab.baselines import BASELINES, baseline_rows, default_corpora
+from workbench.datalab.compress import DEFAULT_BATCH, compress_report, decompress
+
+
+def measure(models, corpora, batch_size: int = DEFAULT_BATCH, decode: bool = True) -> dict:
+    """Every model and baseline on every corpus: a dict ``{corpus: {"n_bytes", "baselines": {name: size},
+    "models": {name: {...}}}}`` (sizes in bytes, speeds in KB/s)."""
+    from workbench.models import load_pretrained
+
+    out = {}
+    for corpus, data in corpora.items():
+        entry = {"n_bytes": len(data), "baselines": {}, "models": {}}
+        for row in baseline_rows(data, corpus):
+            entry["baselines"][row.method] = {"size": row.size, "bpb": row.bits_per_byte}
+        for name in models:
+            m = load_pretrained(name) if isinstance(name, str) else name
+            c0 = time.process_time()
+            r = compress_report(m, data, batch_size=batch_size)
+            enc_cpu = time.process_time() - c0
+            rec = {"size": len(r.blob), "payload": r.payload_bytes, "header": r.header_bytes,
+                   "bpb": r.bits_per_byte, "ideal_bpb": r.ideal_bits_per_byte,
+                   "val_bpb": getattr(m, "meta", {}).get("val_bpb"), "gap_bytes": r.gap_bytes,
+                   "bound_bytes": 0.005 * r.ideal_bits / 8 + 16,
+                   "encode_kb_s": r.kb_per_s, "encode_cpu_kb_s": len(data) / 1000 / max(enc_cpu, 1e-9),
+                   "ratio": {b: len(r.blob) / entry["baselines"][b]["size"] for b in BASELINES}}
+            if decode:
+                t0, c0 = time.perf_counter(), time.process_time()
+                ok = decompress(m, r.blob) == data
+                rec.update(decode_kb_s=len(data) / 1000 / (time.perf_counter() - t0),
+                           decode_cpu_kb_s=len(data) / 1000 / max(time.process_time() - c0, 1e-9), lossless=ok)
+            entry["models"][getattr(m, "name", str(name))] = rec
+        out[corpus] = entry
+    return out
+
+
+def report(results: dict) -> str:
+    lines = []
+    for corpus, e in results.items():
+        lines.append(f"\n{corpus}: {e['n_bytes']:,} bytes")
+        lines.append(f"  {'method':16s} {'bits/byte':>9s} {'size':>8s}   " + "  ".join(f"{'/' + b:>9s}" for b in BASELINES))
+        for name, r in e["models"].items():
+            lines.append(f"  {name:16s} {r['bpb']:9.3f} {r['size']:8d}   "
+                         + "  ".join(f"{r['ratio'][b]:9.3f}" for b in BASELINES))
+        for b, r in e["baselines"].items():
+            lines.append(f"  {b:16s} {r['bpb']:9.3f} {r['size']:8d}")
+        lines.append(f"  {'model':16s} {'ideal':>7s} {'val_bpb':>8s} {'gap B':>7s} {'bound B':>8s} {'header':>6s}"
+                     f" {'enc KB/s':>9s} {'(cpu)':>7s} {'dec KB/s':>9s} {'(cpu)':>7s}")
+        for name, r in e["models"].items():
+            val = f"{r['val_bpb']:8.3f}" if r.get("val_bpb") is not None else f"{'-':>8s}"
+            lines.append(f"  {name:16s} {r['ideal_bpb']:7.3f} {val} {r['gap_bytes']:7.1f} {r['bound_bytes']:8.1f} "
+                         f"{r['header']:6d} {r['encode_kb_s']:9.2f} {r['encode_cpu_kb_s']:7.2f} "
+                         f"{r.get('decode_kb_s', float('nan')):9.2f} {r.get('decode_cpu_kb_s', float('nan')):7.2f}"
+                         + ("" if r.get("lossless", True) else "  NOT LOSSLESS"))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m workbench.bench data", description=__doc__.split("\n")[0])
+    ap.add_argument("--bytes", type=int, default=16384, help="bytes of each corpus (0: all of it)")
+    ap.add_argument("--models", default="docs-byte,docs-bpe,docs-byte-draft,docs-bpe-draft")
+    ap.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="segments coded together")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--no-decode", action="store_true", help="skip timing the decoder")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    corpora = default_corpora(a.bytes or None)
+    models = [m for m in a.models.split(",") if m]
+    print(f"data bench: {', '.join(models)} against {', '.join(BASELINES)}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, batch {a.batch}")
+    results = measure(models, corpora, a.batch, decode=not a.no_decode)
+    print(report(results))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": a.batch,
+                       "results": results}, f, indent=1)
+    return 0
