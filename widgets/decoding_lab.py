@@ -40,6 +40,7 @@ from workbench.decoding import lab as core
 from workbench.decoding.lab import COMPARE_CHOICES, LABELS, KINDS  # noqa: F401  (re-exported for notebooks)
 
 from .base import Debouncer, WorkbenchWidget, bokeh_pane, notice, set_notice
+from .cascade_view import cascade_tab
 
 #: (label, kind) options of the strategy control: one vocabulary with ``workbench.decoding.compare.KINDS``.
 STRATEGY_OPTIONS = tuple((LABELS[k], k) for k in KINDS)
@@ -273,6 +274,9 @@ class DecodingLab(WorkbenchWidget):
                                     self._spec_pane, self.compare_view])
         for i, t in enumerate(["step", "beam tree", "speculative", "compare"]):
             self.tabs.set_title(i, t)
+        self.cascade_view = cascade_tab(self)  # cost against quality of draft -> model cascades (issue #17)
+        self.tabs.children = (*self.tabs.children, self.cascade_view)
+        self.tabs.set_title(len(self.tabs.children) - 1, "cascade")
         super().__init__(children=[controls, self.info, self.text_view, self.tabs])
         self._update_enabled()
         self.recompute()

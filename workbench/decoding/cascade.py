@@ -184,9 +184,12 @@ def text_windows(model, text: str, chars: int = 200, max_windows: int | None = N
     return [text_ids(model, p) for p in pieces if len(model.tokenizer.encode(p)) >= 2]
 
 
-def cascade_scores(small, large, text, *, chars: int = 200, max_windows: int | None = None) -> CascadeScores:
-    """Score every token of ``text`` (a str, or a list of id windows) with both models, teacher-forced."""
+def cascade_scores(small, large, text, *, chars: int | None = None, max_windows: int | None = None) -> CascadeScores:
+    """Score every token of ``text`` (a str, or a list of id windows) with both models, teacher-forced; ``chars``
+    per window defaults to 200, or less where a model's context is shorter (two tokens spare for a BOS)."""
     check_cascade_pair(small, large)
+    if chars is None:
+        chars = max(1, min(200, small.config.block_size - 2, large.config.block_size - 2))
     windows = text_windows(small, text, chars, max_windows) if isinstance(text, str) else [list(w) for w in text]
     if not windows:
         raise DecodingError("the evaluation text has no window of two or more tokens to score")
@@ -345,7 +348,7 @@ def timed_points(small, large, prompts, rule: str, thresholds, max_new_tokens: i
     return out
 
 
-def cascade_curve(small, large, text, *, rules=RULES, chars: int = 200, max_windows: int | None = 8,
+def cascade_curve(small, large, text, *, rules=RULES, chars: int | None = None, max_windows: int | None = 8,
                   prompts=None, max_new_tokens: int = 32, timed_deferrals=(0.0, 0.25, 0.5, 1.0)) -> CascadeComparison:
     """Cost against quality of a cascade ``small -> large`` for every threshold of every rule in ``rules``.
 

@@ -167,3 +167,54 @@ def test_different_tokenizers_are_refused(pair):
         cascade_generate(small, renamed, PROMPT, 4)
     with pytest.raises(DecodingError, match="different tokenizers"):
         cascade_curve(small, renamed, TEXT)
+
+
+# ------------------------------------------------------------------------------------------------ the views
+def test_cascade_view_draws_the_core_curves(pair):
+    from widgets.cascade_view import CascadeView
+
+    v = CascadeView(*pair, text=TEXT)
+    comp = v.comparison
+    for name, c in comp.curves.items():
+        assert v.sources[name].data["deferral"] == c.deferral.tolist()
+        assert v.sources[name].data["quality"] == c.bits_per_byte.tolist()
+    v.quality.value = "agreement"
+    assert v.sources["max_prob"].data["quality"] == comp.curves["max_prob"].agreement.tolist()
+    assert "oracle" in v.table.value and v.pair.layout.display == "none"
+
+
+def test_cascade_view_reports_bad_pairs_in_its_notice(pair):
+    from workbench.tokenizers import ByteTokenizer
+    from widgets.cascade_view import CascadeView
+
+    renamed = tiny_gpt(ByteTokenizer(special_tokens=("<|pad|>",)), n_layer=1, n_head=2, n_embd=16, block_size=64)
+    v = CascadeView(pair[0], renamed, text=TEXT)
+    assert v.comparison is None and "different tokenizers" in v.info.value
+
+
+def test_decoding_lab_has_a_lazy_cascade_tab(pair):
+    import widgets
+
+    lab = widgets.DecodingLab(pair[1], draft=pair[0], prompt=PROMPT, strategy="greedy", max_new_tokens=4)
+    tab = lab.tabs.children[-1]
+    assert lab.tabs.get_title(len(lab.tabs.children) - 1) == "cascade" and tab is lab.cascade_view
+    assert tab.comparison is None                       # nothing computed until asked
+    tab.text_value = TEXT
+    tab.compute_button.click()
+    assert tab.comparison.small_name == pair[0].name and tab.comparison.large_name == pair[1].name
+
+
+def test_uncertainty_view_shades_by_the_chosen_score(pair):
+    from widgets.cascade_view import UncertaintyView, shade_levels
+
+    v = UncertaintyView(pair[1], text="hello world")
+    # one hover title per scored token, plus the unscored first token's
+    assert v.view.value.count(" title=") == len(v.scores.surprisal) + 1
+    worst = int(np.argmax(v.scores.surprisal))
+    assert shade_levels(v.scores.surprisal, "surprisal")[worst] == 1.0
+    # margin reads the other way: the token with the smallest margin is the darkest
+    assert shade_levels(v.scores.margin, "margin")[int(np.argmin(v.scores.margin))] == 1.0
+    v.score.value = "rank"
+    assert "log scale" in v.view.value
+    v.text.value = ""
+    assert "empty" in v.info.value and v.view.value == ""
