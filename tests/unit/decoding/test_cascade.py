@@ -218,3 +218,21 @@ def test_uncertainty_view_shades_by_the_chosen_score(pair):
     assert "log scale" in v.view.value
     v.text.value = ""
     assert "empty" in v.info.value and v.view.value == ""
+
+
+def test_bench_cascade_rows_reach_their_quality():
+    """Plumbing of the decoding bench's cascade part on the shipped bpe pair (few tokens)."""
+    from workbench.bench.decoding_cascade import cascade_costs, report
+    from workbench.decoding.cascade import shipped_pair_curve
+
+    rows = cascade_costs(("bpe",), max_new_tokens=4)
+    comp = shipped_pair_curve("bpe")
+    assert [r["rule"] for r in rows] == list(RULES)
+    for r in rows:
+        c = comp.curves[r["rule"]]
+        assert r["target_bpb"] == pytest.approx(r["small_bpb"] - 0.9 * (r["small_bpb"] - r["large_bpb"]))
+        i = int(np.flatnonzero(c.thresholds == r["threshold"])[0])
+        assert c.bits_per_byte[i] <= r["target_bpb"] + 1e-12 and c.deferral[i] == r["deferral"]
+        assert r["oracle_deferral"] <= r["deferral"]
+        assert r["speedup"] == pytest.approx(r["large_alone_s"] / r["cascade_s"])
+    assert "never reached" not in report(rows)
