@@ -6,6 +6,7 @@ import types
 import pytest
 import torch
 
+from tests.factories import tiny_gpt
 from workbench import kernels
 from workbench.kernels import BackendUnavailableError, KernelInputError
 
@@ -82,12 +83,11 @@ def test_forced_cupy_without_gpu_is_a_specific_error(restore_backend, monkeypatc
 def test_an_unusable_setting_leaves_the_labs_on_their_own_routes(restore_backend, monkeypatch, setting):
     """WORKBENCH_KERNELS naming a back-end this machine lacks (or a typo) must not break CPU inference, which
     only asks whether the kernels serve it; a kernel call itself still says what is wrong."""
-    from workbench.models import GPTConfig, TinyGPT
 
     monkeypatch.setitem(sys.modules, "cupy", None)           # no cupy, whatever this machine has
     monkeypatch.setenv(restore_backend.ENV_VAR, setting)
     assert kernels.kernels_run_for(False) is False and kernels.kernels_run_for(True) is False
-    m = TinyGPT(GPTConfig(vocab_size=16, n_layer=1, n_head=2, n_embd=32, block_size=8)).eval()
+    m = tiny_gpt(seed=None, vocab_size=16, n_layer=1, n_head=2, n_embd=32, block_size=8)
     with torch.no_grad():
         assert m(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 16)
     with pytest.raises((BackendUnavailableError, KernelInputError)):

@@ -1,7 +1,7 @@
 """The byte tokenizer's optional BOS, and training / evaluation windows that start with it."""
 import torch
 
-from workbench.models import GPTConfig, TinyGPT
+from tests.factories import tiny_gpt
 from workbench.models.checkpoint import load, save
 from workbench.models.training import evaluate, random_windows, train
 from workbench.tokenizers import ByteTokenizer, tokenizer_from_dict
@@ -29,7 +29,7 @@ def test_bos_is_prepended_stands_for_no_text_and_is_shown_as_bos():
 def test_bos_round_trips_through_to_dict_and_a_checkpoint(tmp_path):
     t = ByteTokenizer(bos=True)
     assert tokenizer_from_dict(t.to_dict()).encode("hi") == [257, 104, 105]
-    m = TinyGPT(GPTConfig(vocab_size=t.vocab_size, n_layer=1, n_head=1, n_embd=8, block_size=8), tokenizer=t)
+    m = tiny_gpt(t, seed=None, train=True, n_layer=1, n_head=1, n_embd=8, block_size=8)
     back = load(save(m, tmp_path / "m"))
     assert back.tokenizer.bos_id == 257 and back.tokenizer.encode("hi") == [257, 104, 105]
 
@@ -49,8 +49,7 @@ def test_random_windows_put_bos_at_position_0_and_keep_block_targets():
 
 
 def test_evaluate_with_bos_scores_every_byte_of_each_window_after_a_bos():
-    torch.manual_seed(0)
-    m = TinyGPT(GPTConfig(vocab_size=11, n_layer=1, n_head=1, n_embd=8, block_size=4)).eval()
+    m = tiny_gpt(vocab_size=11, n_layer=1, n_head=1, n_embd=8, block_size=4)
     data = torch.arange(13) % 10
     got = evaluate(m, data, bos=10)
     y = data[:12].view(3, 4)
@@ -60,20 +59,18 @@ def test_evaluate_with_bos_scores_every_byte_of_each_window_after_a_bos():
 
 
 def test_training_with_bos_windows_still_learns_the_data():
-    torch.manual_seed(0)
-    m = TinyGPT(GPTConfig(vocab_size=11, n_layer=1, n_head=1, n_embd=16, block_size=8))
+    m = tiny_gpt(train=True, vocab_size=11, n_layer=1, n_head=1, n_embd=16, block_size=8)
     data = torch.arange(400) % 9
     h = train(m, data, steps=150, batch_size=8, lr=1e-2, val_ids=data[:80], bos=10, progress=False)
     assert h.final_val_loss < 1.0
 
 
 def test_fit_prompt_keeps_the_bos_first_when_it_cuts_from_the_left():
-    from workbench.models import GPTConfig, TinyGPT
     from workbench.models.predict import fit_prompt
     from workbench.tokenizers import ByteTokenizer
 
     tok = ByteTokenizer(bos=True)
-    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_embd=8, block_size=16), tok)
+    m = tiny_gpt(tok, seed=None, train=True, n_layer=1, n_head=1, n_embd=8, block_size=16)
     text = "abcdefghijklmnopqrstuvwxyz"
     p = fit_prompt(m, text, reserve=4)
     assert p.ids[0] == tok.bos_id and len(p.ids) == 12
@@ -81,6 +78,6 @@ def test_fit_prompt_keeps_the_bos_first_when_it_cuts_from_the_left():
     assert p.dropped == len(text) + 1 - 12
     short = fit_prompt(m, "abc")
     assert short.ids == tok.encode("abc") and short.dropped == 0
-    plain = fit_prompt(TinyGPT(GPTConfig(vocab_size=257, n_layer=1, n_head=1, n_embd=8, block_size=16),
-                               ByteTokenizer()), text, reserve=4)
+    plain = fit_prompt(tiny_gpt(ByteTokenizer(), seed=None, train=True, vocab_size=257, n_layer=1, n_head=1, n_embd=8,
+                                block_size=16), text, reserve=4)
     assert bytes(plain.ids) == text[-12:].encode()

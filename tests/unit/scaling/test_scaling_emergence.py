@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from tests.factories import tiny_gpt
 from workbench.data.tasks import addition_problems
 from workbench.scaling import ScalingError
 from workbench.scaling.emergence import score_addition, score_outputs, token_edit_distance
@@ -82,10 +83,8 @@ def test_off_by_one_is_wrong_under_exact_match_but_nearly_right_otherwise():
 
 
 def test_runs_on_an_untrained_tinygpt():
-    from workbench.models import GPTConfig, TinyGPT
 
-    torch.manual_seed(0)
-    m = TinyGPT(GPTConfig(vocab_size=ByteTokenizer().vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32))
+    m = tiny_gpt(train=True, vocab_size=ByteTokenizer().vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32)
     s = score_addition(m, addition_problems(5, 2, seed=0), ByteTokenizer())
     assert s.n == 5 and 0 <= s.exact_match <= s.token_accuracy <= 1
     assert s.answer_logprob < 0
@@ -119,12 +118,10 @@ def test_held_out_problems_are_unseen_and_distinct():
 
 
 def test_train_on_answers_learns():
-    from workbench.models import GPTConfig, TinyGPT
     from workbench.scaling import train_on_answers
 
     tok = ByteTokenizer()
-    torch.manual_seed(0)
-    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=16))
+    m = tiny_gpt(train=True, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=16)
     probs = addition_problems(500, 1, seed=0)
     losses = train_on_answers(m, probs, tok, steps=150, batch_size=32, lr=1e-2, seed=0)
     assert len(losses) == 150 and np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])

@@ -3,6 +3,7 @@ that the recipe rebuilds exactly."""
 import pytest
 import torch
 
+from tests.factories import tiny_gpt
 from workbench.models import load_pretrained
 from workbench.models import make_pretrained as mp
 from workbench.models.checkpoint import load, save
@@ -47,10 +48,8 @@ def test_val_bits_per_byte_equals_nats_over_ln2_for_bytes():
 
 def test_checkpoint_with_bpe_round_trips(tmp_path, splits):
     tok = splits[0]
-    from workbench.models import GPTConfig, TinyGPT
 
-    torch.manual_seed(0)
-    m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=32), tokenizer=tok)
+    m = tiny_gpt(tok, train=True, n_layer=1, n_head=2, n_embd=32, block_size=32)
     save(m, tmp_path / "ck")
     m2 = load(tmp_path / "ck")
     text = "Unicode café 東京 and numbers 1234"
