@@ -29,7 +29,7 @@ from workbench.attention.view import bertviz_json_bytes, probe_head_view
 
 def _model(name: str):
     try:
-        from workbench.models.pretrained import available, load_pretrained
+        from workbench.models import available, load_pretrained
 
         if name in available():
             return load_pretrained(name), f"shipped {name!r}"
