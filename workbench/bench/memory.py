@@ -8,8 +8,8 @@ How: each model gets a cache holding ``T`` tokens, then ``--steps`` single-token
 median; the best median of ``--rounds`` alternating rounds, so a busy moment hurts both alike). By default
 the caches are *filled* rather than prefilled: TinyGPT's keys and values are random numbers in a KV cache of
 length ``T``, the recurrent model's states random matrices, since a step's cost depends on the length and not on
-the numbers (a real TinyGPT prefill of 16,384 tokens takes minutes on a CPU); ``--prefill`` feeds real tokens
-instead. Cache bytes: TinyGPT's keys and values of the ``T`` cached tokens (``2 L H T Dh`` floats); the recurrent
+the numbers (and a TinyGPT prefill of 16,384 tokens is a quadratic attention pass, far costlier than the steps
+measured); ``--prefill`` feeds real tokens instead. Cache bytes: TinyGPT's keys and values of the ``T`` cached tokens (``2 L H T Dh`` floats); the recurrent
 model's states (``L H Dk Dv`` floats), and in brackets with the ring of past states kept for ``crop``.
 
 Lesson: ``notebooks/08_memory_and_icl.ipynb`` (planned; not written yet).

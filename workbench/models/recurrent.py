@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from .interface import LMOutput, ModelError, as_batch, check_ids
 
 #: ``d_state`` (key dimension per head) is allowed in [1, MAX_D_STATE]. Above it the chunked form's
-#: ``(B, H, T / C, C, C, Dk)`` decay tensor and the state itself stop being small; GLA uses Dk of 64 to 256.
+#: ``(B, H, T / C, C, C, Dk)`` decay tensor and the state itself stop being small for a workbench model.
 MAX_D_STATE = 512
 #: :func:`capture_state` returns mixing weights ``(L, B, H, T, T)`` only up to this length (memory grows as T^2 Dk).
 MIXING_MAX_T = 512

@@ -117,8 +117,11 @@ def test_steps_of_any_size_equal_the_forward():
 
 
 def test_the_cache_does_not_grow():
+    from workbench.models.interface import Cache, CausalLM
+
     m = recurrent_lm()
     cache = m.new_cache(1, rewind=4)
+    assert isinstance(m, CausalLM) and isinstance(cache, Cache)  # the interface's structural types
     with torch.no_grad():
         m.step(torch.zeros(1, 10, dtype=torch.long), cache)
         n10 = cache.nbytes
