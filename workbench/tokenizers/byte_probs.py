@@ -591,3 +591,76 @@ def _byte_model_terms(model, view: ByteView, x: bytes, start: int) -> np.ndarray
             out[b - start] = logp[q, x[b]]
         k = end
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The lesson's measurement: naive against exact by where the prompt ends
+
+#: Where ``python -m workbench.tokenizers.byte_probs`` writes the numbers notebook 01 reads.
+RESULT_FILE = __import__("pathlib").Path(__file__).parent / "results" / "next_byte_bias.json"
+
+PROMPT_ENDS = {
+    "mid-word": lambda a, b: a.isalpha() and b.isalpha(),
+    "end of a word": lambda a, b: a.isalpha() and b == " ",
+    "after a space": lambda a, b: a == " " and b.isalpha(),
+    "after a newline": lambda a, b: a == "\n",
+}
+
+
+def bias_by_prompt_end(model, text: str, per_kind: int = 12, context: int = 120, seed: int = 0) -> dict:
+    """For prompts cut from ``text`` at random places of each kind in :data:`PROMPT_ENDS` (the kind is read from
+    the characters on either side of the cut): the mean total-variation distance between the naive and the exact
+    next-byte distributions, and the mean probability each gives the byte that really follows."""
+    import random
+
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = {k: [] for k in PROMPT_ENDS}
+    tries = 0
+    while min(len(v) for v in groups.values()) < per_kind:
+        tries += 1
+        if tries > 1_000_000:
+            raise ByteProbError("the text has too few places of some kind of prompt end")
+        e = rng.randrange(context, len(text) - 1)
+        for kind, test in PROMPT_ENDS.items():
+            if test(text[e - 1], text[e]) and len(groups[kind]) < per_kind:
+                groups[kind].append(e)
+    out = {}
+    for kind, ends in groups.items():
+        tv, p_exact, p_naive = [], [], []
+        for e in ends:
+            nb = next_byte_distribution(model, text[e - context:e])
+            b = text[e].encode("utf-8")[0]
+            tv.append(0.5 * float(np.abs(nb.probs - nb.naive_probs).sum()))
+            p_exact.append(float(nb.probs[b]))
+            p_naive.append(float(nb.naive_probs[b]))
+        out[kind] = {"n": len(ends), "total_variation": float(np.mean(tv)), "p_true_exact": float(np.mean(p_exact)),
+                     "p_true_naive": float(np.mean(p_naive))}
+    return out
+
+
+def main(argv=None) -> dict:
+    """Measure :func:`bias_by_prompt_end` for ``docs-bpe`` on held-out text and write :data:`RESULT_FILE`."""
+    import argparse
+    import json
+
+    from ..models import load_pretrained
+    from ..models.make_pretrained import text_splits
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--per-kind", type=int, default=30)
+    p.add_argument("--out", default=str(RESULT_FILE))
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    _, val = text_splits()
+    res = {"model": "docs-bpe", "context_chars": 120, "groups": bias_by_prompt_end(load_pretrained("docs-bpe"), val,
+                                                                                      a.per_kind),
+           "command": "python -m workbench.tokenizers.byte_probs"}
+    path = __import__("pathlib").Path(a.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()

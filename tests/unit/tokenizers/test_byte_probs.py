@@ -325,3 +325,26 @@ def test_bench_next_byte_row():
     assert r["next_byte_prompts"] == 2 and r["next_token_naive_s"] > 0 and r["next_byte_exact_s"] > 0
     assert r["next_byte_ratio"] == pytest.approx(r["next_byte_exact_s"] / r["next_token_naive_s"])
     assert r["next_byte_mean_contexts"] >= 2  # mid-word: the last piece has at least one byte to back off over
+
+
+def test_bias_by_prompt_end_on_a_tiny_model():
+    from workbench.tokenizers.byte_probs import bias_by_prompt_end
+
+    m = tiny_model(bos=False)
+    text = "the lowest newer\nthere lot newest\nlow lower " * 6
+    r = bias_by_prompt_end(m, text, per_kind=3, context=12)
+    assert set(r) == {"mid-word", "end of a word", "after a space", "after a newline"}
+    for g in r.values():
+        assert g["n"] == 3 and 0 <= g["total_variation"] <= 1 and 0 <= g["p_true_exact"] <= 1
+
+
+def test_the_lessons_numbers_are_consistent():
+    """The stored measurement (python -m workbench.tokenizers.byte_probs): probabilities and distances in range,
+    and the papers' pattern it reports: naive and exact far apart mid-word, close at the end of a word."""
+    import json
+
+    from workbench.tokenizers.byte_probs import RESULT_FILE
+
+    g = json.loads(RESULT_FILE.read_text())["groups"]
+    assert all(0 <= v["total_variation"] <= 1 and v["n"] >= 12 for v in g.values())
+    assert g["mid-word"]["total_variation"] > 0.3 > g["end of a word"]["total_variation"]
