@@ -59,7 +59,8 @@ def report(results: dict) -> str:
     lines = []
     for corpus, e in results.items():
         lines.append(f"\n{corpus}: {e['n_bytes']:,} bytes")
-        lines.append(f"  {'method':16s} {'bits/byte':>9s} {'size':>8s}   " + "  ".join(f"{'/' + b:>9s}" for b in BASELINES))
+        ratios = "  ".join(f"{'/' + b:>9s}" for b in BASELINES)
+        lines.append(f"  {'method':16s} {'bits/byte':>9s} {'size':>8s}   " + ratios)
         for name, r in e["models"].items():
             lines.append(f"  {name:16s} {r['bpb']:9.3f} {r['size']:8d}   "
                          + "  ".join(f"{r['ratio'][b]:9.3f}" for b in BASELINES))
