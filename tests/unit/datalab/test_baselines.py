@@ -89,3 +89,25 @@ def test_bad_corpora():
     with pytest.raises(UnsupportedInputError, match="bytes"):
         compression_table([], {"a": "text"})
     assert isinstance(compression_table([], {"a": b"x"}), CompressionTable)
+
+
+def test_chart_draws_every_row_with_a_key():
+    from bokeh.models import Legend
+
+    from widgets.compression_view import chart_source, compression_chart
+
+    t = CompressionTable()
+    corpora = {"a": b"hello world " * 20, "b": bytes(range(60))}
+    for c, data in corpora.items():
+        t.rows.extend(baseline_rows(data, c))
+    fig = compression_chart(t)
+    src = fig.renderers[0].data_source.data
+    assert list(src["x"]) == [(r.corpus, r.method) for r in t.rows]
+    assert src["bpb"] == [r.bits_per_byte for r in t.rows]
+    assert len(set(src["colour"])) == len(t.methods)  # one colour per method ...
+    legend = fig.select_one(Legend)
+    assert [i.label["value"] for i in legend.items] == t.methods  # ... each keyed
+    assert legend in fig.right  # outside the data
+    assert fig.width <= 900
+    with pytest.raises(UnsupportedInputError):
+        chart_source(CompressionTable())

@@ -243,3 +243,27 @@ def test_bad_data(tiny_bos):
         compress(tiny_bos, "text, not bytes")
     with pytest.raises(UnsupportedInputError, match="bytes"):
         decompress(tiny_bos, "not a blob")
+
+
+# -- the per-token heat view ------------------------------------------------------------------------------------
+
+
+def test_code_length_view_shades_each_token_by_its_bits(tiny_bos):
+    from bokeh.models import ColorBar
+
+    from widgets.compression_view import code_length_view
+
+    text = "ab\ncd\u00e9 " * 3
+    r = compress_report(tiny_bos, text.encode())
+    fig = code_length_view(tiny_bos, text)
+    src = fig.renderers[0].data_source.data
+    assert src["bits"] == pytest.approx(r.token_bits.tolist())
+    assert src["text"][:4] == ["a", "b", "\u21b5", "c"] and src["text"][5:7] == ["\\xc3", "\\xa9"]
+    assert src["y"][3] == 1  # the newline started a new line
+    bar = fig.select_one(ColorBar)
+    assert bar.color_mapper.high == pytest.approx(max(r.token_bits))  # the key spans these tokens' range
+    assert fig.width <= 900
+    with pytest.raises(SettingError, match="max_bytes"):
+        code_length_view(tiny_bos, "x" * 50, max_bytes=10)
+    with pytest.raises(UnsupportedInputError):
+        code_length_view(tiny_bos, 12)

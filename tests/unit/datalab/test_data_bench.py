@@ -5,7 +5,6 @@ import json
 import pytest
 
 from workbench.bench import __main__ as bench_main
-from workbench.bench import data as bench
 from workbench.datalab.baselines import BASELINES, default_corpora
 from workbench.models import load_pretrained
 
