@@ -51,9 +51,15 @@ def recipes(name: str) -> list:
     raise SystemExit(f"unknown sweep {name!r}; choose from {NAMES}")
 
 
-def make(name: str, store, out_dir=SWEEP_DIR, executor=None, progress: bool = True, steps: int = STEPS) -> Path:
-    """Run (or resume from ``store``) one shipped sweep and write ``out_dir/<name>.json``."""
-    records = sweep_runs(recipes(name), store=Path(store) / name, steps=steps, batch_size=BATCH_SIZE, lr=LR,
+def make(name: str, store, out_dir=SWEEP_DIR, executor=None, progress: bool = True, steps: int = STEPS,
+         limit: int | None = None) -> Path:
+    """Run (or resume from ``store``) one shipped sweep and write ``out_dir/<name>.json``.
+
+    executor: any ``concurrent.futures.Executor`` (None: here); steps and limit (the first ``limit`` recipes
+    only) shrink it for tests and quick looks; the shipped files use the defaults.
+    """
+    todo = recipes(name)[:limit]
+    records = sweep_runs(todo, store=Path(store) / name, steps=steps, batch_size=BATCH_SIZE, lr=LR,
                          executor=executor, progress=progress)
     settings = {"config": MICRO_CONFIG, "steps": steps, "batch_size": BATCH_SIZE, "lr": LR,
                 "cpu_s": sum(r.extra["cpu_s"] for r in records)}
