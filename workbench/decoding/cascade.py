@@ -162,7 +162,8 @@ class CascadeScores:
 
     ``uncertainty[rule]``: the small model's uncertainty; ``small_bits``/``large_bits``: each model's surprisal
     of the actual token (bits); ``agree``: whether the small model's top token equals the large model's;
-    ``n_bytes``: UTF-8 bytes of the scored tokens (bits per byte = bits / n_bytes).
+    ``n_bytes``: UTF-8 bytes of the scored tokens (bits per byte = bits / n_bytes); ``window[i]``: which text
+    window token ``i`` belongs to (the "answers" a sequence-level cascade defers whole).
     """
 
     uncertainty: dict
@@ -170,6 +171,7 @@ class CascadeScores:
     large_bits: np.ndarray
     agree: np.ndarray
     n_bytes: int
+    window: np.ndarray | None = None
 
 
 def text_windows(model, text: str, chars: int = 200, max_windows: int | None = None) -> list:
@@ -194,8 +196,9 @@ def cascade_scores(small, large, text, *, chars: int | None = None, max_windows:
     if not windows:
         raise DecodingError("the evaluation text has no window of two or more tokens to score")
     unc = {r: [] for r in RULES}
-    sb, lb, agree, n_bytes = [], [], [], 0
-    for ids in windows:
+    sb, lb, agree, win, n_bytes = [], [], [], [], 0
+    for w, ids in enumerate(windows):
+        win.append(np.full(len(ids) - 1, w))
         tgt = torch.tensor(ids[1:])
         ls, ll = next_token_logits(small, ids)[:-1], next_token_logits(large, ids)[:-1]   # (T-1, V) each
         ss, sl = distribution_scores(ls, tgt), distribution_scores(ll, tgt)
@@ -207,7 +210,8 @@ def cascade_scores(small, large, text, *, chars: int | None = None, max_windows:
         agree.append((ls.argmax(-1) == ll.argmax(-1)).numpy())
         n_bytes += len(ids_text(small, ids[1:]).encode("utf-8"))
     return CascadeScores(uncertainty={r: np.concatenate(v) for r, v in unc.items()}, small_bits=np.concatenate(sb),
-                         large_bits=np.concatenate(lb), agree=np.concatenate(agree), n_bytes=max(1, n_bytes))
+                         large_bits=np.concatenate(lb), agree=np.concatenate(agree), n_bytes=max(1, n_bytes),
+                         window=np.concatenate(win))
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,51 @@ def curve_at(scores: CascadeScores, rule: str, threshold: float) -> tuple:
     d = scores.uncertainty[rule] >= thr
     bits = np.where(d, scores.large_bits, scores.small_bits).sum()
     return float(d.mean()), float(bits / scores.n_bytes), float(np.where(d, True, scores.agree).mean())
+
+
+#: How a sequence-level cascade reads one number from a window's per-token uncertainties (Gupta et al.'s
+#: Chow-Sum, Chow-Average, Chow-Quantile, and the maximum).
+AGGREGATES = ("sum", "mean", "quantile_0.8", "max")
+
+
+def aggregate(u: np.ndarray, how: str) -> float:
+    """One window's uncertainty from its per-token values ``u`` (``how``: one of :data:`AGGREGATES`)."""
+    if how == "sum":
+        return float(u.sum())
+    if how == "mean":
+        return float(u.mean())
+    if how == "max":
+        return float(u.max())
+    if how.startswith("quantile_"):
+        return float(np.quantile(u, float(how.split("_", 1)[1])))
+    raise DecodingError(f"unknown aggregate {how!r}; choose one of {AGGREGATES}")
+
+
+def sequence_curves(scores: CascadeScores, rule: str = "max_prob", aggregates=AGGREGATES) -> dict:
+    """Sequence-level cascades, as in the paper: each text window (an "answer") goes whole to the large model when
+    the aggregate of its tokens' uncertainties is high. ``{aggregate: CascadeCurve}``; deferral counts tokens, so
+    the curves share an axis with the token-level ones; thresholds are the aggregate values, most uncertain first.
+    """
+    check_rule(rule)
+    if scores.window is None:
+        raise DecodingError("these scores carry no window index; make them with cascade_scores")
+    u, w = scores.uncertainty[rule], scores.window
+    ids = np.unique(w)
+    n = len(u)
+    out = {}
+    for how in aggregates:
+        a = np.array([aggregate(u[w == i], how) for i in ids])
+        order = ids[np.argsort(-a, kind="stable")]
+        dfr, bits, ag = [0.0], [scores.small_bits.sum()], [scores.agree.sum()]
+        for i in order:
+            m = w == i
+            dfr.append(dfr[-1] + m.sum() / n)
+            bits.append(bits[-1] - (scores.small_bits[m] - scores.large_bits[m]).sum())
+            ag.append(ag[-1] + (~scores.agree[m]).sum())
+        dfr, bpb = np.array(dfr), np.array(bits) / scores.n_bytes
+        out[how] = CascadeCurve(rule=f"{rule}:{how}", thresholds=np.concatenate([[math.inf], np.sort(a)[::-1]]),
+                                deferral=dfr, bits_per_byte=bpb, agreement=np.array(ag) / n, area=_area(dfr, bpb))
+    return out
 
 
 @dataclass(frozen=True)
@@ -411,6 +460,6 @@ def shipped_pair_curve(pair: str = "bpe", *, chars: int = 1600, timed: bool = Fa
                          max_new_tokens=max_new_tokens)
 
 
-__all__ = ["RULES", "PAIRS", "CascadeResult", "CascadeScores", "CascadeCurve", "CascadeComparison", "TimedPoint",
+__all__ = ["RULES", "AGGREGATES", "PAIRS", "aggregate", "sequence_curves", "CascadeResult", "CascadeScores", "CascadeCurve", "CascadeComparison", "TimedPoint",
            "uncertainty", "check_threshold", "check_cascade_pair", "cascade_generate", "cascade_scores",
            "cascade_curve", "curve_for_rule", "curve_at", "timed_points", "shipped_pair_curve", "eval_text"]

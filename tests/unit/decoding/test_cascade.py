@@ -236,3 +236,25 @@ def test_bench_cascade_rows_reach_their_quality():
         assert r["oracle_deferral"] <= r["deferral"]
         assert r["speedup"] == pytest.approx(r["large_alone_s"] / r["cascade_s"])
     assert "never reached" not in report(rows)
+
+
+@pytest.mark.parametrize("how", ["sum", "mean", "quantile_0.8", "max"])
+def test_sequence_curves_defer_whole_windows(pair, how):
+    from workbench.decoding.cascade import aggregate, sequence_curves
+
+    small, large = pair
+    s = cascade_scores(small, large, TEXT * 2, chars=30)
+    u, w = s.uncertainty["max_prob"], s.window
+    n_win = int(w.max()) + 1
+    assert n_win >= 5 and len(w) == len(u)
+    c = sequence_curves(s, "max_prob", [how])[how]
+    ref = {"sum": np.sum, "mean": np.mean, "max": np.max, "quantile_0.8": lambda x: np.quantile(x, 0.8)}[how]
+    agg = np.array([ref(u[w == i]) for i in range(n_win)])
+    assert [aggregate(u[w == i], how) for i in range(n_win)] == pytest.approx(agg.tolist())
+    for j in range(n_win + 1):                           # defer the j most uncertain windows, by brute force
+        d = np.isin(w, np.argsort(-agg, kind="stable")[:j])
+        assert c.deferral[j] == pytest.approx(d.mean())
+        assert c.bits_per_byte[j] == pytest.approx(np.where(d, s.large_bits, s.small_bits).sum() / s.n_bytes)
+        assert c.agreement[j] == pytest.approx(np.where(d, True, s.agree).mean())
+    with pytest.raises(DecodingError, match="unknown aggregate"):
+        aggregate(u, "median")
