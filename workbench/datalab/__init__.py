@@ -7,3 +7,4 @@ zstd and the models in bits per byte).
 from .errors import DataLabError
 
 __all__ = ["DataLabError"]
+# Experiments about the training data (issue #15): .selection, .mixing, .distill, .traps (live runs and shipped-sweep loaders), .recipes, .make_sweeps (sweeps/).
