@@ -74,7 +74,10 @@ RECIPE = dict(alphabet="abc", train_lengths=tuple(range(1, 11)), n_train=30_000,
 
 def train_pair(recipe: Optional[dict] = None, progress: bool = False):
     """Train the byte model and the BPE model of ``recipe`` (default :data:`RECIPE`) on the same text with the same
-    shape, steps, batch and seed. Returns ``(byte_model, bpe_model)``."""
+    shape, steps, batch and seed. Returns ``(byte_model, bpe_model)``.
+
+    Windows are ``block_size`` *tokens*, so a BPE window holds more examples than a byte window; the recipe key
+    ``byte_block_size`` gives the byte model a longer window (the same number of examples per window)."""
     from ..models import GPTConfig, TinyGPT, train
     from .bpe import BPETokenizer
     from .byte import ByteTokenizer
@@ -86,7 +89,10 @@ def train_pair(recipe: Optional[dict] = None, progress: bool = False):
     for name, tok in (("count-byte", ByteTokenizer(special_tokens=())), ("count-bpe", bpe)):
         ids = torch.tensor(tok.encode(text), dtype=torch.long)
         torch.manual_seed(r["seed"])
-        m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, **r["config"]), tokenizer=tok, name=name)
+        config = dict(r["config"])
+        if name == "count-byte" and r.get("byte_block_size"):  # a byte window as long as the BPE's in examples
+            config["block_size"] = r["byte_block_size"]
+        m = TinyGPT(GPTConfig(vocab_size=tok.vocab_size, **config), tokenizer=tok, name=name)
         train(m, ids, r["steps"], r["batch_size"], r["lr"], seed=r["seed"], progress=progress, desc=name)
         models.append(m.eval())
     return tuple(models)

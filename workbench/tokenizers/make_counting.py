@@ -44,9 +44,11 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=RECIPE["steps"])
     p.add_argument("--per-length", type=int, default=30)
     p.add_argument("--out", default=str(RESULT_FILE))
+    p.add_argument("--byte-block", type=int, default=None,
+                   help="the byte model's window in bytes (default: the recipe's block_size, as the BPE's in tokens)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    recipe = dict(RECIPE, steps=a.steps)
+    recipe = dict(RECIPE, steps=a.steps, byte_block_size=a.byte_block)
     t0 = time.perf_counter()
     byte_model, bpe_model = train_pair(recipe, progress=True)
     train_s = time.perf_counter() - t0
@@ -54,6 +56,9 @@ def main(argv=None) -> dict:
     test = [e for n in lengths for e in make_examples(a.per_length, [n], recipe["alphabet"], seed=10_000 + n)]
     results = [evaluate_counting(m, test) for m in (byte_model, bpe_model)]
     out = summarise(results, recipe)
+    text = "".join(e.line() for e in make_examples(2000, recipe["train_lengths"], recipe["alphabet"], 1))
+    out["examples_per_window"] = {m.name: m.config.block_size * len(text.splitlines()) / len(m.tokenizer.encode(text))
+                                  for m in (byte_model, bpe_model)}
     out.update({"train_seconds": train_s, "per_length": a.per_length,
                 "command": "python -m workbench.tokenizers.make_counting"})
     path = Path(a.out)
