@@ -11,6 +11,7 @@ _LABS = {
     "DecodingLab": "widgets.decoding_lab",
     "ScalingLab": "widgets.scaling_lab",
     "ResidualLab": "widgets.residual_lab",
+    "MemoryLab": "widgets.memory_lab",
 }
 
 __all__ = ["Debouncer", "WorkbenchWidget", "bokeh_pane", "load_bokeh", "side_by_side", *_LABS]
