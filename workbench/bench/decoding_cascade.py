@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 
-def cascade_costs(pairs=("byte", "bpe"), *, gap: float = 0.9, max_new_tokens: int = 64) -> list[dict]:
+def cascade_costs(pairs=("byte", "bpe"), *, gap: float = 0.9, max_new_tokens: int = 64, prompts=None) -> list[dict]:
     """One row per (pair, rule): the quality target, the deferral and threshold that reach it, and measured
-    wall time of the cascade against the large model alone."""
+    wall time of the cascade against the large model alone (on ``prompts``, default the cascade module's four)."""
     from workbench.decoding.cascade import PROMPTS, RULES, shipped_pair_curve, timed_points
     from workbench.models import load_pretrained
     from workbench.decoding.cascade import PAIRS
@@ -28,7 +28,7 @@ def cascade_costs(pairs=("byte", "bpe"), *, gap: float = 0.9, max_new_tokens: in
                    "target_bpb": target, "deferral": deferral, "threshold": thr,
                    "oracle_deferral": comp.curves["oracle"].at_quality(target)[0]}
             if not math.isnan(thr):
-                p = timed_points(small, large, list(PROMPTS), rule, [thr], max_new_tokens)[0]
+                p = timed_points(small, large, list(prompts or PROMPTS), rule, [thr], max_new_tokens)[0]
                 row.update(generated_deferral=p.deferral, large_calls=p.large_calls, cascade_s=p.wall_s,
                            large_alone_s=p.large_alone_s, speedup=p.speedup)
             rows.append(row)

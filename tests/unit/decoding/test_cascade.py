@@ -225,7 +225,7 @@ def test_bench_cascade_rows_reach_their_quality():
     from workbench.bench.decoding_cascade import cascade_costs, report
     from workbench.decoding.cascade import shipped_pair_curve
 
-    rows = cascade_costs(("bpe",), max_new_tokens=4)
+    rows = cascade_costs(("bpe",), max_new_tokens=3, prompts=["The "])
     comp = shipped_pair_curve("bpe")
     assert [r["rule"] for r in rows] == list(RULES)
     for r in rows:
@@ -238,12 +238,16 @@ def test_bench_cascade_rows_reach_their_quality():
     assert "never reached" not in report(rows)
 
 
+@pytest.fixture(scope="module")
+def window_scores(pair):
+    return cascade_scores(*pair, TEXT * 2, chars=30)
+
+
 @pytest.mark.parametrize("how", ["sum", "mean", "quantile_0.8", "max"])
-def test_sequence_curves_defer_whole_windows(pair, how):
+def test_sequence_curves_defer_whole_windows(window_scores, how):
     from workbench.decoding.cascade import aggregate, sequence_curves
 
-    small, large = pair
-    s = cascade_scores(small, large, TEXT * 2, chars=30)
+    s = window_scores
     u, w = s.uncertainty["max_prob"], s.window
     n_win = int(w.max()) + 1
     assert n_win >= 5 and len(w) == len(u)
