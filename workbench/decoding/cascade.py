@@ -14,6 +14,10 @@ supplies that token. Threshold 0 defers everything (the large model alone); thre
   models score every position once, and each threshold only chooses whose prediction counts. Cost is the
   fraction of tokens deferred (and, measured at a few thresholds, wall time of generation); quality is
   bits per byte of the cascade's predictions and their agreement with the large model's top token.
+* :func:`sequence_curves`: the paper's sequence-level version, each text window deferred whole by an aggregate
+  (sum, mean, quantile, max) of its tokens' uncertainties.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (9. Cascades).
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ picking the answer without a verifier (majority voting) plateaus far below cover
 appears first in the list (the earliest sample). Drawn in random order, each of ``m`` tied answers is first
 with chance ``1/m``, so :func:`majority_at_k` credits a tie that includes the correct answer with ``1/m``.
 An empty answer (a sample that produced nothing before the stop) is an answer like any other.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (10. Repeated sampling).
 """
 from __future__ import annotations
 

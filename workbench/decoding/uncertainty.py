@@ -8,6 +8,8 @@ small model's per-token maximum probability.
 
 All information quantities are in bits. The first token of a text has no prediction (nothing before it), so a
 text of ``T`` tokens gives ``T - 1`` scores, aligned with ``tokens[1:]``.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (8. How sure is the model, token by token).
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ bit-identical to the JSON's seed-0 rows: greedy exact match 0.026 / 0.028 / 0.07
 0.858 from smallest to largest, recorded in each checkpoint's metadata), stored in float16 under ``addition_models/<name>/`` as
 ordinary workbench checkpoints (about 1 MB together). Remade by
 ``python -m workbench.scaling.make_addition_models``.
+
+Lesson: ``notebooks/03_decoding.ipynb`` (10. Repeated sampling).
 """
 from __future__ import annotations
 
