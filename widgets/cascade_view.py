@@ -188,9 +188,11 @@ class CascadeView(WorkbenchWidget):
         self.pair.observe(self.reacting(lambda ch: self.recompute()), names="value")
         self.quality.observe(self.reacting(lambda ch: self.render()), names="value")
         self.compute_button.on_click(lambda b: self.recompute())
+        self.pane = bokeh_pane(self.fig)
+        self.pane.layout.display = "none"                  # no empty axes before the first curve
         super().__init__(children=[W.HBox([self.pair, self.quality, self.compute_button],
                                           layout=W.Layout(flex_flow="row wrap", align_items="center")),
-                                   self.info, bokeh_pane(self.fig), self.table])
+                                   self.info, self.pane, self.table])
         if not lazy:
             self.recompute()
 
@@ -241,6 +243,7 @@ class CascadeView(WorkbenchWidget):
         self.fig.yaxis.axis_label = "bits per byte (lower is better)" if q == "bits_per_byte" else \
             "agreement with the large model's top token"
         self.table.value = cascade_table_html(self.comparison)
+        self.pane.layout.display = ""
 
     def export_state(self) -> dict:
         return {} if self.comparison is None else {"table": self.comparison.table()}
@@ -255,7 +258,7 @@ def cascade_tab(lab) -> CascadeView:
 
 
 # ---------------------------------------------------------------------------------------- repeated sampling
-SIZE_COLORS = ["#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"]
+SIZE_COLORS = ["#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b", "#041a33"]
 
 
 def coverage_figure(runs, *, majority: bool = True, guess_space: int | None = 199, width: int = FIG_W):
