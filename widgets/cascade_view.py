@@ -189,10 +189,10 @@ class CascadeView(WorkbenchWidget):
         self.quality.observe(self.reacting(lambda ch: self.render()), names="value")
         self.compute_button.on_click(lambda b: self.recompute())
         self.pane = bokeh_pane(self.fig)
-        self.pane.layout.display = "none"                  # no empty axes before the first curve
+        self.plot_box = W.VBox([])                         # the figure joins at the first curve: no empty axes
         super().__init__(children=[W.HBox([self.pair, self.quality, self.compute_button],
                                           layout=W.Layout(flex_flow="row wrap", align_items="center")),
-                                   self.info, self.pane, self.table])
+                                   self.info, self.plot_box, self.table])
         if not lazy:
             self.recompute()
 
@@ -243,7 +243,8 @@ class CascadeView(WorkbenchWidget):
         self.fig.yaxis.axis_label = "bits per byte (lower is better)" if q == "bits_per_byte" else \
             "agreement with the large model's top token"
         self.table.value = cascade_table_html(self.comparison)
-        self.pane.layout.display = ""
+        if not self.plot_box.children:
+            self.plot_box.children = [self.pane]
 
     def export_state(self) -> dict:
         return {} if self.comparison is None else {"table": self.comparison.table()}

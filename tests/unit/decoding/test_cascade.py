@@ -198,11 +198,11 @@ def test_decoding_lab_has_a_lazy_cascade_tab(pair):
     lab = widgets.DecodingLab(pair[1], draft=pair[0], prompt=PROMPT, strategy="greedy", max_new_tokens=4)
     tab = lab.tabs.children[-1]
     assert lab.tabs.get_title(len(lab.tabs.children) - 1) == "cascade" and tab is lab.cascade_view
-    assert tab.comparison is None and tab.pane.layout.display == "none"   # nothing computed (or drawn) until asked
+    assert tab.comparison is None and tab.plot_box.children == ()   # nothing computed (or drawn) until asked
     tab.text_value = TEXT
     tab.compute_button.click()
     assert tab.comparison.small_name == pair[0].name and tab.comparison.large_name == pair[1].name
-    assert tab.pane.layout.display == "" and len(tab.sources["entropy"].data["deferral"]) > 2
+    assert tab.plot_box.children == (tab.pane,) and len(tab.sources["entropy"].data["deferral"]) > 2
 
 
 def test_uncertainty_view_shades_by_the_chosen_score(pair):
