@@ -11,6 +11,7 @@ _LABS = {
     "DecodingLab": "widgets.decoding_lab",
     "ScalingLab": "widgets.scaling_lab",
     "ResidualLab": "widgets.residual_lab",
+    "DataLab": "widgets.data_lab",
     "MemoryLab": "widgets.memory_lab",
 }
 
