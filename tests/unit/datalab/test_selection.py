@@ -16,7 +16,7 @@ def test_chunk_scores_equal_evaluate():
     # evaluate scores min(block, len - 1) tokens per window: one padding token makes its window the whole chunk
     want = [evaluate(model, np.r_[c, 0], block_size=100, bos=BOS) for c in chunks]
     assert np.allclose(got, want, atol=1e-5)
-    assert np.allclose(score_chunks(model, chunks[:, :50], bos=None), [evaluate(model, c[:50]) for c in chunks],
+    assert np.allclose(score_chunks(model, chunks[:, :50], bos=None), [evaluate(model, np.array(c[:50])) for c in chunks],
                        atol=1e-5)
 
 
