@@ -94,3 +94,9 @@ def test_the_lessons_numbers_are_consistent():
         assert m["accuracy"] == pytest.approx(sum(m["by_length"].values()) / n_len)  # equal examples per length
         for f in m["failures"]:
             assert f["pieces"].replace("|", "") == f["string"] and f["given"] != str(f["count"])
+
+
+def test_the_stored_run_gave_both_models_the_same_examples_per_window():
+    r = json.loads(RESULT_FILE.read_text())
+    per = r["examples_per_window"]
+    assert abs(per["count-byte"] - per["count-bpe"]) < 0.5
