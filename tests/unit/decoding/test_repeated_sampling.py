@@ -186,3 +186,15 @@ def test_shipped_results_show_coverage_beyond_exact_match():
         assert r.coverage[-1] >= r.majority[-1] - 1e-9
     weak = [r for r in runs if r.greedy < 0.05]
     assert weak and all(r.coverage[-1] > 0.5 for r in weak)
+
+
+def test_make_repeated_sampling_plumbing(tmp_path):
+    """The remake command at a tiny size writes a file the loader reads back."""
+    from workbench.scaling import make_repeated_sampling as mk
+    from workbench.scaling.addition_models import load_repeated_sampling
+
+    out = tmp_path / "rs.json"
+    assert mk.main(["--out", str(out), "--problems", "2", "--samples", "4"]) == 0
+    runs = load_repeated_sampling(out, temperature=None)
+    assert len(runs) == 14 and {r.temperature for r in runs} == {1.0, 0.5}
+    assert all(r.n == 4 and r.ks == [1, 2, 4] and len(r.correct) == 2 for r in runs)
