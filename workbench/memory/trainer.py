@@ -177,6 +177,8 @@ def train_masked(model, sample, steps: int, *, lr: float = 3e-3, weight_decay: f
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
         batch = sample(rng)
+        if step == 0:
+            check_length(model, batch)
         loss = masked_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
