@@ -8,7 +8,8 @@ Measures, in one run, on the same bytes (the held-out docs split and Python stan
 * the model's ideal ``sum(-log2 p) / n`` beside its training-time validation loss in bits per byte (the identity:
   a model-driven coder's bits per byte is the model's loss), and the ideal-size gap (payload minus the ideal, bytes);
 * coder throughput of each model in KB/s, encode and decode (wall clock and CPU time: on a shared machine the
-  CPU-time figure is the steadier one). Issue 15's target: docs-byte at least 20 KB/s.
+  CPU-time figure is the steadier one; one torch thread by default). Issue 15's target: docs-byte at least
+  20 KB/s.
 
 ``--json FILE`` also writes the numbers as one JSON object.
 """
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bytes", type=int, default=16384, help="bytes of each corpus (0: all of it)")
     ap.add_argument("--models", default="docs-byte,docs-bpe,docs-byte-draft,docs-bpe-draft")
     ap.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="segments coded together")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a shared machine, idle threads spinning would count as CPU)")
     ap.add_argument("--no-decode", action="store_true", help="skip timing the decoder")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     a = ap.parse_args(argv)
