@@ -643,12 +643,12 @@ class DataLab(WorkbenchWidget):
                          ("kind", "live run"), ("colour", "#ff7f0e"), ("marker", "diamond")):
                 d[k].append(v)
         d["x"] = [str(c) for c in d["copies"]]
-        self.trap_source.data = d
-        entries = [(k, c, m, "solid") for k, c, m in zip(d["kind"], d["colour"], d["marker"])]
-        _key(self.p_figure, self._p_key, entries, at=factors[0])
         factors = [str(c) for c in sorted(set(d["copies"]))]
         for f in (self.auc_figure, self.p_figure):
             f.x_range.factors = factors
+        self.trap_source.data = d
+        entries = [(k, c, m, "solid") for k, c, m in zip(d["kind"], d["colour"], d["marker"])]
+        _key(self.p_figure, self._p_key, entries, at=factors[0])
         self._say("traps: shipped sweep, AUC " + ", ".join(f"{int(c)}: {a:.2f}" for c, a in zip(r.copies, r.auc_mean))
                   + " by copies", tab="traps")
 
