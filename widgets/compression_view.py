@@ -11,6 +11,7 @@ from bokeh.models import (
     ColorBar, ColumnDataSource, FactorRange, HoverTool, Legend, LegendItem, LinearColorMapper,
 )
 from bokeh.palettes import Category10_10, Oranges256
+from bokeh.core.properties import value
 from bokeh.plotting import figure
 
 from workbench.datalab.baselines import CompressionTable
@@ -127,7 +128,7 @@ def code_length_view(model, text, *, max_bytes: int = 4096, columns: int = 96, w
                  toolbar_location=None, tools="")
     boxes = fig.rect(x="x_mid", y="y_mid", width="w", height=0.92, source=src,
                      fill_color={"field": "bits", "transform": mapper}, line_color=None)
-    fig.text(x="x", y="y_mid", text="text", source=src, text_font="monospace", text_font_size="11px",
+    fig.text(x="x", y="y_mid", text="text", source=src, text_font=value("monospace"), text_font_size="13px",
              text_baseline="middle", text_color="black")
     fig.axis.visible = False
     fig.grid.visible = False
