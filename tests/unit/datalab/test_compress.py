@@ -267,3 +267,13 @@ def test_code_length_view_shades_each_token_by_its_bits(tiny_bos):
         code_length_view(tiny_bos, "x" * 50, max_bytes=10)
     with pytest.raises(UnsupportedInputError):
         code_length_view(tiny_bos, 12)
+
+
+def test_another_code_path_is_caught_by_the_probe(byte_model):
+    """TinyGPT's NumPy fast path and its torch path round differently: a blob made with one and decoded with the
+    other is refused up front (what another BLAS or CPU would look like)."""
+    blob = compress(byte_model, DOC[:40], segment_len=32)
+    m = load_pretrained("docs-byte")
+    m._numpy_step_for = lambda *a: None  # force the torch path
+    with pytest.raises(MachineMismatchError, match="probe"):
+        decompress(m, blob)
