@@ -19,7 +19,8 @@ from pathlib import Path
 
 import ipywidgets as W
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Legend, LegendItem, NumeralTickFormatter
+from bokeh.core.properties import value
+from bokeh.models import BasicTicker, ColumnDataSource, FixedTicker, Legend, LegendItem, NumeralTickFormatter
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -45,7 +46,8 @@ def _figure(title: str, height: int, x_log: bool = False):
         r = f.line("x", "y", source=src, line_width=2, color=Category10_10[i % 10])
         c = f.scatter("x", "y", source=src, size=5, color=Category10_10[i % 10])
         srcs.append((src, r, c))
-        items.append(LegendItem(label="", renderers=[r, c], visible=False))
+        items.append(LegendItem(label=value(""), renderers=[r, c], visible=False))
+    f.xaxis.ticker = BasicTicker(min_interval=1)  # steps, pairs, examples: whole numbers
     legend = Legend(items=items, label_text_font_size="10px", spacing=1, padding=4, click_policy="hide")
     f.add_layout(legend, "right")
     f.yaxis.formatter = NumeralTickFormatter(format="0.[00]")
@@ -136,7 +138,8 @@ class MemoryLab(WorkbenchWidget):
             self.shipped_result = glue.load_shipped(self.key, path)
             set_notice(self.shipped_note, "")
         except MemoryLabError as e:
-            set_notice(self.shipped_note, f"no shipped sweep to show: {e}", "warning")
+            msg = str(e) if path is not None else str(e).replace(str(glue.SWEEP_DIR) + "/", "sweeps/")
+            set_notice(self.shipped_note, f"no shipped sweep to show: {msg}", "warning")
         except Exception as e:  # noqa: BLE001 - a visible notice, never a traceback
             set_notice(self.shipped_note, f"the shipped sweep failed to load: {type(e).__name__}: {e}", "error")
         set_notice(self.info, "")
@@ -171,6 +174,15 @@ class MemoryLab(WorkbenchWidget):
         if views:
             v = views[0][0]
             self.fig.xaxis.axis_label, self.fig.yaxis.axis_label = v.x_label, v.y_label
+            xs = sorted({x for s, _ in main for x in s.x})
+            if xs and all(float(x).is_integer() for x in xs) and len(xs) <= 12:  # pairs, sizes, boundaries
+                self.fig.xaxis.ticker = FixedTicker(ticks=xs)
+                self.fig.xaxis.major_label_overrides = (
+                    {i: b for i, b in enumerate(self.shipped_result.boundaries)}
+                    if self.key == "reversal" and self.shipped_result is not None else {})
+            else:  # example indices: whole numbers only
+                self.fig.xaxis.ticker = BasicTicker(min_interval=1)
+                self.fig.xaxis.major_label_overrides = {}
             self.curve_fig.xaxis.axis_label, self.curve_fig.yaxis.axis_label = "training step", v.curve_label
         name = self.experiment.value
         self.fig.title.text = f"{name}: shipped sweep (thin)" + (", live run (thick)" if self.live_result else "") + (
@@ -190,13 +202,13 @@ class MemoryLab(WorkbenchWidget):
                 r.glyph.line_width = 3 if live else 1.5
                 c.glyph.size = 7 if live else 3
                 r.visible = c.visible = True
-                item.label = s.label
+                item.label = value(s.label)
                 item.visible = True
             else:
                 src.data = {"x": [], "y": [], "label": []}
                 r.visible = c.visible = False
                 item.visible = False
-                item.label = ""
+                item.label = value("")
 
     # --- live runs ----------------------------------------------------------------------------------------
     def _start(self) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 
 from .errors import ModelCapabilityError, TaskRangeError
@@ -32,7 +34,8 @@ LIVE_CFG = {
     "reversal": {"n_facts": 32, "width": 32, "n_layer": 2, "batch": 32, "probe_folds": 4},
     "answer_format": {"digits": 2, "width": 32, "n_layer": 2, "batch": 32, "n_test": 100},
 }
-LIVE_TRAIN_PROBLEMS = 500  # answer format: training problems of each live model
+LIVE_TRAIN_PROBLEMS = 500
+SWEEP_DIR = Path(__file__).parent / "sweeps"  # answer format: training problems of each live model
 
 
 @dataclass

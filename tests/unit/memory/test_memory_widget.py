@@ -94,6 +94,9 @@ def test_each_experiment_shows_its_shipped_sweep(sweeps, tmp_path):
     x, y = _rows(lab.export_tables()["main"], "transformer, once")  # the record's own numbers
     raw = json.loads((sweeps / "recall.json").read_text())["runs"][0]
     assert x == raw["pairs"] and y == pytest.approx(raw["accuracy"])
+    shown = [it.label.value for it in lab.main_legend.items if it.visible]  # a key for every line, as text
+    assert shown[:2] == ["transformer, once", "transformer, read twice"]
+    assert list(lab.fig.xaxis.ticker.ticks) == [1, 2, 4]  # whole pairs only
     for name, key in glue.EXPERIMENTS.items():
         lab.experiment.value = name
         assert lab.shipped_note.value == "", lab.shipped_note.value
