@@ -40,6 +40,7 @@ LABS = {
                         ("emergence-grid", "show(gridplot("), ("ScalingLab", "lab = widgets.ScalingLab(")],
     "05_gpu_kernels": [("kernel-listing", "kernel_part = between(")],
     "06_residual_stream": [("lens-kl-chart", "show(p)"), ("ResidualLab", "lab = ResidualLab(")],
+    "07_data": [("compression-chart", "show(compression_chart("), ("DataLab", "lab = DataLab(")],
     "08_memory_and_icl": [("memory-cost-charts", "show(row(p, q))"), ("MemoryLab", "lab = MemoryLab(")],
 }
 LISTINGS_LABS = {("05_gpu_kernels", "kernel-listing")}  # HTML code listings, checked line by line (item 9)
