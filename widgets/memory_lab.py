@@ -91,6 +91,22 @@ class MemoryLab(WorkbenchWidget):
         self.steps = W.IntSlider(value=steps, min=10, max=3000, step=10, description="training steps", **sl)
         self.train_button = self.task_button("Train", self._start, tooltip="train the live models (Stop ends early)")
         self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="200px"))
+        self.live_models: dict = {}
+        wide = dict(width="auto", flex="0 0 auto")
+        self.evaluate_button = W.Button(description="Evaluate at pairs", icon="check", layout=W.Layout(**wide),
+                                        tooltip="score the live (or loaded) recall models at the slider's pairs")
+        self.save_button = W.Button(description="Save models", icon="save", layout=W.Layout(**wide),
+                                    tooltip="save the live recall models as checkpoints in export_dir")
+        self.checkpoint_path = W.Text(value="", placeholder="checkpoint folder", description="checkpoint",
+                                      style=STYLE, layout=W.Layout(width="300px"))
+        self.load_as = W.Dropdown(options=list(glue.ARCHS), value="recurrent", description="as", style=STYLE,
+                                  layout=W.Layout(width="150px"))
+        self.load_button = W.Button(description="Load", icon="folder-open", layout=W.Layout(**wide),
+                                    tooltip="load a checkpoint of this architecture for 'Evaluate'")
+        self.evaluate_button.on_click(lambda _: self._guard(self.evaluate))
+        self.save_button.on_click(lambda _: self._guard(self.save_models))
+        self.load_button.on_click(lambda _: self._guard(lambda: self.load_checkpoint(self.checkpoint_path.value,
+                                                                                      self.load_as.value)))
         self.info = notice()
         self.shipped_note = W.HTML()
 
@@ -103,7 +119,9 @@ class MemoryLab(WorkbenchWidget):
         row1 = W.HBox([self.experiment, *self.arch_boxes.values(), self.klass], **_WRAP)
         row2 = W.HBox([self.pairs, self.state_size, self.examples, self.steps], **_WRAP)
         row3 = W.HBox([self.train_button, self.progress, self.export_controls()], **_WRAP)
-        super().__init__(children=[row1, row2, row3, self.info, self.shipped_note, self.pane],
+        self.models_row = W.HBox([self.evaluate_button, self.save_button, self.checkpoint_path, self.load_as,
+                                  self.load_button], **_WRAP)
+        super().__init__(children=[row1, row2, row3, self.models_row, self.info, self.shipped_note, self.pane],
                          layout=W.Layout(width=f"{COLUMN}px", max_width="100%"))
 
         self.experiment.observe(self.reacting(lambda _: self._experiment_changed()), names="value")
@@ -127,6 +145,7 @@ class MemoryLab(WorkbenchWidget):
         self.examples.disabled = k != "icl"
         self.state_size.disabled = k not in ("recall", "icl") or "recurrent" not in self.archs
         self.klass.layout.display = "" if k == "icl" else "none"
+        self.models_row.layout.display = "" if k == "recall" else "none"
 
     def _experiment_changed(self) -> None:
         self._controls()
@@ -240,8 +259,13 @@ class MemoryLab(WorkbenchWidget):
             def report(label, ck):
                 reports.put(glue.checkpoint_values(key, label, ck.metrics, klass) | {"_step": ck.step})
 
-            return glue.run_live(key, archs, **settings, progress=prog, should_stop=lambda: task.stop_requested,
-                                 report=report)
+            cb = dict(progress=prog, should_stop=lambda: task.stop_requested, report=report)
+            if key == "recall":  # keep the models, for Evaluate and Save
+                res, models = glue.run_live_recall(archs, pairs=settings["pairs"], state_size=settings["state_size"],
+                                                   steps=settings["steps"], **cb)
+                self.live_models = dict(models)
+                return res
+            return glue.run_live(key, archs, **settings, **cb)
 
         self.run_in_background(work, on_progress=self._on_progress, on_done=self._on_done,
                                on_error=self._on_error)
@@ -279,6 +303,43 @@ class MemoryLab(WorkbenchWidget):
         self._drain()
         set_notice(self.info, f"{type(e).__name__}: {e}", "error")
         self._redraw()
+
+    # --- live recall models: evaluate, save, load ----------------------------------------------------------
+    def _guard(self, fn) -> None:
+        """Run a button's action; every error is a visible notice (the widget keeps working)."""
+        if self.busy:
+            set_notice(self.info, "wait for the training run to end (or stop it) first", "warning")
+            return
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a student sees the message, not a traceback
+            set_notice(self.info, f"{type(e).__name__}: {e}", "error")
+
+    def evaluate(self, n_pairs: int | None = None) -> dict:
+        """Recall accuracy of the live (and loaded) recall models at ``n_pairs`` (default: the slider's) pairs."""
+        n = self.pairs.value if n_pairs is None else n_pairs
+        acc = glue.recall_at(self.live_models, n)
+        set_notice(self.info, f"recall at {n} pairs (context once): " +
+                   ", ".join(f"{lab} {a:.2f}" for lab, a in acc.items()), "info")
+        return acc
+
+    def save_models(self, directory=None) -> list:
+        """Save the live recall models (default: ``export_dir/memory-models``)."""
+        if not self.live_models:
+            raise MemoryLabError("no live recall model to save yet: train the recall experiment first")
+        out = glue.save_models(self.live_models, directory or Path(self.export_dir) / "memory-models")
+        set_notice(self.info, "saved " + ", ".join(str(d) for d in out), "info")
+        if out:
+            self.checkpoint_path.value = str(out[0])
+        return out
+
+    def load_checkpoint(self, directory, arch: str) -> None:
+        """Load a checkpoint expected to be of ``arch``; Evaluate then scores it as ``loaded <arch>``."""
+        if not str(directory).strip():
+            raise MemoryLabError("give a checkpoint folder (Save models writes some)")
+        model = glue.load_model(directory, arch)
+        self.live_models[f"loaded {arch}"] = model
+        set_notice(self.info, f"loaded {directory} as {arch}: 'Evaluate at pairs' scores it", "info")
 
     # --- export -------------------------------------------------------------------------------------------
     def export_tables(self) -> dict:

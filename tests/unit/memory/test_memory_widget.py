@@ -225,3 +225,31 @@ def test_export_round_trips_the_numbers_shown(sweeps, tmp_path):
     png = lab.export_png(tmp_path / "m.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "saved PNG" in lab.info.value
+
+
+def test_longer_than_trained_and_wrong_checkpoint_are_notices(sweeps, tmp_path):
+    lab = _lab(sweeps, tmp_path, experiment="recall", pairs=2, state_size=4, steps=10, background=False)
+    assert lab.models_row.layout.display == ""
+    lab.evaluate_button.click()  # nothing trained yet
+    assert "ModelCapabilityError" in lab.info.value and "no live recall model" in lab.info.value
+    lab.train_button.click()
+    assert set(lab.live_models) == {"transformer", "recurrent (state 4)"}
+    lab.evaluate_button.click()
+    assert "recall at 2 pairs" in lab.info.value and "transformer" in lab.info.value
+    lab.pairs.value = 5  # rows longer than the models were trained on
+    lab.evaluate_button.click()
+    assert "SequenceTooLongError" in lab.info.value and "longer than" in lab.info.value
+    lab.pairs.value = 2
+    lab.save_button.click()
+    gpt_dir, rnn_dir = tmp_path / "memory-models" / "transformer-0", tmp_path / "memory-models" / "recurrent-1"
+    assert (gpt_dir / "config.json").exists() and (rnn_dir / "config.json").exists()
+    lab.checkpoint_path.value, lab.load_as.value = str(gpt_dir), "recurrent"  # a TinyGPT loaded as recurrent
+    lab.load_button.click()
+    assert "CheckpointError" in lab.info.value and "not a RecurrentLM" in lab.info.value
+    lab.checkpoint_path.value = str(rnn_dir)
+    lab.load_button.click()
+    assert "loaded" in lab.info.value and "loaded recurrent" in lab.live_models
+    acc = lab.evaluate(2)
+    assert acc["loaded recurrent"] == pytest.approx(acc["recurrent (state 4)"])  # the same weights
+    lab.experiment.value = "reversal"
+    assert lab.models_row.layout.display == "none"
