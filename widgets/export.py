@@ -751,12 +751,19 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
         cbar.ax.tick_params(labelsize=9 * PT, length=2)
         cbar.outline.set_edgecolor("#cccccc")
         cb_x += 62
-    legends = [lg for lg in bfig.center if isinstance(lg, Legend)] + side_legends
+    top_legends = [a for a in bfig.above if isinstance(a, Legend)]
+    legends = [lg for lg in bfig.center if isinstance(lg, Legend)] + side_legends + top_legends
     for lg in legends:
         if not lg.visible:
             continue
         handles, labels = [], []
         for item in lg.items:
+            grouped = _grouped_legend(d, item)
+            if grouped:  # a label given as a field: one entry per value, as BokehJS draws it
+                for label, handle in grouped:
+                    handles.append(handle)
+                    labels.append(label)
+                continue
             arts = [d.handles.get(id(r)) for r in item.renderers]
             arts = [a for a in arts if a is not None]
             label = _legend_label(item)
@@ -766,7 +773,10 @@ def _draw_figure(mfig, bfig, x, y, w, h, W_, H_):
         if not handles:
             continue
         lfs = _px(lg.label_text_font_size, 13.0) * PT * 0.85
-        if lg in side_legends:
+        if lg in top_legends:  # above the plot, in a row, like bokeh's legend laid out "above"
+            ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.0 + 18 / fh), ncol=len(handles),
+                      fontsize=lfs, frameon=False, borderaxespad=0.2, handlelength=1.0)
+        elif lg in side_legends:
             ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0 + (cb_x - (x + left + fw)) / fw, 1.0),
                       fontsize=lfs, frameon=False, borderaxespad=0.2)
         else:
@@ -793,6 +803,30 @@ def _log_axis(axis) -> None:
         axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(fmt))
     axis.set_minor_formatter(NullFormatter())
+
+
+def _grouped_legend(drawer, item) -> list:
+    """``(label, handle)`` per distinct value for a legend item whose label is a data field (bokeh groups those in
+    the browser), with a square of the colour of the value's first glyph; [] for an ordinary item."""
+    from matplotlib.patches import Patch
+
+    lab = item.label
+    fieldname = lab.get("field") if isinstance(lab, dict) else getattr(lab, "field", None)
+    if not fieldname or not item.renderers:
+        return []
+    r = item.renderers[0]
+    data = dict(r.data_source.data)
+    values = list(data.get(fieldname, []))
+    n = len(values)
+    if not n:
+        return []
+    cols = drawer._rgba(r.glyph, "fill_color", "fill_alpha", data, n)
+    out, seen = [], set()
+    for i, v in enumerate(values):
+        if v not in seen:
+            seen.add(v)
+            out.append((str(v), Patch(facecolor=cols[i], edgecolor="none")))
+    return out
 
 
 def _legend_label(item) -> str:

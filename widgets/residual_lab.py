@@ -202,7 +202,7 @@ class ResidualLab(WorkbenchWidget):
                                layout=W.Layout(width="220px"))
         self.position = W.IntText(value=-1, description="position", style=STYLE, layout=W.Layout(width="140px"),
                                   tooltip="the position whose next-token logit is attributed (-1: the last)")
-        self.dla_source = ColumnDataSource(dict(label=[], value=[], colour=[], kind=[], layer=[], head=[]))
+        self.dla_source = ColumnDataSource(dict(label=[], value=[], colour=[], effect=[], kind=[], layer=[], head=[]))
         d = figure(width=FIG_W, height=300, title="", toolbar_location=None, tools="", x_range=FactorRange(),
                    y_axis_label="direct effect on the logit")
         self._dla_bars = d.vbar(x="label", top="value", width=0.8, color="colour", source=self.dla_source)
@@ -210,11 +210,8 @@ class ResidualLab(WorkbenchWidget):
         d.xaxis.major_label_orientation = 1.2
         d.xaxis.major_label_text_font_size = "10px"
         d.xgrid.visible = False
-        self._dla_key = ColumnDataSource(dict(x=[], y=[]))  # two empty glyphs: the legend's swatches
-        pos = d.scatter(x="x", y="y", source=self._dla_key, marker="square", color=_POS, size=10)
-        neg = d.scatter(x="x", y="y", source=self._dla_key, marker="square", color=_NEG, size=10)
-        d.add_layout(Legend(items=[LegendItem(label="raises the target", renderers=[pos]),
-                                   LegendItem(label="lowers it", renderers=[neg])],
+        # the key groups the bars themselves by their "effect" column (one swatch per colour shown)
+        d.add_layout(Legend(items=[LegendItem(label=dict(field="effect"), renderers=[self._dla_bars])],
                             orientation="horizontal", label_text_font_size="10px", padding=2, margin=2,
                             location="top_left"), "above")
         self.dla_figure = d
@@ -360,7 +357,7 @@ class ResidualLab(WorkbenchWidget):
             self.topk_figure.title.text = why
         elif tab == "direct attribution":
             self.dla_result = None
-            self.dla_source.data = dict(label=[], value=[], colour=[], kind=[], layer=[], head=[])
+            self.dla_source.data = dict(label=[], value=[], colour=[], effect=[], kind=[], layer=[], head=[])
             self.dla_figure.x_range.factors = []
             self.dla_figure.title.text = why
         elif tab == "patching":
@@ -518,6 +515,7 @@ class ResidualLab(WorkbenchWidget):
         v = vals[keep].tolist()
         self.dla_figure.x_range.factors = labels
         self.dla_source.data = dict(label=labels, value=v, colour=[_POS if x >= 0 else _NEG for x in v],
+                                    effect=["raises the target" if x >= 0 else "lowers it" for x in v],
                                     kind=[str(a.kind[i]) for i in keep], layer=[int(a.layer[i]) for i in keep],
                                     head=[int(a.head[i]) for i in keep])
         from workbench.attention.capture import token_labels

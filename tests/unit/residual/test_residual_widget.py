@@ -163,6 +163,24 @@ def test_dla_bars_equal_the_core(lab, tiny):
     np.testing.assert_allclose(lab.dla_source.data["value"], a.values, atol=1e-12)
     assert "minus" in lab.dla_figure.title.text
     assert set(lab.dla_source.data["colour"]) <= {"#2166ac", "#b2182b"}
+    # the key: one swatch per colour shown, grouped by the bars' own "effect" column (also in the PNG redraw)
+    from bokeh.models import Legend
+
+    from widgets.export import _Drawer, _grouped_legend
+
+    (key,) = [x for x in lab.dla_figure.above if isinstance(x, Legend)]
+    assert key.items[0].label.field == "effect" and key.items[0].renderers == [lab._dla_bars]
+    d = lab.dla_source.data
+    assert {(c, e) for c, e in zip(d["colour"], d["effect"])} == \
+        {("#2166ac", "raises the target"), ("#b2182b", "lowers it")}
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    try:
+        labels = [label for label, _ in _grouped_legend(_Drawer(lab.dla_figure, ax), key.items[0])]
+    finally:
+        plt.close(fig)
+    assert sorted(labels) == ["lowers it", "raises the target"]
 
 
 # --- patching -------------------------------------------------------------------------------------------------------
