@@ -12,6 +12,13 @@ held-out problems. Contrast: the tokenization lesson's digit-chunking experiment
 tokens and measured no effect at toy scale (both models at or below 1%). Here every digit is its own token and only
 the order of the answer changes, which is a different question: whether the model must compute the carry before it
 writes the digit that depends on it.
+
+What this scale shows (shipped sweep, one seed, 600 steps, width 64, 2 layers, 2-digit operands, 300 held-out
+problems): exact match at 250 / 1,000 / 3,000 training problems: plain 0.16 / 0.22 / 0.65, reversed 0.04 / 0.28 /
+0.02, scratchpad 0.01 / 0.60 / 0.84. The scratchpad helps most once there are enough examples; the reversed format's
+sharp transition does not reproduce: at 3,000 problems its run failed to fit at all (final training loss 1.15 nats
+against 0.26 plain), at 250 it memorised without generalising, so one seed says nothing firm about reversed vs plain.
+Unlike the digit-chunking null, the answer format does move accuracy here (scratchpad vs plain at 1,000: 0.60 vs 0.22).
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from .trainer import build_model, check_length, train_masked
 
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 
-LIVE = {"digits": 3, "width": 64, "n_layer": 2, "steps": 400, "batch": 64, "lr": 3e-3, "every": 100, "n_test": 300}
+LIVE = {"digits": 2, "width": 64, "n_layer": 2, "steps": 400, "batch": 64, "lr": 3e-3, "every": 100, "n_test": 300}
 
 
 def _check(cfg: dict) -> dict:

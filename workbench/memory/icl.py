@@ -11,6 +11,14 @@ infer ``f`` from the prompt. Each model's error at every example index ``i`` (ha
 on fresh rows of each class, at every checkpoint, beside :func:`optimal_error` on the same rows: the Bayes-optimal
 learner under a uniform prior over the class (majority vote of the hypotheses consistent with the examples so far;
 a tie counts half an error), computed exactly by enumerating the class.
+
+What this scale shows (shipped sweep, one seed, 600 steps, width 64, 2 layers, 5-bit inputs, 24 examples): a null.
+No model learned in context: every model (transformer trained on conjunctions, on parities, on the mixture;
+recurrent with d_state 8 on the mixture) ends at the majority-label error (0.255 on conjunctions, 0.50 on parities,
+over the last 8 examples), i.e. it always answers 0, while the optimal learner reaches 0.007 and 0.000. So the
+mixture effect cannot be read off either. A likely reason beside the small budget: each input is one opaque token,
+so the model must first learn the bit structure of 32 embeddings from the ICL loss alone; bits as separate tokens
+(longer rows) or many more steps are the next things to try.
 """
 from __future__ import annotations
 

@@ -17,6 +17,13 @@ The probe asks whether the reverse fact is linearly present even when the model 
 reverse prompt ``BOS B1 B2 is``, a logistic regression per layer boundary reads one bit of the answer's name (its
 first name in the first or second half of the list), cross-validated over the forward-only facts. The same probe on
 the forward prompt reads a bit of the attribute: it is the positive control.
+
+What this scale shows (shipped sweep, one seed, 600 steps, width 64, 2 layers, 64 facts): the curse reproduces.
+Without augmentation, forward 1.00 and reverse 0.00 on the forward-only facts (chance 1/64), although the facts
+trained both ways are recalled reversed at 1.00; token-order reversal of the augmented copies does not help (reverse
+0.00); entity-preserving reversal (the reverse fact itself, under the REV marker) reaches 0.81. The probe finds the
+reverse fact's name bit at chance without augmentation (0.47 / 0.56 / 0.56 at embed / block 0 / block 1, majority
+0.53; 32 facts, 4 folds, so about +-0.1 is noise), while the forward control rises to 0.91 at the last boundary.
 """
 from __future__ import annotations
 
