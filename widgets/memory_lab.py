@@ -207,6 +207,9 @@ class MemoryLab(WorkbenchWidget):
         self.fig.title.text = f"{name}: shipped sweep (thin)" + (", live run (thick)" if self.live_result else "") + (
             f"; {notes[0]}" if notes else "")
         self.curve_fig.title.text = f"{name}: training curves (shipped thin, live thick)"
+        labels = [v.curve_label for v, _ in views]
+        if len(labels) == 2 and labels[0] != labels[1]:  # e.g. recall: the shipped and the live most pairs differ
+            self.curve_fig.title.text += f"; live: {labels[1]}"
 
     def _fill(self, slots, legend, series) -> None:
         if len(series) > SLOTS:

@@ -234,6 +234,7 @@ def test_longer_than_trained_and_wrong_checkpoint_are_notices(sweeps, tmp_path):
     assert "ModelCapabilityError" in lab.info.value and "no live recall model" in lab.info.value
     lab.train_button.click()
     assert set(lab.live_models) == {"transformer", "recurrent (state 4)"}
+    assert lab.curve_fig.title.text.endswith("; live: accuracy at 2 pairs")  # the sweep's curves are at 4 pairs
     lab.evaluate_button.click()
     assert "recall at 2 pairs" in lab.info.value and "transformer" in lab.info.value
     lab.pairs.value = 5  # rows longer than the models were trained on
