@@ -255,7 +255,8 @@ class DataLab(WorkbenchWidget):
         self.distill_source = ColumnDataSource(_curves([], [], [], [], []))
         self.distill_figure = self._curve_figure("held-out loss of the student (shipped: 250 steps; grey: "
                                                  "the teachers' own loss)", self.distill_source)
-        self.distill_tab = W.VBox([W.HBox([self.teacher, self.alpha, self.distill_button, self.steps, self.progress], **_WRAP),
+        self.distill_tab = W.VBox([W.HBox([self.teacher, self.alpha], **_WRAP),
+                                   W.HBox([self.distill_button, self.steps, self.progress], **_WRAP),
                                    bokeh_pane(self.distill_figure)])
 
         # --- traps ---------------------------------------------------------------------------------------------
@@ -266,8 +267,8 @@ class DataLab(WorkbenchWidget):
         self.trap_button = self.task_button("add live run", lambda: self.run_trap(), icon="plus",
                                             tooltip="insert the traps, train the micro model for the live steps "
                                                     "and test membership (in the background; click again to stop)")
-        self.trap_source = ColumnDataSource(dict(copies=[], x=[], auc=[], auc_sd=[], p_value=[], kind=[], colour=[],
-                                                 marker=[]))
+        self.trap_source = ColumnDataSource(dict(copies=[], x=[], auc=[], auc_sd=[], kind=[], colour=[], marker=[]))
+        self.p_source = ColumnDataSource(dict(copies=[], x=[], p_value=[], kind=[], colour=[], marker=[]))
         ta = figure(width=370, height=300, title="membership AUC (traps vs non-members)",
                     x_axis_label="copies of each trap in training", y_axis_label="ROC AUC", toolbar_location=None,
                     tools="", y_range=(0.0, 1.05), x_range=FactorRange())
@@ -277,14 +278,18 @@ class DataLab(WorkbenchWidget):
         tp = figure(width=FIG_W - 375, height=300, title="exchangeability test p-value",
                     x_axis_label="copies of the benchmark in training", y_axis_label="p-value",
                     toolbar_location=None, tools="", y_range=(0.0, 1.05), x_range=FactorRange())
-        self._p_dots = tp.scatter(x="x", y="p_value", source=self.trap_source, color="colour", marker="marker",
+        self._p_dots = tp.scatter(x="x", y="p_value", source=self.p_source, color="colour", marker="marker",
                                   size=9)
         tp.add_layout(Span(location=0.05, dimension="width", line_color="#d62728", line_dash="dashed"))
         for f in (ta, tp):
-            f.add_tools(HoverTool(tooltips=[("copies", "@copies"), ("AUC", "@auc{0.000}"), ("p", "@p_value{0.000}"),
+            f.add_tools(HoverTool(tooltips=[("copies", "@copies"), ("AUC" if f is ta else "p-value",
+                                                                     "@auc{0.000}" if f is ta else "@p_value{0.000}"),
                                             ("run", "@kind")]))
         self.auc_figure, self.p_figure = ta, tp
-        self._p_key = _legend_right(tp)  # one key for both: the same colours and markers
+        self._auc_key = Legend(items=[], location="top_left", label_text_font_size="9px", spacing=0, padding=3,
+                               background_fill_alpha=0.7)
+        ta.add_layout(self._auc_key)
+        self._p_key = _legend_right(tp)
         self.traps_tab = W.VBox([W.HBox([self.copies, self.trap_len], **_WRAP),
                                  W.HBox([self.trap_button, self.steps, self.progress], **_WRAP),
                                  bokeh_pane(row(ta, tp))])
@@ -430,7 +435,7 @@ class DataLab(WorkbenchWidget):
         for i, b in enumerate(r.bands):
             xs.append([int(s) for s in r.steps])
             ys.append([float(v) for v in r.curves[i].mean(0)])
-            labels.append(f"shipped: {b} band")
+            labels.append(f"shipped: {b} band" if b != "random" else "shipped: random third")
             cols.append(colours[b])
             dashes.append("solid")
         for k, run in enumerate(self.live_runs["selection"]):
@@ -460,8 +465,12 @@ class DataLab(WorkbenchWidget):
         _key(self.hist_figure, self._hist_key,
              [(w, c, "square", "solid") for w, c in zip(self.hist_source.data["where"], self.hist_source.data["colour"])])
         self.band_box.left, self.band_box.right = lo, hi
-        idx = select_score_range(sc, lo, hi)
-        self.band_note.value = f"{len(idx)} of {len(sc)} chunks ({len(idx) / len(sc):.0%})"
+        try:
+            idx = select_score_range(sc, lo, hi)
+        except DataLabError:
+            self.band_note.value = "&nbsp;&rarr; keeps no chunk"
+            raise
+        self.band_note.value = f"&nbsp;&rarr; keeps {len(idx)} of {len(sc)} chunks ({len(idx) / len(sc):.0%})"
         self._say(f"selection: {len(idx)} chunks score in [{lo:.2f}, {hi:.2f}]; shipped winner at 250 steps: "
                   f"{self.selection.winner} band", tab="selection")
 
@@ -632,25 +641,41 @@ class DataLab(WorkbenchWidget):
     # --- traps ---------------------------------------------------------------------------------------------------
     def draw_traps(self) -> None:
         r = self.traps
-        d = {k: [] for k in ("copies", "auc", "auc_sd", "p_value", "kind", "colour", "marker")}
+        auc = {k: [] for k in ("copies", "auc", "auc_sd", "kind", "colour", "marker")}
+        pv = {k: [] for k in ("copies", "p_value", "kind", "colour", "marker")}
+        clean = np.nanmean(r.auc_clean, 1) if np.isfinite(r.auc_clean).any() else None
         for i, c in enumerate(r.copies):
             for k, v in (("copies", int(c)), ("auc", float(r.auc_mean[i])), ("auc_sd", float(r.auc_sd[i])),
-                         ("p_value", float(r.p_mean[i])), ("kind", "shipped sweep (250 steps)"),
+                         ("kind", "shipped, vs docs-byte-draft"), ("colour", "#1f77b4"), ("marker", "circle")):
+                auc[k].append(v)
+            if clean is not None and np.isfinite(clean[i]):
+                for k, v in (("copies", int(c)), ("auc", float(clean[i])), ("auc_sd", 0.0),
+                             ("kind", "shipped, vs micro model without traps"), ("colour", "#2ca02c"),
+                             ("marker", "square")):
+                    auc[k].append(v)
+            for k, v in (("copies", int(c)), ("p_value", float(r.p_mean[i])), ("kind", "shipped sweep (250 steps)"),
                          ("colour", "#1f77b4"), ("marker", "circle")):
-                d[k].append(v)
+                pv[k].append(v)
         for run in self.live_runs["traps"]:
-            for k, v in (("copies", run["copies"]), ("auc", run["auc"]), ("auc_sd", 0.0), ("p_value", run["p_value"]),
-                         ("kind", "live run"), ("colour", "#ff7f0e"), ("marker", "diamond")):
-                d[k].append(v)
-        d["x"] = [str(c) for c in d["copies"]]
-        factors = [str(c) for c in sorted(set(d["copies"]))]
+            for k, v in (("copies", run["copies"]), ("auc", run["auc"]), ("auc_sd", 0.0),
+                         ("kind", "live, vs docs-byte-draft"), ("colour", "#ff7f0e"), ("marker", "diamond")):
+                auc[k].append(v)
+            for k, v in (("copies", run["copies"]), ("p_value", run["p_value"]), ("kind", "live run"),
+                         ("colour", "#ff7f0e"), ("marker", "diamond")):
+                pv[k].append(v)
+        auc["x"] = [str(c) for c in auc["copies"]]
+        pv["x"] = [str(c) for c in pv["copies"]]
+        factors = [str(c) for c in sorted(set(auc["copies"]))]
         for f in (self.auc_figure, self.p_figure):
             f.x_range.factors = factors
-        self.trap_source.data = d
-        entries = [(k, c, m, "solid") for k, c, m in zip(d["kind"], d["colour"], d["marker"])]
-        _key(self.p_figure, self._p_key, entries, at=factors[0])
+        self.trap_source.data = auc
+        self.p_source.data = pv
+        _key(self.auc_figure, self._auc_key, [(k, c, m, "solid") for k, c, m in zip(auc["kind"], auc["colour"],
+                                                                                   auc["marker"])], at=factors[0])
+        _key(self.p_figure, self._p_key, [(k, c, m, "solid") for k, c, m in zip(pv["kind"], pv["colour"],
+                                                                               pv["marker"])], at=factors[0])
         self._say("traps: shipped sweep, AUC " + ", ".join(f"{int(c)}: {a:.2f}" for c, a in zip(r.copies, r.auc_mean))
-                  + " by copies", tab="traps")
+                  + " by copies (vs docs-byte-draft)", tab="traps")
 
     @_shown("traps")
     def run_trap(self, background: bool | None = None):
@@ -683,7 +708,7 @@ class DataLab(WorkbenchWidget):
     # --- export ----------------------------------------------------------------------------------------------------
     _TAB_TABLES = {"compression": ("coder_source", "heat_source"), "selection": ("hist_source", "selection_source"),
                    "mixing": ("law_source", "mix_points"), "distillation": ("distill_source",),
-                   "traps": ("trap_source",)}
+                   "traps": ("trap_source", "p_source")}
 
     def export_tables(self) -> dict[str, dict[str, list]]:
         keep = self._TAB_TABLES[self.tab]
