@@ -661,7 +661,7 @@ class ResidualLab(WorkbenchWidget):
         from workbench.attention.capture import token_labels
 
         tgt = glue.short_token(token_labels(self.model, [a.target_id])[0], 12)
-        self.attr_figure.title.text = (f"{self.method.value}: each token's share of the logit of {tgt} "
+        self.attr_figure.title.text = (f"{self.method.value}: each token's share of log p({tgt}) "
                                        f"(blue raises it, red lowers it)")
         gap = "" if a.baseline_output is None else \
             f"; completeness: scores sum to {scores.sum():.3f}, the change from the baseline is " \
