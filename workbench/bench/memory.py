@@ -12,7 +12,7 @@ the numbers (and a TinyGPT prefill of 16,384 tokens is a quadratic attention pas
 measured); ``--prefill`` feeds real tokens instead. Cache bytes: TinyGPT's keys and values of the ``T`` cached tokens (``2 L H T Dh`` floats); the recurrent
 model's states (``L H Dk Dv`` floats), and in brackets with the ring of past states kept for ``crop``.
 
-Lesson: ``notebooks/08_memory_and_icl.ipynb`` (planned; not written yet).
+Lesson: ``notebooks/08_memory_and_icl.ipynb``.
 """
 from __future__ import annotations
 

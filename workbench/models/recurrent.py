@@ -32,7 +32,7 @@ what it learned about longer ones is another matter.
 >>> m(torch.zeros(1, 5, dtype=torch.long)).logits.shape
 torch.Size([1, 5, 257])
 
-Lesson: ``notebooks/08_memory_and_icl.ipynb`` (planned; not written yet).
+Lesson: ``notebooks/08_memory_and_icl.ipynb``.
 """
 from __future__ import annotations
 
