@@ -5,7 +5,7 @@ exact next-byte bars of the same model (every tokenisation that covers the promp
 :func:`workbench.tokenizers.byte_probs.next_byte_distribution`), and a byte model's own next-byte bars. The gap
 between the first two is the tokenization bias. The widget only draws what the core functions return.
 
-Lesson: ``notebooks/01_tokenization.ipynb`` (Byte-level probabilities from a BPE model).
+Lesson: ``notebooks/01_tokenization.ipynb`` (6. Byte-level probabilities from a BPE model).
 """
 from __future__ import annotations
 

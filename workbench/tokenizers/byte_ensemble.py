@@ -10,6 +10,8 @@ more than ``-log2(w_best)`` bits per byte, and it is better where the members' e
 every model) and :func:`mixture_bits` evaluates mixtures on the stored terms, so a weight can be picked on one
 part of the held-out text and reported on another (:func:`ensemble_report`).
 
+Lesson: ``notebooks/01_tokenization.ipynb`` (7. An ensemble of two tokenizers).
+
 >>> import numpy as np
 >>> mixture_bits(np.log([[0.5, 0.25]]), [0.5, 0.5])  # one byte, p = 0.5 and 0.25, mixed: -log2(0.375)
 1.415...

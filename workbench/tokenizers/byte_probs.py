@@ -40,6 +40,8 @@ A model without a BOS token (``docs-bpe``) gives no distribution for its first t
 a whole pre-token piece before the one it ends in (``"import o"``, not ``"imp"``); :func:`byte_logprob` scores
 such a text from the end of its first piece on.
 
+Lesson: ``notebooks/01_tokenization.ipynb`` (6. Byte-level probabilities from a BPE model).
+
 >>> from workbench.models import load_pretrained
 >>> m = load_pretrained("docs-bpe")
 >>> nb = next_byte_distribution(m, "The function retur")

@@ -11,6 +11,8 @@ answers fresh examples greedily; :class:`CountingResult` holds accuracy by strin
 each example's token boundaries, to see whether failures sit where the counted letter is hidden inside longer
 tokens. ``python -m workbench.tokenizers.make_counting`` trains both and writes the numbers the lesson reads.
 
+Lesson: ``notebooks/01_tokenization.ipynb`` (8. Counting letters).
+
 >>> ex = CountExample("abcab", "a")
 >>> ex.count, ex.prompt, ex.answer
 (2, '\\nabcab:a=', '2')

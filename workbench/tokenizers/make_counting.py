@@ -5,6 +5,8 @@ batch and seed; 2,500 steps each, 4-8 minutes in all on one thread), asks each 3
 10, and writes accuracy by length, the BPE model's accuracy split by whether the counted letter is hidden inside a
 multi-letter token, and a sample of failures with their token boundaries to :data:`RESULT_FILE` (a few KB; the
 weights are not shipped: this command remakes everything).
+
+Lesson: ``notebooks/01_tokenization.ipynb`` (8. Counting letters).
 """
 from __future__ import annotations
 
