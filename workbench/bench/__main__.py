@@ -16,7 +16,7 @@ def main(argv=None):
         print(f"usage: python -m workbench.bench {{{','.join(AREAS)}}} [options]", file=sys.stderr)
         return 2
     try:
-        mod = import_module(f"workbench.bench.{argv[0]}")
+        mod = import_module(f"workbench.bench.{argv[0]}_bench")
     except ModuleNotFoundError as e:
         print(f"the {argv[0]} benchmark is not available yet ({e})", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """Plumbing of ``python -m workbench.bench real`` at a tiny size (the real run builds a 124M GPT-2)."""
-from workbench.bench import real as R
+from workbench.bench import real_bench as R
 
 
 TINY = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=600)

@@ -223,7 +223,7 @@ def test_uncertainty_view_shades_by_the_chosen_score(pair):
 
 def test_bench_cascade_rows_reach_their_quality():
     """Plumbing of the decoding bench's cascade part on the shipped bpe pair (few tokens)."""
-    from workbench.bench.decoding_cascade import cascade_costs, report
+    from workbench.bench.decoding_cascade_bench import cascade_costs, report
     from workbench.decoding.cascade import shipped_pair_curve
 
     rows = cascade_costs(("bpe",), max_new_tokens=3, prompts=["The "])

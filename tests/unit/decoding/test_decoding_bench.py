@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.factories import peaked_gpt
-from workbench.bench import decoding as B
+from workbench.bench import decoding_bench as B
 from workbench.decoding import Pipeline, expected_speedup
 
 torch.set_num_threads(1)

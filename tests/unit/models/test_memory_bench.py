@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.bench import memory
+from workbench.bench import memory_bench as memory
 from workbench.bench.__main__ import AREAS
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from workbench.bench import models as B
+from workbench.bench import models_bench as B
 
 
 def test_decode_worker_times_steps_after_a_prefill(monkeypatch):

@@ -68,7 +68,7 @@ def test_a_parallel_model_and_a_model_without_biases_add_up_too():
 
 def test_per_head_and_per_mlp_equal_transformer_lens_on_gpt2():
     pytest.importorskip("transformer_lens")
-    from workbench.bench.residual import tl_bridge
+    from workbench.bench.residual_bench import tl_bridge
 
     m = F.loaded("gpt2")
     bridge = tl_bridge(F.build("gpt2"), F.hf_tokenizer())  # same seed, same weights, a separate module

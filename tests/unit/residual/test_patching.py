@@ -44,7 +44,7 @@ TL_FUNCS = {"resid_pre": "get_act_patch_resid_pre", "attn_out": "get_act_patch_a
 @pytest.fixture(scope="module")
 def gpt2_pair():
     pytest.importorskip("transformer_lens")
-    from workbench.bench.residual import tl_bridge
+    from workbench.bench.residual_bench import tl_bridge
 
     m = F.loaded("gpt2")
     return m, tl_bridge(F.build("gpt2"), F.hf_tokenizer())

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from workbench.bench import residual as R
+from workbench.bench import residual_bench as R
 
 pytest.importorskip("transformer_lens")
 

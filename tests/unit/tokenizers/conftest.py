@@ -1,7 +1,7 @@
 """Shared fixtures for the tokenizer tests: corpus slices and an HF trainer configured as issue 3 says."""
 import pytest
 
-from workbench.bench import tokenizers as bench_tokenizers
+from workbench.bench import tokenizers_bench as bench_tokenizers
 
 
 def _docs_text() -> str:

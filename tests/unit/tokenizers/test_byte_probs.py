@@ -319,7 +319,7 @@ def test_byte_model_logprob_in_windows_equals_next_byte_calls():
 
 def test_bench_next_byte_row():
     """The tokenizers bench's next-byte row runs (on the shipped docs-bpe) and reports a ratio."""
-    from workbench.bench.tokenizers import next_byte_timing, report
+    from workbench.bench.tokenizers_bench import next_byte_timing, report
 
     r = next_byte_timing(n_prompts=2)
     assert r["next_byte_prompts"] == 2 and r["next_token_naive_s"] > 0 and r["next_byte_exact_s"] > 0

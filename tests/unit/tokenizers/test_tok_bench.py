@@ -1,5 +1,5 @@
 """The tokenizers benchmark runs end to end on a small slice and its cross-checks hold."""
-from workbench.bench.tokenizers import floor_encode, floor_train, main
+from workbench.bench.tokenizers_bench import floor_encode, floor_train, main
 from workbench.tokenizers import BPETokenizer
 
 

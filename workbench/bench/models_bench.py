@@ -115,7 +115,7 @@ def _worker(args) -> None:
 
 
 def _run(worker: str, args) -> dict:
-    cmd = [sys.executable, "-m", "workbench.bench.models", "--worker", worker, "--steps", str(args.steps),
+    cmd = [sys.executable, "-m", "workbench.bench.models_bench", "--worker", worker, "--steps", str(args.steps),
            "--batch", str(args.batch), "--T", str(args.T), "--reps", str(args.reps)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

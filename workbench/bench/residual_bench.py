@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from .real import GPT2_SMALL, _peak_mb, _rss_mb, bpe_tokenizer, text_of
+from .real_bench import GPT2_SMALL, _peak_mb, _rss_mb, bpe_tokenizer, text_of
 
 GOAL_RATIO = 2.0
 GOAL_PEAK_GB = 2.0
@@ -200,7 +200,7 @@ def worker(spec: dict) -> dict:
 
 def run_one(spec: dict, timeout: float = 3600) -> dict:
     """Run :func:`worker` in a fresh interpreter and return its result (or ``{"error": ...}``)."""
-    cmd = [sys.executable, "-m", "workbench.bench.residual", "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "workbench.bench.residual_bench", "--worker", json.dumps(spec)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)

@@ -7,7 +7,7 @@
    over plain decoding of the same target with the same pipeline, next to the formula
    ``(1 - a^(g+1)) / ((1 - a)(g c + 1))`` from the measured acceptance rate ``a`` and cost ratio ``c``.
    Target: within 15 % of the prediction (the reason is printed when not).
-4. Cascades (:mod:`workbench.bench.decoding_cascade`): for each shipped pair and deferral rule, the threshold that
+4. Cascades (:mod:`workbench.bench.decoding_cascade_bench`): for each shipped pair and deferral rule, the threshold that
    closes 90% of the small -> large gap in bits per byte, and the cascade's measured wall time there against the
    large model alone.
 
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
     else:
         print(f"\n3) DecodingLab redraw at a cursor step: {lab['render_s'] * 1e3:.1f} ms "
               f"({'meets' if lab['render_s'] < lab['target_s'] else 'MISSES'} the < {lab['target_s'] * 1e3:.0f} ms target)")
-    from .decoding_cascade import cascade_costs, report  # issue #17: cascades at a fixed quality
+    from .decoding_cascade_bench import cascade_costs, report  # issue #17: cascades at a fixed quality
 
     cascades = cascade_costs(max_new_tokens=24 if a.quick else 64) if shipped else []
     print("\n" + (report(cascades) if cascades else "4) cascades: skipped (shipped weights not found)"))

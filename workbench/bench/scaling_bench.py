@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--threads-as-is" not in argv and not all(v in os.environ for v in _BLAS_VARS):
         env = dict(os.environ, **{v: os.environ.get(v, "1") for v in _BLAS_VARS})
-        return subprocess.call([sys.executable, "-m", "workbench.bench.scaling", *argv, "--threads-as-is"],
+        return subprocess.call([sys.executable, "-m", "workbench.bench.scaling_bench", *argv, "--threads-as-is"],
                                env=env)
     run([a for a in argv if a != "--threads-as-is"])
     return 0

@@ -154,7 +154,7 @@ def worker(spec: dict) -> dict:
 
 def run_one(spec: dict, timeout: float = 1800) -> dict:
     """Run :func:`worker` in a fresh interpreter and return its result (or ``{"error": ...}``)."""
-    cmd = [sys.executable, "-m", "workbench.bench.real", "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "workbench.bench.real_bench", "--worker", json.dumps(spec)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
