@@ -30,7 +30,7 @@ import torch
 
 from .errors import TaskRangeError
 from .tasks import FORMATS, AdditionVocab, addition_rows, read_sum, rows_batch
-from .trainer import build_model, check_length, train_masked
+from .trainer import build_model, check_length, train_masked, run_settings
 
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 
@@ -169,16 +169,8 @@ def answer_format_experiment(formats=FORMATS, n_train=(250, 1000), cfg: dict | N
     settings = [FormatSetting(f, int(n), seed) for f in formats for n in n_train]
     if not settings:
         raise TaskRangeError("give at least one format and one training size")
-    runs, total = [], c["steps"] * len(settings)
-    for i, s in enumerate(settings):
-        if should_stop is not None and should_stop() and runs:
-            break
-        prog = None if progress is None else (lambda d, t, i=i: progress(i * c["steps"] + d, total))
-        rep = None if report is None else (lambda ck, s=s: report((s.fmt, s.n_train), ck))
-        r = run_one(s, c, prog, should_stop, rep)
-        if r["steps"] < c["steps"]:
-            break
-        runs.append(r)
+    runs = run_settings(settings, c["steps"], run_one, c, key=lambda s: (s.fmt, s.n_train), keep_partial=False,
+                        progress=progress, should_stop=should_stop, report=report)
     if not runs:
         raise TaskRangeError("stopped before the first model finished: nothing to show")
     done = [f for f in dict.fromkeys(r["fmt"] for r in runs)

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TaskRangeError
-from .tasks import FUNCTION_CLASSES, ICLVocab, function_table, icl_batch, mixture_probs
-from .trainer import build_model, predictions, state_numbers, train_masked
+from .tasks import FUNCTION_CLASSES, ICLVocab, function_table, icl_batch
+from .trainer import build_model, predictions, state_numbers, train_masked, run_settings
 
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 
@@ -220,15 +220,7 @@ def icl_experiment(settings=(ICLSetting("transformer", "conjunction"), ICLSettin
     settings = list(settings)
     if not settings:
         raise TaskRangeError("give at least one ICLSetting")
-    runs, total = [], c["steps"] * len(settings)
-    for i, s in enumerate(settings):
-        if should_stop is not None and should_stop() and runs:
-            break
-        prog = None if progress is None else (lambda d, t, i=i: progress(i * c["steps"] + d, total))
-        rep = None if report is None else (lambda ck, s=s: report(s.label, ck))
-        runs.append(run_one(s, c, prog, should_stop, rep))
-        if runs[-1]["steps"] < c["steps"]:
-            break
+    runs = run_settings(settings, c["steps"], run_one, c, progress=progress, should_stop=should_stop, report=report)
     return assemble(runs, c)
 
 

@@ -35,7 +35,7 @@ import torch
 
 from .errors import ModelCapabilityError, TaskRangeError
 from .tasks import AUGMENTATIONS, FIRST_NAMES, ADJECTIVES, ReversalVocab, reversal_facts, reversal_rows, rows_batch
-from .trainer import build_model, predictions, train_masked
+from .trainer import build_model, predictions, train_masked, run_settings
 
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 
@@ -231,15 +231,7 @@ def reversal_experiment(settings=tuple(ReversalSetting("transformer", a) for a i
     settings = list(settings)
     if not settings:
         raise TaskRangeError("give at least one ReversalSetting")
-    runs, total = [], c["steps"] * len(settings)
-    for i, s in enumerate(settings):
-        if should_stop is not None and should_stop() and runs:
-            break
-        prog = None if progress is None else (lambda d, t, i=i: progress(i * c["steps"] + d, total))
-        rep = None if report is None else (lambda ck, s=s: report(s.label, ck))
-        runs.append(run_one(s, c, prog, should_stop, rep))
-        if runs[-1]["steps"] < c["steps"]:
-            break
+    runs = run_settings(settings, c["steps"], run_one, c, progress=progress, should_stop=should_stop, report=report)
     return assemble(runs, c)
 
 

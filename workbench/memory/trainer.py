@@ -197,3 +197,24 @@ def train_masked(model, sample, steps: int, *, lr: float = 3e-3, weight_decay: f
     model.eval()
     log.cpu_s, log.wall_s = time.process_time() - c0, time.perf_counter() - t0
     return log
+
+
+def run_settings(settings, steps: int, run_one, cfg: dict, *, key=lambda s: s.label, keep_partial: bool = True,
+                 progress=None, should_stop=None, report=None) -> list[dict]:
+    """Train and measure each setting in turn with ``run_one(setting, cfg, progress, should_stop, report)``, the
+    live experiments' shared loop: ``progress(done, total)`` counts steps over all settings, ``report(key(setting),
+    checkpoint)`` gets each checkpoint as it arrives, and a stop (``should_stop()`` before a model, or a model cut
+    short) ends the loop after the current model. ``keep_partial``: keep a model cut short (its checkpoints so far)."""
+    runs, total = [], steps * len(settings)
+    for i, s in enumerate(settings):
+        if should_stop is not None and should_stop() and runs:
+            break
+        prog = None if progress is None else (lambda d, t, i=i: progress(i * steps + d, total))
+        rep = None if report is None else (lambda ck, s=s: report(key(s), ck))
+        r = run_one(s, cfg, prog, should_stop, rep)
+        if r["steps"] < steps:
+            if keep_partial:
+                runs.append(r)
+            break
+        runs.append(r)
+    return runs
