@@ -53,7 +53,6 @@ BEHAVIOUR = {
     "04_scaling_laws": [("full-grid-refits", "lab = widgets.ScalingLab(")],
     "05_gpu_kernels": [("the-checks-catch-planted-faults", "kernel_part = between(")],
     "06_residual_stream": [("lens-cell-click-fills-the-bars", "lab = ResidualLab(")],
-    "07_data": [("band-training-runs-in-the-background", "lab = DataLab(")],
 }
 
 # (notebook, lab) -> {check: the finding, as measured}. Checks: "over", "clipped", "empty" ("<check>@<tab>" in a tab),
@@ -359,30 +358,6 @@ def _residual_lens_click_fills_the_bars(page, i: int) -> None:
     assert_no_widget_errors(page)
 
 
-def _data_lab_trains_in_the_background(page, i: int) -> None:
-    """The DataLab's "train on band" runs in the kernel's background: the button reads Stop, the progress bar
-    shows, and the loss chart gains the band's and the random subset's curves when it ends."""
-    lab = page.locator(".jp-OutputArea-output", has=page.locator("button:has-text('Export PNG')")).filter(
-        has=page.locator(".lm-TabBar-tab:has-text('selection')")).first
-    lab.locator(".lm-TabBar-tab:has-text('selection')").click()
-    lab.scroll_into_view_if_needed()
-    button = lab.locator("button:has-text('train on band')")
-    button.wait_for(state="visible", timeout=30_000)
-    chart = lab.locator("canvas >> visible=true").last   # the loss curves: the tab's last figure
-    chart.wait_for(state="visible", timeout=30_000)
-    before = chart.screenshot()
-    button.click()
-    lab.locator("button:has-text('Stop')").wait_for(state="visible", timeout=30_000)
-    assert lab.locator(".widget-hprogress, .progress").first.is_visible(), "no progress bar while training"
-    page.wait_for_function("el => el.innerText.includes('selection: trained')", arg=lab.element_handle(),
-                           timeout=180_000)
-    page.wait_for_timeout(1000)
-    assert lab.locator("button:has-text('train on band')").is_visible(), "the button did not come back"
-    assert chart.screenshot() != before, "the live curves were not drawn"
-    page.screenshot(path=str(ARTIFACTS / "07_data.png"))
-    assert_no_widget_errors(page)
-
-
 PLANT = """(i) => {
     const cell = window.jupyterapp.shell.currentWidget.content.widgets[i];
     const out = [...cell.node.querySelectorAll('.jp-OutputArea-output')].find(o => o.querySelector('pre'));
@@ -416,5 +391,4 @@ BEHAVIOUR_CHECKS = {
     "full-grid-refits": _scaling_lab_refits,
     "the-checks-catch-planted-faults": _the_checks_catch_planted_faults,
     "lens-cell-click-fills-the-bars": _residual_lens_click_fills_the_bars,
-    "band-training-runs-in-the-background": _data_lab_trains_in_the_background,
 }
