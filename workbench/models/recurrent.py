@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .interface import LMOutput, ModelError, as_batch, check_ids
+from .tinygpt import TinyGPT
 
 #: ``d_state`` (key dimension per head) is allowed in [1, MAX_D_STATE]. Above it the chunked form's
 #: ``(B, H, T / C, C, C, Dk)`` decay tensor and the state itself stop being small for a workbench model.
@@ -320,14 +321,7 @@ class RecurrentLM(nn.Module):
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
 
-    @staticmethod
-    def _init(m):
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+    _init = staticmethod(TinyGPT._init)  # the same GPT-2 initialisation as TinyGPT
 
     @property
     def device(self) -> torch.device:
