@@ -11,15 +11,19 @@ How the data are laid out (encoder and decoder both, so that they compute the sa
 * tokens are cut into independent segments of ``segment_len`` tokens (default: the context, ``block_size``),
   each starting fresh: after the tokenizer's BOS when it has one, else its first token is coded as uniform over
   the vocabulary (so a segment never needs more context than the model has);
-* segments are coded ``batch_size`` at a time in lockstep: one cached ``model.step`` per position for the whole
-  batch ``(b, 1)`` -> logits ``(b, V)``; float64 softmax; :func:`.coder.quantise` to integer frequencies summing
-  to ``2**total_bits``; then the batch's symbols of that position go through one arithmetic coder, row by row.
-  The decoder makes exactly the same calls with exactly the same shapes and inputs (it feeds what it decoded).
+* segments are coded ``batch_size`` at a time in lockstep, and a batch is cut into *lanes* of ``lane_rows``
+  segments (by default two lanes): one cached ``model.step`` per lane and position ``(n, 1)`` -> logits
+  ``(n, V)``; a float64 softmax quantised to integer frequencies summing to ``2**total_bits``
+  (:func:`frequencies`); then the symbols of that position go through one arithmetic coder, lane by lane, row
+  by row. The decoder makes exactly the same calls with exactly the same shapes and inputs (it feeds what it
+  decoded).
+* lanes are independent model calls, so worker threads step them at once (one BLAS thread each): while one lane
+  is being coded, the others compute. The bits depend on the lane width, never on the number of workers.
 
 Exactness: the integer coder is exact anywhere, but the logits are floats. The same calls on the same machine
 with the same torch, BLAS and thread settings give the same bits; another machine may not (see the README's
 "Compression: what is portable"). The header therefore carries the torch version and a *probe*: a hash of the
-quantised frequencies of a fixed probe input run through the same batch shape. A decoder whose probe differs
+quantised frequencies of a fixed probe input run through the same lane shape. A decoder whose probe differs
 refuses up front (:class:`MachineMismatchError`) instead of decoding garbage; a CRC-32 of the data catches what
 the probe cannot.
 
@@ -29,10 +33,12 @@ the header, then the coded payload.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import struct
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,15 +46,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .coder import ArithmeticDecoder, ArithmeticEncoder, cumulative, quantise
+from .coder import ArithmeticDecoder, ArithmeticEncoder
 from .errors import (
-    CorruptBlobError, DataLabError, MachineMismatchError, ModelMismatchError, SettingError, TruncatedBlobError,
-    UnsupportedInputError,
+    CorruptBlobError, DataLabError, FrequencyError, MachineMismatchError, ModelMismatchError, SettingError,
+    TruncatedBlobError, UnsupportedInputError,
 )
 
 MAGIC = b"LMAC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_BATCH = 128
+DEFAULT_LANES = 2  # lanes per batch by default: two cores busy, each model call as wide as it can be
 DEFAULT_TOTAL_BITS = 24
 _PROBE_STEPS = 4
 
@@ -61,6 +68,7 @@ class BlobHeader:
     """What a blob says about itself. ``fingerprint``: 8 bytes of a hash of the model's weights, shape and
     tokenizer; ``probe``: 4 bytes of a hash of the quantised frequencies of a fixed input (the machine check);
     ``start_id``: the token each segment starts after (-1: none, the first token is coded as uniform);
+    ``lane_rows``: segments stepped together in one model call (a batch is cut into lanes of this many);
     ``data_crc``: CRC-32 of the original bytes."""
 
     model_name: str
@@ -75,6 +83,7 @@ class BlobHeader:
     start_id: int
     payload_len: int
     data_crc: int
+    lane_rows: int = 1
     version: int = FORMAT_VERSION
 
     def to_bytes(self) -> bytes:
@@ -83,7 +92,7 @@ class BlobHeader:
         body = (MAGIC + bytes([self.version]) + self.fingerprint + self.probe
                 + bytes([len(name)]) + name + bytes([len(tv)]) + tv
                 + b"".join(_varint(v) for v in (self.n_bytes, self.n_tokens, self.segment_len, self.batch_size,
-                                                self.start_id + 1, self.payload_len))
+                                                self.lane_rows, self.start_id + 1, self.payload_len))
                 + bytes([self.total_bits]) + struct.pack("<I", self.data_crc))
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -107,7 +116,7 @@ class BlobHeader:
         fingerprint, probe = r.take(8), r.take(4)
         name = r.take(r.byte()).decode("utf-8", "replace")
         tv = r.take(r.byte()).decode("ascii", "replace")
-        n_bytes, n_tokens, seg, batch, start, payload_len = (r.varint() for _ in range(6))
+        n_bytes, n_tokens, seg, batch, lane, start, payload_len = (r.varint() for _ in range(7))
         total_bits = r.byte()
         (crc,) = struct.unpack("<I", r.take(4))
         end = r.pos
@@ -115,7 +124,7 @@ class BlobHeader:
         if zlib.crc32(blob[:end]) != hcrc:
             raise CorruptBlobError("the blob's header is corrupted (its CRC-32 does not match)")
         h = cls(name, fingerprint, probe, tv, n_bytes, n_tokens, seg, batch, total_bits, start - 1, payload_len,
-                crc, version)
+                crc, lane, version)
         if len(blob) - r.pos < payload_len:
             raise TruncatedBlobError(f"the blob is truncated: its payload has {len(blob) - r.pos} of "
                                      f"{payload_len} bytes")
@@ -248,8 +257,8 @@ def _inference(model):
 
 
 def _probe(model, rows: int, total_bits: int, start_id: int) -> bytes:
-    """4 bytes: a hash of the quantised frequencies of a fixed input ``(rows, steps)`` stepped through the model
-    in the same batch shape as the data's first batch."""
+    """4 bytes: a hash of the frequencies :func:`_step_lane` gives for a fixed input ``(rows, steps)``, in the shape
+    of the data's first model call."""
     if rows == 0:
         return b"\0" * 4
     V = int(model.config.vocab_size)
@@ -261,9 +270,8 @@ def _probe(model, rows: int, total_bits: int, start_id: int) -> bytes:
             x = torch.full((rows, 1), start_id, dtype=torch.long)
         else:
             x = (torch.arange(rows, dtype=torch.long) * 7 + 13 * t + 1).remainder(V).view(rows, 1)
-        logits = model.step(x, cache).logits[:, -1]
-        f = quantise(torch.softmax(logits.double(), -1), total_bits)
-        h.update(f.numpy().astype("<i8").tobytes())
+        cum, _ = _step_lane(model, cache, x, total_bits)
+        h.update(cum.astype("<i8").tobytes())
     return h.digest()[:4]
 
 
@@ -276,34 +284,126 @@ def _batches(n_tokens: int, segment_len: int, batch_size: int) -> list[list[tupl
     return [segs[i : i + batch_size] for i in range(0, len(segs), batch_size)]
 
 
-CodeStep = Callable[[list[tuple[int, int]], int, np.ndarray, "torch.Tensor | None"], list[int]]
+def default_workers() -> int:
+    """Threads that step lanes at once by default: the cores this process may use, at most 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
 
 
-def _lockstep(model, header: BlobHeader, code_step: CodeStep) -> None:
-    """Run the model over every batch of segments, one position at a time, and let ``code_step(batch, t, cum,
-    logits)`` code (or decode) the tokens at position ``t`` of the batch's segments from the cumulative
-    frequencies ``cum`` ``(b, V + 1)``; it returns the ``b`` tokens to feed next (0 for a finished segment).
+_controller = None
+
+
+@contextmanager
+def _coding_threads(workers: int):
+    """One BLAS and one torch thread per model call for the duration (so a lane's arithmetic is the same whichever
+    thread runs it and however many run), and a pool of ``workers`` threads that step lanes (None for 1)."""
+    global _controller
+    from threadpoolctl import ThreadpoolController
+
+    if _controller is None:
+        _controller = ThreadpoolController()
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _controller.limit(limits=1, user_api="blas"):
+            if workers > 1:
+                with ThreadPoolExecutor(workers, thread_name_prefix="lm-coder") as pool:
+                    yield pool
+            else:
+                yield None
+    finally:
+        torch.set_num_threads(old)
+
+
+def frequencies(logits, total_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(n, V)`` -> cumulative integer frequencies ``(n, V + 1)`` (int64, from 0 to ``2**total_bits``) and
+    the float64 log-probabilities ``(n, V)`` they quantise: what the coder codes with, computed in NumPy float64.
+
+    The same rule as :func:`.coder.quantise` (``f = 1 + floor(p (2**total_bits - V))``, what is left of the total
+    to the row's largest entry), without its checks on arbitrary input: every coded step goes through here, in the
+    encoder and the decoder alike."""
+    z = np.asarray(logits, dtype=np.float64)
+    if not np.isfinite(z).all():
+        raise FrequencyError("the model gave non-finite logits (inf or NaN): its probabilities cannot be coded")
+    n, V = z.shape
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    total_e = e.sum(-1, keepdims=True)
+    total = 1 << total_bits
+    f = np.floor(e * ((total - V) / total_e)).astype(np.int64)
+    f += 1
+    rows = np.arange(n)
+    f[rows, f.argmax(-1)] += total - f.sum(-1)
+    cum = np.zeros((n, V + 1), dtype=np.int64)
+    np.cumsum(f, axis=1, out=cum[:, 1:])
+    return cum, z - np.log(total_e)
+
+
+def _step_lane(model, cache, x: torch.Tensor, total_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """One cached step of one lane ``x`` ``(n, 1)`` -> :func:`frequencies` of its next-token logits (runs in a
+    worker thread: inference mode is per thread)."""
+    with torch.inference_mode():
+        logits = model.step(x, cache).logits[:, -1]
+    return frequencies(logits.float().numpy(), total_bits)
+
+
+def _done(fn, *args) -> Future:
+    f: Future = Future()
+    f.set_result(fn(*args))
+    return f
+
+
+CodeStep = Callable[[list[tuple[int, int]], int, np.ndarray, "np.ndarray | None"], list[int]]
+
+
+def _lockstep(model, header: BlobHeader, code_step: CodeStep, pool=None, feed=None) -> None:
+    """Run the model over every batch of segments, one position at a time, and let ``code_step(segs, t, cum,
+    logp)`` code (or decode) the tokens at position ``t`` of one lane's segments ``segs`` from the cumulative
+    frequencies ``cum`` ``(n, V + 1)`` (``logp`` ``(n, V)``: the float64 log-probabilities behind them, None for a
+    uniform first position); it returns the ``n`` tokens to feed next (0 for a finished segment).
+
+    A batch is cut into lanes of ``header.lane_rows`` consecutive segments, each with its own cache and its own
+    model calls, so a lane's numbers do not depend on the other lanes, on ``pool`` or on the thread that runs it.
+    The coded order is fixed: position by position, lane by lane, row by row. With a ``pool``, the other lanes
+    step while one is being coded. ``feed(segs, t)``: the tokens at ``t`` when they are known in advance (the
+    encoder), so a lane's next step starts before its tokens are coded.
 
     The encoder and the decoder both come through here, so the model sees the same calls, shapes and inputs."""
     V = int(model.config.vocab_size)
-    start = header.start_id
+    start, bits = header.start_id, header.total_bits
+    run = pool.submit if pool is not None else _done
     for batch in _batches(header.n_tokens, header.segment_len, header.batch_size):
         b, L = len(batch), max(n for _, n in batch)
+        lanes = [batch[i : i + header.lane_rows] for i in range(0, b, header.lane_rows)]
         first = 0
         if start >= 0:
-            x = torch.full((b, 1), start, dtype=torch.long)
+            xs = [torch.full((len(lane), 1), start, dtype=torch.long) for lane in lanes]
         else:  # no start token: position 0 is uniform over the vocabulary
             uniform = np.broadcast_to(np.arange(V + 1, dtype=np.int64), (b, V + 1))
-            x = torch.tensor(code_step(batch, 0, uniform, None), dtype=torch.long).view(b, 1)
+            xs = [torch.tensor(code_step(lane, 0, uniform[: len(lane)], None), dtype=torch.long).view(-1, 1)
+                  for lane in lanes]
             first = 1
         if first >= L:
             continue
-        cache = model.new_cache(b, max_len=L - first)  # steps fed: the start token and tokens 0 .. L-2
+        # steps fed per lane: the start token and tokens 0 .. L-2
+        caches = [model.new_cache(len(lane), max_len=L - first) for lane in lanes]
+        futures = [run(_step_lane, model, c, x, bits) for c, x in zip(caches, xs)]
         for t in range(first, L):
-            logits = model.step(x, cache).logits[:, -1]  # (b, V)
-            freqs = quantise(torch.softmax(logits.double(), -1), header.total_bits)
-            cum = cumulative(freqs).numpy()
-            x = torch.tensor(code_step(batch, t, cum, logits), dtype=torch.long).view(b, 1)
+            for j, lane in enumerate(lanes):
+                cum, logp = futures[j].result()
+                more = t + 1 < L
+                if feed is not None and more:
+                    futures[j] = run(_step_lane, model, caches[j], _column(feed(lane, t)), bits)
+                x = code_step(lane, t, cum, logp)
+                if feed is None and more:
+                    futures[j] = run(_step_lane, model, caches[j], _column(x), bits)
+
+
+def _column(tokens) -> torch.Tensor:
+    return torch.tensor(tokens, dtype=torch.long).view(-1, 1)
 
 
 # -- results -------------------------------------------------------------------------------------------------
@@ -381,13 +481,34 @@ def _check_settings(model, segment_len, batch_size, total_bits) -> tuple[int, in
     return int(seg), int(batch_size), int(total_bits)
 
 
+def _check_parallel(lane_rows, workers) -> tuple[int, int]:
+    for name, v in (("lane_rows", lane_rows), ("workers", workers)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+            raise SettingError(f"{name} must be an int, got {type(v).__name__}")
+    if not 1 <= lane_rows <= 1 << 16:
+        raise SettingError(f"lane_rows must be in [1, 65536], got {lane_rows}")
+    workers = default_workers() if workers is None else workers
+    if not 1 <= workers <= 64:
+        raise SettingError(f"workers must be in [1, 64] (threads stepping lanes), got {workers}")
+    return int(lane_rows), int(workers)
+
+
+def _probe_rows(n_tokens: int, segment_len: int, batch_size: int, lane_rows: int) -> int:
+    """Rows of the first model call of the data (the probe runs in the same shape)."""
+    return min(batch_size, lane_rows, -(-n_tokens // segment_len)) if n_tokens else 0
+
+
 def compress_report(model, data: bytes, *, segment_len: int | None = None, batch_size: int = DEFAULT_BATCH,
-                    total_bits: int = DEFAULT_TOTAL_BITS) -> CompressionResult:
+                    total_bits: int = DEFAULT_TOTAL_BITS, lane_rows: int | None = None,
+                    workers: int | None = None) -> CompressionResult:
     """Compress ``data`` with ``model`` and say what it cost (see :class:`CompressionResult`).
 
     ``segment_len``: tokens per independent segment (default and maximum: the context); ``batch_size``: segments
-    stepped together (more is faster per byte, and the decoder must hold as many KV caches); ``total_bits``: the
-    frequency tables' precision. All three are stored in the header, so :func:`decompress` needs only the model.
+    in flight together (the decoder must hold as many KV caches); ``lane_rows``: segments per model call (a batch
+    is cut into lanes, which ``workers`` threads step at once; default: half the first batch, so two lanes; default
+    ``workers``: :func:`default_workers`); ``total_bits``:
+    the frequency tables' precision. All but ``workers`` are stored in the header, so :func:`decompress` needs
+    only the model; ``workers`` changes the speed, never the bits.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise UnsupportedInputError(f"data must be bytes, got {type(data).__name__} (encode text as UTF-8 first)")
@@ -396,40 +517,37 @@ def compress_report(model, data: bytes, *, segment_len: int | None = None, batch
     t0 = time.perf_counter()
     tokens = to_tokens(model.tokenizer, data)
     n = len(tokens)
+    if lane_rows is None:
+        lane_rows = max(1, -(-min(batch, -(-n // seg)) // DEFAULT_LANES))
+    lane, workers = _check_parallel(lane_rows, workers)
     start = _start_id(model)
     enc = ArithmeticEncoder()
     bits = np.zeros(n, dtype=np.float64)
     qbits = np.zeros(n, dtype=np.float64)
-    with _inference(model):
-        rows0 = min(batch, -(-n // seg)) if n else 0
+    with _inference(model), _coding_threads(workers) as pool:
         header = BlobHeader(str(getattr(model, "name", type(model).__name__)), model_fingerprint(model),
-                            _probe(model, rows0, total_bits, start), torch.__version__, len(data), n, seg, batch,
-                            total_bits, start, 0, zlib.crc32(data))
+                            _probe(model, _probe_rows(n, seg, batch, lane), total_bits, start), torch.__version__,
+                            len(data), n, seg, batch, total_bits, start, 0, zlib.crc32(data), lane)
 
-        def code_step(segs, t, cum, logits):
-            out = []
-            idx = []
-            for r, (s0, length) in enumerate(segs):
-                if t < length:
-                    tok = tokens[s0 + t]
-                    enc.encode(int(cum[r, tok]), int(cum[r, tok + 1]), int(cum[r, -1]))
-                    out.append(tok)
-                    idx.append((r, s0 + t, tok))
-                else:
-                    out.append(0)
-            if idx:
-                rows = np.array([i[0] for i in idx])
-                pos = np.array([i[1] for i in idx])
-                syms = np.array([i[2] for i in idx])
-                qbits[pos] = np.log2(cum[rows, -1]) - np.log2(cum[rows, syms + 1] - cum[rows, syms])
-                if logits is None:
-                    bits[pos] = np.log2(cum.shape[1] - 1)
-                else:
-                    lp = torch.log_softmax(logits.double(), -1)[torch.as_tensor(rows), torch.as_tensor(syms)]
-                    bits[pos] = -lp.numpy() / np.log(2)
-            return out
+        def feed(segs, t):
+            return [tokens[s0 + t] if t < length else 0 for s0, length in segs]
 
-        _lockstep(model, header, code_step)
+        encode = enc.encode
+        tokens_np = np.asarray(tokens, dtype=np.int64)
+
+        def code_step(segs, t, cum, logp):
+            rows = np.array([r for r, (_, length) in enumerate(segs) if t < length], dtype=np.int64)
+            if len(rows):
+                pos = np.array([segs[r][0] + t for r in rows.tolist()], dtype=np.int64)
+                syms = tokens_np[pos]
+                lo, hi, tot = cum[rows, syms], cum[rows, syms + 1], cum[rows, -1]
+                for a, b, c in zip(lo.tolist(), hi.tolist(), tot.tolist()):
+                    encode(a, b, c)
+                qbits[pos] = np.log2(tot) - np.log2(hi - lo)
+                bits[pos] = np.log2(cum.shape[1] - 1) if logp is None else -logp[rows, syms] / np.log(2)
+            return feed(segs, t)
+
+        _lockstep(model, header, code_step, pool, feed)
     payload = enc.finish()
     header = _replace(header, payload_len=len(payload))
     head = header.to_bytes()
@@ -446,7 +564,7 @@ def _replace(h: BlobHeader, **kw) -> BlobHeader:
 
 
 def compress(model, data: bytes, *, segment_len: int | None = None, batch_size: int = DEFAULT_BATCH,
-             total_bits: int = DEFAULT_TOTAL_BITS) -> bytes:
+             total_bits: int = DEFAULT_TOTAL_BITS, lane_rows: int | None = None, workers: int | None = None) -> bytes:
     """``data`` (any bytes) -> a blob that :func:`decompress` with the same model turns back into ``data``.
 
     >>> from workbench.models import load_pretrained
@@ -455,14 +573,17 @@ def compress(model, data: bytes, *, segment_len: int | None = None, batch_size: 
     >>> decompress(m, blob)
     b'The for statement iterates over the items of a sequence.'
     """
-    return compress_report(model, data, segment_len=segment_len, batch_size=batch_size, total_bits=total_bits).blob
+    return compress_report(model, data, segment_len=segment_len, batch_size=batch_size, total_bits=total_bits,
+                           lane_rows=lane_rows, workers=workers).blob
 
 
-def decompress(model, blob: bytes) -> bytes:
+def decompress(model, blob: bytes, *, workers: int | None = None) -> bytes:
     """A blob made by :func:`compress` -> the original bytes, or a :class:`BlobError` subclass: truncated,
     corrupted, made with another model (:class:`ModelMismatchError`), or on a machine whose arithmetic differs
-    (:class:`MachineMismatchError`). Never returns bytes that fail the blob's CRC-32."""
+    (:class:`MachineMismatchError`). Never returns bytes that fail the blob's CRC-32. ``workers``: threads that
+    step lanes while another lane is decoded (speed only)."""
     header, offset = BlobHeader.parse(blob)
+    _, workers = _check_parallel(1, workers)
     fp = model_fingerprint(model)
     name = str(getattr(model, "name", type(model).__name__))
     if fp != header.fingerprint:
@@ -471,6 +592,7 @@ def decompress(model, blob: bytes) -> bytes:
                                  "decode it with the model that made it")
     try:
         seg, batch, total_bits = _check_settings(model, header.segment_len, header.batch_size, header.total_bits)
+        lane, _ = _check_parallel(header.lane_rows, 1)
     except SettingError as e:
         raise CorruptBlobError(f"the blob's header has settings this model cannot use: {e}") from None
     if header.start_id != _start_id(model) or (header.n_tokens == 0) != (header.n_bytes == 0):
@@ -479,27 +601,27 @@ def decompress(model, blob: bytes) -> bytes:
     payload = bytes(blob)[offset:]
     dec = ArithmeticDecoder(payload)
     tokens = [0] * n
-    with _inference(model):
-        rows0 = min(batch, -(-n // seg)) if n else 0
-        probe = _probe(model, rows0, total_bits, header.start_id)
+    with _inference(model), _coding_threads(workers) as pool:
+        probe = _probe(model, _probe_rows(n, seg, batch, lane), total_bits, header.start_id)
         if probe != header.probe:
             raise MachineMismatchError(
                 f"this machine computes other probabilities than the one that made the blob (probe {probe.hex()} "
                 f"vs {header.probe.hex()}; torch {torch.__version__} here, {header.torch_version} there): "
                 "decoding would give garbage. Decode on the machine (torch, BLAS, threads) that encoded it")
 
-        def code_step(segs, t, cum, logits):
+        decode = dec.decode
+
+        def code_step(segs, t, cum, logp):
             out = []
             for r, (s0, length) in enumerate(segs):
                 if t < length:
-                    tok = dec.decode(cum[r])
-                    tokens[s0 + t] = tok
+                    tok = tokens[s0 + t] = decode(cum[r])
                     out.append(tok)
                 else:
                     out.append(0)
             return out
 
-        _lockstep(model, header, code_step)
+        _lockstep(model, header, code_step, pool)
     try:
         data = to_bytes(model.tokenizer, tokens)
     except (ValueError, TypeError):

@@ -225,6 +225,55 @@ def test_header_fields_are_checked_against_the_model(tiny_bos, tiny_plain):
         decompress(tiny_bos, forged)
 
 
+# -- lanes and worker threads ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lane_rows", [1, 2, 3, 7])
+def test_the_bits_do_not_depend_on_the_worker_threads(tiny_bos, lane_rows):
+    """A batch is cut into lanes with their own caches and model calls: the blob is the same whether one thread
+    or several step them, and any number of workers decodes it."""
+    data = DOC * 2  # 35 segments of 12: several lanes and two batches
+    blobs = {compress(tiny_bos, data, batch_size=20, lane_rows=lane_rows, workers=w) for w in (1, 2, 3)}
+    assert len(blobs) == 1
+    blob = blobs.pop()
+    assert read_header(blob).lane_rows == lane_rows
+    assert {decompress(tiny_bos, blob, workers=w) for w in (1, 2, 4)} == {data}
+
+
+def test_lanes_change_the_model_calls_and_so_the_bits_but_never_the_data(byte_model):
+    """Lanes of other widths are other matrix shapes, so other rounding: every lane width round-trips, and the
+    default cuts the first batch in two (two cores busy)."""
+    data = DOC * 3
+    r = compress_report(byte_model, data, segment_len=64, workers=2)
+    n_segments = math.ceil(len(data) / 64)
+    assert n_segments >= 3 and r.header.lane_rows == math.ceil(n_segments / 2)
+    for lane in (1, 4, 9):
+        assert decompress(byte_model, compress(byte_model, data, segment_len=64, lane_rows=lane)) == data
+
+
+def test_frequencies_follow_the_quantisation_rule():
+    """The coder's NumPy float64 path gives what :func:`quantise` gives for the same probabilities (up to the one
+    count its renormalisation may move), every entry at least 1, rows summing to the total; non-finite logits
+    are refused."""
+    import numpy as np
+
+    from workbench.datalab.coder import cumulative, quantise
+    from workbench.datalab.compress import frequencies
+    from workbench.datalab.errors import FrequencyError
+
+    logits = torch.randn(6, 258, generator=torch.Generator().manual_seed(0)) * 4
+    cum, logp = frequencies(logits.numpy(), 24)
+    assert cum.shape == (6, 259) and (cum[:, 0] == 0).all() and (cum[:, -1] == 1 << 24).all()
+    assert (np.diff(cum, axis=1) >= 1).all()
+    ref = cumulative(quantise(torch.softmax(logits.double(), -1), 24)).numpy()
+    assert np.abs(np.diff(cum, axis=1) - np.diff(ref, axis=1)).max() <= 1
+    assert np.allclose(logp, torch.log_softmax(logits.double(), -1).numpy(), atol=1e-12)
+    bad = logits.clone()
+    bad[2, 5] = float("nan")
+    with pytest.raises(FrequencyError, match="non-finite"):
+        frequencies(bad.numpy(), 24)
+
+
 # -- bad settings and data ---------------------------------------------------------------------------------------
 
 
@@ -232,6 +281,8 @@ def test_header_fields_are_checked_against_the_model(tiny_bos, tiny_plain):
     (dict(segment_len=0), "segment_len"), (dict(segment_len=13), "segment_len"),
     (dict(batch_size=0), "batch_size"), (dict(batch_size=2.0), "batch_size"),
     (dict(total_bits=8), "total_bits"), (dict(total_bits=31), "total_bits"),
+    (dict(lane_rows=0), "lane_rows"), (dict(lane_rows=1.5), "lane_rows"),
+    (dict(workers=0), "workers"), (dict(workers="2"), "workers"), (dict(workers=True), "workers"),
 ])
 def test_bad_settings(tiny_bos, kw, match):
     with pytest.raises(SettingError, match=match):
