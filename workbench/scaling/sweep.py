@@ -166,20 +166,48 @@ def _count_params(model) -> tuple[int, int]:
     return total - emb, total
 
 
+#: The architectures a sweep's default trainer builds, by the name a config dict carries (none: TinyGPT).
+ARCHITECTURES = ("TinyGPT", "RecurrentLM")
+
+
+def config_dict(config) -> dict:
+    """A config as the dict a run's key is made from: a ``GPTConfig`` (or a plain dict) as its fields, as
+    always; a ``RecurrentConfig`` as its fields plus ``"architecture": "RecurrentLM"``."""
+    from workbench.models import RecurrentConfig
+
+    if isinstance(config, RecurrentConfig):
+        return {"architecture": "RecurrentLM", **asdict(config)}
+    return asdict(config) if is_dataclass(config) else dict(config)
+
+
+def build_model(config: dict):
+    """The untrained model a config dict describes (see :func:`config_dict`), with torch's current seed."""
+    from workbench.models import GPTConfig, RecurrentConfig, RecurrentLM, TinyGPT
+
+    fields = dict(config)
+    arch = fields.pop("architecture", "TinyGPT")
+    if arch == "TinyGPT":
+        return TinyGPT(GPTConfig(**fields))
+    if arch == "RecurrentLM":
+        return RecurrentLM(RecurrentConfig(**fields))
+    raise ScalingError(f"unknown architecture {arch!r} in a sweep config; choose from {ARCHITECTURES}")
+
+
 def train_one(spec: RunSpec, ids: np.ndarray, val_fraction: float = 0.1, progress: bool = False) -> RunRecord:
-    """Train one TinyGPT as ``spec`` says and return its record; a top-level function so executors can
-    ship it to other processes or machines. Deterministic for a given spec, corpus and thread count."""
+    """Train one model (TinyGPT, or RecurrentLM for a config that names it) as ``spec`` says and return its
+    record; a top-level function so executors can ship it to other processes or machines. Deterministic for a
+    given spec, corpus and thread count."""
     import torch
 
     from workbench.data.corpus import train_val_split
-    from workbench.models import GPTConfig, TinyGPT, train
+    from workbench.models import train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     try:
         torch.manual_seed(spec.seed)
-        cfg = GPTConfig(**spec.config)
-        model = TinyGPT(cfg)
+        model = build_model(spec.config)
+        cfg = model.config
         n, n_total = _count_params(model)
         train_ids, val_ids = train_val_split(torch.as_tensor(ids), val_fraction)
         steps = max(1, int(np.ceil(spec.tokens / (spec.batch_size * cfg.block_size))))
@@ -199,7 +227,8 @@ def train_one(spec: RunSpec, ids: np.ndarray, val_fraction: float = 0.1, progres
 def run_sweep(configs, token_budgets, corpus, store, executor=None, *, batch_size: int = 8,
               lr: float = 3e-3, seed: int = 0, threads: int = 1, progress: bool = True, recipes=None,
               trainer=None) -> SweepResult:
-    """Train each config (a ``GPTConfig`` or a dict of its fields) for each budget in ``token_budgets``.
+    """Train each config (a ``GPTConfig``, a ``RecurrentConfig`` or a dict of its fields) for each budget in
+    ``token_budgets``.
 
     corpus: a corpus name (``"python-docs"``), a text, or a 1-D sequence of token ids (byte tokens for
     text). store: a directory (or :class:`SweepStore`). executor: None trains here one run after another;
@@ -215,7 +244,7 @@ def run_sweep(configs, token_budgets, corpus, store, executor=None, *, batch_siz
     budgets = [int(b) for b in token_budgets]
     if not budgets or min(budgets) < 1:
         raise ScalingError("token_budgets must be a non-empty list of positive token counts")
-    cfgs = [asdict(c) if is_dataclass(c) else dict(c) for c in configs]
+    cfgs = [config_dict(c) for c in configs]
     if not cfgs:
         raise ScalingError("configs must not be empty")
     ids, corpus_id = _corpus_ids(corpus)

@@ -99,3 +99,29 @@ def test_dask_local_cluster_gives_identical_results(local_sweep, corpus, tmp_pat
     for a, b in zip(res.records, remote.records):
         assert a.key == b.key
         assert (a.train_loss, a.val_loss, a.N, a.D) == (b.train_loss, b.val_loss, b.N, b.D)
+
+
+def test_a_recurrent_config_sweeps_with_the_default_trainer(tmp_path, corpus):
+    """RecurrentLM goes through run_sweep unchanged: its config names the architecture, the default trainer builds
+    and trains it, and the trained weights are those of the same training done by hand."""
+    import torch
+
+    from workbench.data.corpus import train_val_split
+    from workbench.models import RecurrentConfig, RecurrentLM, train
+    from workbench.scaling.sweep import build_model, config_dict
+
+    cfg = RecurrentConfig(vocab_size=257, n_layer=1, n_head=2, n_embd=16, d_state=4, block_size=32)
+    res = run_sweep([cfg, CONFIGS[0]], [1024], corpus, tmp_path, progress=False)
+    rec, gpt = res.records
+    assert rec.config["architecture"] == "RecurrentLM" and "architecture" not in gpt.config
+    assert rec.key != gpt.key and rec.steps == 4 and np.isfinite(rec.val_loss)
+    assert rec.N_total == sum(p.numel() for p in RecurrentLM(cfg).parameters())
+    torch.manual_seed(0)
+    m = build_model(config_dict(cfg))
+    from workbench.tokenizers import ByteTokenizer
+
+    tr, va = train_val_split(torch.as_tensor(ByteTokenizer().encode(corpus)), 0.1)
+    hist = train(m, tr, steps=4, batch_size=8, lr=3e-3, seed=0, val_ids=va, progress=False)
+    assert hist.final_val_loss == pytest.approx(rec.val_loss, abs=1e-6)
+    with pytest.raises(Exception, match="unknown architecture 'Mamba'"):
+        build_model({"architecture": "Mamba"})
