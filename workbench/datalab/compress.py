@@ -11,14 +11,14 @@ How the data are laid out (encoder and decoder both, so that they compute the sa
 * tokens are cut into independent segments of ``segment_len`` tokens (default: the context, ``block_size``),
   each starting fresh: after the tokenizer's BOS when it has one, else its first token is coded as uniform over
   the vocabulary (so a segment never needs more context than the model has);
-* segments are coded ``batch_size`` at a time in lockstep, and a batch is cut into *lanes* of ``lane_rows``
-  segments (by default two lanes): one cached ``model.step`` per lane and position ``(n, 1)`` -> logits
+* segments are coded ``batch_size`` at a time in lockstep, and each batch is cut into ``lanes`` runs of
+  consecutive segments (default 2): one cached ``model.step`` per lane and position ``(n, 1)`` -> logits
   ``(n, V)``; a float64 softmax quantised to integer frequencies summing to ``2**total_bits``
   (:func:`frequencies`); then the symbols of that position go through one arithmetic coder, lane by lane, row
   by row. The decoder makes exactly the same calls with exactly the same shapes and inputs (it feeds what it
   decoded).
 * lanes are independent model calls, so worker threads step them at once (one BLAS thread each): while one lane
-  is being coded, the others compute. The bits depend on the lane width, never on the number of workers.
+  is being coded, the others compute. The bits depend on the lanes, never on the number of workers.
 
 Exactness: the integer coder is exact anywhere, but the logits are floats. The same calls on the same machine
 with the same torch, BLAS and thread settings give the same bits; another machine may not (see the README's
@@ -55,7 +55,7 @@ from .errors import (
 MAGIC = b"LMAC"
 FORMAT_VERSION = 2
 DEFAULT_BATCH = 128
-DEFAULT_LANES = 2  # lanes per batch by default: two cores busy, each model call as wide as it can be
+DEFAULT_LANES = 2  # lanes per batch: two cores busy, each model call as wide as it can be
 DEFAULT_TOTAL_BITS = 24
 _PROBE_STEPS = 4
 
@@ -68,7 +68,7 @@ class BlobHeader:
     """What a blob says about itself. ``fingerprint``: 8 bytes of a hash of the model's weights, shape and
     tokenizer; ``probe``: 4 bytes of a hash of the quantised frequencies of a fixed input (the machine check);
     ``start_id``: the token each segment starts after (-1: none, the first token is coded as uniform);
-    ``lane_rows``: segments stepped together in one model call (a batch is cut into lanes of this many);
+    ``lanes``: how many model calls a batch's segments are split into (each batch into this many lanes);
     ``data_crc``: CRC-32 of the original bytes."""
 
     model_name: str
@@ -83,7 +83,7 @@ class BlobHeader:
     start_id: int
     payload_len: int
     data_crc: int
-    lane_rows: int = 1
+    lanes: int = 1
     version: int = FORMAT_VERSION
 
     def to_bytes(self) -> bytes:
@@ -92,7 +92,7 @@ class BlobHeader:
         body = (MAGIC + bytes([self.version]) + self.fingerprint + self.probe
                 + bytes([len(name)]) + name + bytes([len(tv)]) + tv
                 + b"".join(_varint(v) for v in (self.n_bytes, self.n_tokens, self.segment_len, self.batch_size,
-                                                self.lane_rows, self.start_id + 1, self.payload_len))
+                                                self.lanes, self.start_id + 1, self.payload_len))
                 + bytes([self.total_bits]) + struct.pack("<I", self.data_crc))
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -116,7 +116,7 @@ class BlobHeader:
         fingerprint, probe = r.take(8), r.take(4)
         name = r.take(r.byte()).decode("utf-8", "replace")
         tv = r.take(r.byte()).decode("ascii", "replace")
-        n_bytes, n_tokens, seg, batch, lane, start, payload_len = (r.varint() for _ in range(7))
+        n_bytes, n_tokens, seg, batch, lanes, start, payload_len = (r.varint() for _ in range(7))
         total_bits = r.byte()
         (crc,) = struct.unpack("<I", r.take(4))
         end = r.pos
@@ -124,7 +124,7 @@ class BlobHeader:
         if zlib.crc32(blob[:end]) != hcrc:
             raise CorruptBlobError("the blob's header is corrupted (its CRC-32 does not match)")
         h = cls(name, fingerprint, probe, tv, n_bytes, n_tokens, seg, batch, total_bits, start - 1, payload_len,
-                crc, lane, version)
+                crc, lanes, version)
         if len(blob) - r.pos < payload_len:
             raise TruncatedBlobError(f"the blob is truncated: its payload has {len(blob) - r.pos} of "
                                      f"{payload_len} bytes")
@@ -365,7 +365,7 @@ def _lockstep(model, header: BlobHeader, code_step: CodeStep, pool=None, feed=No
     frequencies ``cum`` ``(n, V + 1)`` (``logp`` ``(n, V)``: the float64 log-probabilities behind them, None for a
     uniform first position); it returns the ``n`` tokens to feed next (0 for a finished segment).
 
-    A batch is cut into lanes of ``header.lane_rows`` consecutive segments, each with its own cache and its own
+    A batch is cut into ``header.lanes`` runs of consecutive segments, each with its own cache and its own
     model calls, so a lane's numbers do not depend on the other lanes, on ``pool`` or on the thread that runs it.
     The coded order is fixed: position by position, lane by lane, row by row. With a ``pool``, the other lanes
     step while one is being coded. ``feed(segs, t)``: the tokens at ``t`` when they are known in advance (the
@@ -377,7 +377,8 @@ def _lockstep(model, header: BlobHeader, code_step: CodeStep, pool=None, feed=No
     run = pool.submit if pool is not None else _done
     for batch in _batches(header.n_tokens, header.segment_len, header.batch_size):
         b, L = len(batch), max(n for _, n in batch)
-        lanes = [batch[i : i + header.lane_rows] for i in range(0, b, header.lane_rows)]
+        width = -(-b // header.lanes)
+        lanes = [batch[i : i + width] for i in range(0, b, width)]
         first = 0
         if start >= 0:
             xs = [torch.full((len(lane), 1), start, dtype=torch.long) for lane in lanes]
@@ -481,32 +482,32 @@ def _check_settings(model, segment_len, batch_size, total_bits) -> tuple[int, in
     return int(seg), int(batch_size), int(total_bits)
 
 
-def _check_parallel(lane_rows, workers) -> tuple[int, int]:
-    for name, v in (("lane_rows", lane_rows), ("workers", workers)):
+def _check_parallel(lanes, workers) -> tuple[int, int]:
+    for name, v in (("lanes", lanes), ("workers", workers)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
             raise SettingError(f"{name} must be an int, got {type(v).__name__}")
-    if not 1 <= lane_rows <= 1 << 16:
-        raise SettingError(f"lane_rows must be in [1, 65536], got {lane_rows}")
+    if not 1 <= lanes <= 1 << 16:
+        raise SettingError(f"lanes must be in [1, 65536] (model calls per batch), got {lanes}")
     workers = default_workers() if workers is None else workers
     if not 1 <= workers <= 64:
         raise SettingError(f"workers must be in [1, 64] (threads stepping lanes), got {workers}")
-    return int(lane_rows), int(workers)
+    return int(lanes), int(workers)
 
 
-def _probe_rows(n_tokens: int, segment_len: int, batch_size: int, lane_rows: int) -> int:
+def _probe_rows(n_tokens: int, segment_len: int, batch_size: int, lanes: int) -> int:
     """Rows of the first model call of the data (the probe runs in the same shape)."""
-    return min(batch_size, lane_rows, -(-n_tokens // segment_len)) if n_tokens else 0
+    return -(-min(batch_size, -(-n_tokens // segment_len)) // lanes) if n_tokens else 0
 
 
 def compress_report(model, data: bytes, *, segment_len: int | None = None, batch_size: int = DEFAULT_BATCH,
-                    total_bits: int = DEFAULT_TOTAL_BITS, lane_rows: int | None = None,
+                    total_bits: int = DEFAULT_TOTAL_BITS, lanes: int = DEFAULT_LANES,
                     workers: int | None = None) -> CompressionResult:
     """Compress ``data`` with ``model`` and say what it cost (see :class:`CompressionResult`).
 
     ``segment_len``: tokens per independent segment (default and maximum: the context); ``batch_size``: segments
-    in flight together (the decoder must hold as many KV caches); ``lane_rows``: segments per model call (a batch
-    is cut into lanes, which ``workers`` threads step at once; default: half the first batch, so two lanes; default
-    ``workers``: :func:`default_workers`); ``total_bits``:
+    in flight together (the decoder must hold as many KV caches); ``lanes``: model calls per batch (each batch is
+    cut into this many runs of segments, which ``workers`` threads step at once; default ``workers``:
+    :func:`default_workers`); ``total_bits``:
     the frequency tables' precision. All but ``workers`` are stored in the header, so :func:`decompress` needs
     only the model; ``workers`` changes the speed, never the bits.
     """
@@ -517,17 +518,15 @@ def compress_report(model, data: bytes, *, segment_len: int | None = None, batch
     t0 = time.perf_counter()
     tokens = to_tokens(model.tokenizer, data)
     n = len(tokens)
-    if lane_rows is None:
-        lane_rows = max(1, -(-min(batch, -(-n // seg)) // DEFAULT_LANES))
-    lane, workers = _check_parallel(lane_rows, workers)
+    lanes, workers = _check_parallel(lanes, workers)
     start = _start_id(model)
     enc = ArithmeticEncoder()
     bits = np.zeros(n, dtype=np.float64)
     qbits = np.zeros(n, dtype=np.float64)
     with _inference(model), _coding_threads(workers) as pool:
         header = BlobHeader(str(getattr(model, "name", type(model).__name__)), model_fingerprint(model),
-                            _probe(model, _probe_rows(n, seg, batch, lane), total_bits, start), torch.__version__,
-                            len(data), n, seg, batch, total_bits, start, 0, zlib.crc32(data), lane)
+                            _probe(model, _probe_rows(n, seg, batch, lanes), total_bits, start), torch.__version__,
+                            len(data), n, seg, batch, total_bits, start, 0, zlib.crc32(data), lanes)
 
         def feed(segs, t):
             return [tokens[s0 + t] if t < length else 0 for s0, length in segs]
@@ -564,7 +563,7 @@ def _replace(h: BlobHeader, **kw) -> BlobHeader:
 
 
 def compress(model, data: bytes, *, segment_len: int | None = None, batch_size: int = DEFAULT_BATCH,
-             total_bits: int = DEFAULT_TOTAL_BITS, lane_rows: int | None = None, workers: int | None = None) -> bytes:
+             total_bits: int = DEFAULT_TOTAL_BITS, lanes: int = DEFAULT_LANES, workers: int | None = None) -> bytes:
     """``data`` (any bytes) -> a blob that :func:`decompress` with the same model turns back into ``data``.
 
     >>> from workbench.models import load_pretrained
@@ -574,7 +573,7 @@ def compress(model, data: bytes, *, segment_len: int | None = None, batch_size: 
     b'The for statement iterates over the items of a sequence.'
     """
     return compress_report(model, data, segment_len=segment_len, batch_size=batch_size, total_bits=total_bits,
-                           lane_rows=lane_rows, workers=workers).blob
+                           lanes=lanes, workers=workers).blob
 
 
 def decompress(model, blob: bytes, *, workers: int | None = None) -> bytes:
@@ -592,7 +591,7 @@ def decompress(model, blob: bytes, *, workers: int | None = None) -> bytes:
                                  "decode it with the model that made it")
     try:
         seg, batch, total_bits = _check_settings(model, header.segment_len, header.batch_size, header.total_bits)
-        lane, _ = _check_parallel(header.lane_rows, 1)
+        lanes, _ = _check_parallel(header.lanes, 1)
     except SettingError as e:
         raise CorruptBlobError(f"the blob's header has settings this model cannot use: {e}") from None
     if header.start_id != _start_id(model) or (header.n_tokens == 0) != (header.n_bytes == 0):
@@ -602,7 +601,7 @@ def decompress(model, blob: bytes, *, workers: int | None = None) -> bytes:
     dec = ArithmeticDecoder(payload)
     tokens = [0] * n
     with _inference(model), _coding_threads(workers) as pool:
-        probe = _probe(model, _probe_rows(n, seg, batch, lane), total_bits, header.start_id)
+        probe = _probe(model, _probe_rows(n, seg, batch, lanes), total_bits, header.start_id)
         if probe != header.probe:
             raise MachineMismatchError(
                 f"this machine computes other probabilities than the one that made the blob (probe {probe.hex()} "

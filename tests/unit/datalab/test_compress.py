@@ -228,27 +228,26 @@ def test_header_fields_are_checked_against_the_model(tiny_bos, tiny_plain):
 # -- lanes and worker threads ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lane_rows", [1, 2, 3, 7])
-def test_the_bits_do_not_depend_on_the_worker_threads(tiny_bos, lane_rows):
+@pytest.mark.parametrize("lanes", [1, 2, 3, 7])
+def test_the_bits_do_not_depend_on_the_worker_threads(tiny_bos, lanes):
     """A batch is cut into lanes with their own caches and model calls: the blob is the same whether one thread
     or several step them, and any number of workers decodes it."""
-    data = DOC * 2  # 35 segments of 12: several lanes and two batches
-    blobs = {compress(tiny_bos, data, batch_size=20, lane_rows=lane_rows, workers=w) for w in (1, 2, 3)}
+    data = DOC * 2  # 46 segments of 12: two batches of 20 and one of 6, several lanes each
+    blobs = {compress(tiny_bos, data, batch_size=20, lanes=lanes, workers=w) for w in (1, 2, 3)}
     assert len(blobs) == 1
     blob = blobs.pop()
-    assert read_header(blob).lane_rows == lane_rows
+    assert read_header(blob).lanes == lanes
     assert {decompress(tiny_bos, blob, workers=w) for w in (1, 2, 4)} == {data}
 
 
-def test_lanes_change_the_model_calls_and_so_the_bits_but_never_the_data(byte_model):
-    """Lanes of other widths are other matrix shapes, so other rounding: every lane width round-trips, and the
-    default cuts the first batch in two (two cores busy)."""
+def test_every_split_into_lanes_round_trips(byte_model):
+    """Lanes are the model calls' shapes (recorded in the header, so the decoder makes the same calls): every
+    split round-trips, including more lanes than segments; by default a batch is split in two."""
     data = DOC * 3
-    r = compress_report(byte_model, data, segment_len=64, workers=2)
-    n_segments = math.ceil(len(data) / 64)
-    assert n_segments >= 3 and r.header.lane_rows == math.ceil(n_segments / 2)
-    for lane in (1, 4, 9):
-        assert decompress(byte_model, compress(byte_model, data, segment_len=64, lane_rows=lane)) == data
+    assert compress_report(byte_model, data, segment_len=64, workers=2).header.lanes == 2
+    for k in (1, 4, 20):
+        blob = compress(byte_model, data, segment_len=64, lanes=k)
+        assert read_header(blob).lanes == k and decompress(byte_model, blob) == data
 
 
 def test_frequencies_follow_the_quantisation_rule():
@@ -281,7 +280,7 @@ def test_frequencies_follow_the_quantisation_rule():
     (dict(segment_len=0), "segment_len"), (dict(segment_len=13), "segment_len"),
     (dict(batch_size=0), "batch_size"), (dict(batch_size=2.0), "batch_size"),
     (dict(total_bits=8), "total_bits"), (dict(total_bits=31), "total_bits"),
-    (dict(lane_rows=0), "lane_rows"), (dict(lane_rows=1.5), "lane_rows"),
+    (dict(lanes=0), "lanes"), (dict(lanes=1.5), "lanes"),
     (dict(workers=0), "workers"), (dict(workers="2"), "workers"), (dict(workers=True), "workers"),
 ])
 def test_bad_settings(tiny_bos, kw, match):
