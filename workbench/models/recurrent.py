@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ConfigDict, check_config, check_int
 from .interface import LMOutput, ModelError, as_batch, check_ids
 from .tinygpt import TinyGPT
 
@@ -64,7 +65,7 @@ class RecurrentCacheError(ModelError):
 
 
 @dataclass
-class RecurrentConfig:
+class RecurrentConfig(ConfigDict):
     """A gated-linear-attention model's shape.
 
     ``d_state`` is the key dimension per head: each head's state is ``(d_state, n_embd // n_head)``.
@@ -90,39 +91,17 @@ class RecurrentConfig:
     rewind: int = 16
 
     def __post_init__(self):
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "chunk_size", "gate_rank",
-                     "mlp_ratio"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"RecurrentConfig.{name} must be a positive int, got {v!r}")
-        d = self.d_state
-        if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= MAX_D_STATE:
-            raise ValueError(f"RecurrentConfig.d_state (key dimension per head) must be an int in [1, {MAX_D_STATE}], "
-                             f"got {d!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        check_config(self, ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "chunk_size", "gate_rank",
+                            "mlp_ratio"))
+        check_int(self, "d_state", 1, MAX_D_STATE, what="key dimension per head")
         if not (isinstance(self.gate_tau, (int, float)) and math.isfinite(self.gate_tau) and self.gate_tau >= 1):
-            raise ValueError(f"gate_tau must be a finite number >= 1, got {self.gate_tau!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not isinstance(self.rewind, int) or isinstance(self.rewind, bool) or self.rewind < 0:
-            raise ValueError(f"rewind must be an int >= 0, got {self.rewind!r}")
+            raise ValueError(f"RecurrentConfig.gate_tau must be a finite number >= 1, got {self.gate_tau!r}")
+        check_int(self, "rewind", lo=0)
 
     @property
     def head_dim(self) -> int:
         """Dv, the value dimension per head."""
         return self.n_embd // self.n_head
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RecurrentConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown RecurrentConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
 
 
 # -- the recurrence, two ways ------------------------------------------------------------------------------------
