@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from .config import ConfigDict, check_config, check_int
 from .interface import LMOutput, ModelError, as_batch, check_ids
-from .tinygpt import TinyGPT
+from .tinygpt import check_tokenizer, init_gpt2
 
 #: ``d_state`` (key dimension per head) is allowed in [1, MAX_D_STATE]. Above it the chunked form's
 #: ``(B, H, T / C, C, C, Dk)`` decay tensor and the state itself stop being small for a workbench model.
@@ -284,10 +284,7 @@ class RecurrentLM(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.name = name
-        if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
-            raise ModelError(
-                f"tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
-            )
+        check_tokenizer(tokenizer, config)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # no position embedding: the state is the order
         self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
@@ -295,12 +292,7 @@ class RecurrentLM(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tied:
             self.lm_head.weight = self.wte.weight
-        self.apply(self._init)
-        for name, p in self.named_parameters():  # GPT-2's scaled init of the projections into the residual stream
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
-
-    _init = staticmethod(TinyGPT._init)  # the same GPT-2 initialisation as TinyGPT
+        init_gpt2(self, config.n_layer)  # the same GPT-2 initialisation as TinyGPT
 
     @property
     def device(self) -> torch.device:

@@ -194,6 +194,33 @@ class _Ctx:
         return self._bias
 
 
+def check_tokenizer(tokenizer, config) -> None:
+    """Raise :class:`ModelError` unless ``tokenizer`` is None or has ``config.vocab_size`` tokens (TinyGPT and
+    RecurrentLM check this on construction)."""
+    if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+        raise ModelError(f"tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}")
+
+
+def _init_module(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Embedding):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+
+
+def init_gpt2(model: nn.Module, n_layer: int) -> None:
+    """GPT-2's initialisation, in place, drawn from torch's global generator: every Linear and Embedding weight
+    ``N(0, 0.02)``, Linear biases zero, then each projection into the residual stream (a parameter named
+    ``*proj.weight``) ``N(0, 0.02 / sqrt(2 n_layer))``. TinyGPT and RecurrentLM both use it (same draws, same
+    order, so a seed gives the same weights as before it was shared)."""
+    model.apply(_init_module)
+    for name, p in model.named_parameters():
+        if name.endswith("proj.weight"):
+            nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layer))
+
+
 class TinyGPT(nn.Module):
     """A decoder-only transformer satisfying the workbench model interface (see ``interface.py``).
 
@@ -212,10 +239,7 @@ class TinyGPT(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.name = name
-        if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
-            raise ModelError(
-                f"tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
-            )
+        check_tokenizer(tokenizer, config)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None
         self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
@@ -227,10 +251,7 @@ class TinyGPT(nn.Module):
         self.register_buffer(
             "alibi_slopes", alibi_slopes(config.n_head) if config.pos == "alibi" else None, persistent=False
         )
-        self.apply(self._init)
-        for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+        init_gpt2(self, config.n_layer)
 
     def rope_table(self, q_pos: torch.Tensor):
         """cos, sin ``(T, Dh)`` at ``q_pos``, read from a table that covers the context (computed beyond it)."""
@@ -242,15 +263,6 @@ class TinyGPT(nn.Module):
             self._rope_cache = table = (cos, sin)
         start = int(q_pos[0])
         return table[0][start:end], table[1][start:end]
-
-    @staticmethod
-    def _init(m):
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, 0.0, 0.02)
 
     @property
     def device(self) -> torch.device:

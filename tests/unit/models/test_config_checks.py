@@ -1,9 +1,11 @@
 """The shared config checks (``workbench.models.config.check_config``/``check_int``/``ConfigDict``): both model
 configs go through them, and every message names the class and the field."""
 import pytest
+import torch
 
 from workbench.models import GPTConfig
 from workbench.models.recurrent import MAX_D_STATE, RecurrentConfig
+from workbench.models.tinygpt import init_gpt2
 
 
 @pytest.mark.parametrize("cls", [GPTConfig, RecurrentConfig])
@@ -37,3 +39,12 @@ def test_dict_round_trip_and_unknown_fields(cls):
     with pytest.raises(ValueError, match=rf"unknown {cls.__name__} fields \['nope'\]"):
         cls.from_dict({**cfg.to_dict(), "nope": 1})
 
+
+def test_init_gpt2_scales_residual_projections():
+    """N(0, 0.02) everywhere, N(0, 0.02 / sqrt(2 L)) for ``*proj.weight``, zero biases."""
+    torch.manual_seed(0)
+    m = torch.nn.ModuleDict({"fc": torch.nn.Linear(400, 400), "proj": torch.nn.Linear(400, 400)})
+    init_gpt2(m, n_layer=8)
+    assert abs(float(m["fc"].weight.std()) - 0.02) < 1e-3
+    assert abs(float(m["proj"].weight.std()) - 0.02 / 4) < 1e-3
+    assert float(m["fc"].bias.abs().max()) == 0.0
