@@ -29,7 +29,7 @@ def open_and_run_all(page, base_url: str, notebook: str, timeout_s: float = 150)
     page.evaluate(run_all)
     page.wait_for_timeout(2000)
     deadline = time.time() + timeout_s
-    issued, tries = time.time(), 1
+    issued, tries, stalled = time.time(), 1, None
     while time.time() < deadline:
         state = page.evaluate("""() => {
             const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
@@ -42,8 +42,21 @@ def open_and_run_all(page, base_url: str, notebook: str, timeout_s: float = 150)
         if not state["done"] and not state["busy"] and time.time() - issued > 15 and tries < 4:
             page.evaluate(run_all)
             issued, tries = time.time(), tries + 1
+        # Run All stops at a cell that raises (or when the kernel dies): some cells ran, none is queued. Say so, with
+        # the error the page shows, instead of waiting out the timeout.
+        stalled = (stalled or time.time()) if state["done"] and not state["busy"] else None
+        if stalled and time.time() - stalled > 20:
+            raise AssertionError(f"Run All stopped after {state['done']} of {state['n']} code cells: "
+                                 f"{_error_outputs(page) or 'no error output shown (did the kernel die?)'}")
         time.sleep(1)
-    raise AssertionError(f"notebook did not finish running within {timeout_s} s: {state}")
+    raise AssertionError(f"notebook did not finish running within {timeout_s} s: {state}; {_error_outputs(page)}")
+
+
+def _error_outputs(page) -> str:
+    """The first error output in the page (its last 800 characters), or ''."""
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    shown = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+    return shown[0][-800:] if shown else ""
 
 
 def assert_no_widget_errors(page) -> None:

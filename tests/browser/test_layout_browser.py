@@ -53,6 +53,7 @@ BEHAVIOUR = {
     "04_scaling_laws": [("full-grid-refits", "lab = widgets.ScalingLab(")],
     "05_gpu_kernels": [("the-checks-catch-planted-faults", "kernel_part = between(")],
     "06_residual_stream": [("lens-cell-click-fills-the-bars", "lab = ResidualLab(")],
+    "07_data": [("band-training-runs-in-the-background", "lab = DataLab(")],
 }
 
 # (notebook, lab) -> {check: the finding, as measured}. Checks: "over", "clipped", "empty" ("<check>@<tab>" in a tab),
@@ -358,6 +359,91 @@ def _residual_lens_click_fills_the_bars(page, i: int) -> None:
     assert_no_widget_errors(page)
 
 
+# Samples the DataLab every 50 ms, from before the click on "train on band": the progress bar's width (in %), the
+# button's text and the notice line ("selection: ..."), each time one of them changes, until the notice reports the
+# end of the run (any line other than the one before the click and "training in the background": trained, stopped
+# or an error) or ``timeoutMs`` passes. Kept on window, so that the check can run kernel code meanwhile.
+SAMPLE_BAND_TRAINING = """([lab, button, timeoutMs]) => {
+    const t0 = performance.now();
+    const noticeLine = () => lab.innerText.split('\\n').find(l => l.startsWith('selection:')) || '';
+    const before = noticeLine();
+    const out = window.__bandTraining = {samples: [], done: false, ms: null, before, notice: before};
+    const tick = () => {
+        const bar = lab.querySelector('.widget-hprogress .progress-bar');
+        const state = [bar ? parseFloat(bar.style.width) || 0 : -1, button.innerText.trim(), noticeLine()];
+        const last = out.samples[out.samples.length - 1];
+        if (!last || state.some((v, k) => v !== last[k + 1])) out.samples.push([Math.round(performance.now() - t0), ...state]);
+        out.notice = state[2];
+        const ended = out.notice !== before && !out.notice.includes('training in the background');
+        if (ended || performance.now() - t0 > timeoutMs) {
+            out.done = true;
+            out.ms = Math.round(performance.now() - t0);
+            return;
+        }
+        setTimeout(tick, 50);
+    };
+    tick();
+}"""
+
+# Runs ``code`` in the notebook's kernel from the page, as a cell would: its reply status ("timeout" after
+# ``timeoutMs``), printed text and round trip in ms.
+KERNEL_EXECUTE = """async ([code, timeoutMs]) => {
+    const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    const t0 = performance.now();
+    const text = [];
+    const future = kernel.requestExecute({code, store_history: false});
+    future.onIOPub = (msg) => { if (msg.header.msg_type === 'stream') text.push(msg.content.text); };
+    const late = new Promise(r => setTimeout(() => r({content: {status: 'timeout'}}), timeoutMs));
+    const reply = await Promise.race([future.done, late]);
+    return {status: reply.content.status, text: text.join(''), ms: Math.round(performance.now() - t0)};
+}"""
+
+
+def _data_lab_trains_in_the_background(page, i: int) -> None:
+    """The DataLab's "train on band" (selection tab, the notebook's 30 live steps, about 3 s alone): after the
+    click the button reads Stop, the kernel runs other code meanwhile (it answers while the lab is still busy), the
+    progress bar advances through intermediate widths to full, and the completion notice, the button's own label
+    and the live band and random-subset curves come back in the page. A run that ends otherwise (stopped, an error
+    notice) or not within 90 s fails with what the page showed (samples, and a screenshot at the end)."""
+    lab = page.locator(".jp-OutputArea-output", has=page.locator("button:has-text('Export PNG')")).filter(
+        has=page.locator(".lm-TabBar-tab:has-text('selection')")).first
+    lab.locator(".lm-TabBar-tab:has-text('selection')").click()
+    lab.scroll_into_view_if_needed()
+    button = lab.locator("button:has-text('train on band')")
+    button.wait_for(state="visible", timeout=30_000)
+    # the kernel has the selection tab as shown (else the lab keeps that tab's notices to itself)
+    page.wait_for_function("el => el.innerText.split('\\n').some(l => l.startsWith('selection:'))",
+                           arg=lab.element_handle(), timeout=30_000)
+    chart = lab.locator("canvas >> visible=true").last   # the loss curves: the tab's last figure
+    chart.wait_for(state="visible", timeout=30_000)
+    before = chart.screenshot()
+    page.evaluate(SAMPLE_BAND_TRAINING, [lab.element_handle(), button.element_handle(), 90_000])
+    button.click()
+    answer = page.evaluate(KERNEL_EXECUTE, ["print(lab.busy, lab.progress.value, lab.progress.max)", 30_000])
+    page.wait_for_function("() => window.__bandTraining.done", timeout=100_000)
+    run = page.evaluate("() => window.__bandTraining")
+    page.screenshot(path=str(SHOTS / "07_data--band-training.png"))
+    shown = run["samples"] if len(run["samples"]) <= 8 else run["samples"][:4] + ["..."] + run["samples"][-3:]
+    print(f"band training: ended {run['ms'] / 1000:.1f} s after the click; kernel answered {answer}; "
+          f"{len(run['samples'])} samples (ms, progress %, button, notice) {shown}")
+    assert run["notice"].startswith("selection: trained 30 steps"), \
+        f"the run did not end with the completion notice within 90 s: {run['notice']!r} after {run['ms']} ms; {shown}"
+    assert "Stop" in [s[2] for s in run["samples"]], f"the button never read Stop: {run['samples']}"
+    assert answer["status"] == "ok" and answer["text"].startswith("True "), \
+        f"the kernel did not run code while the lab trained: {answer}"
+    widths = [s[1] for s in run["samples"]]
+    assert widths[-1] == 100, f"the progress bar did not reach full: {run['samples']}"
+    assert len({w for w in widths if 0 < w < 100}) >= 3, f"the progress bar did not advance: {run['samples']}"
+    page.wait_for_function("b => b.innerText.includes('train on band')", arg=button.element_handle(),
+                           timeout=10_000)
+    deadline = time.time() + 10
+    while time.time() < deadline and chart.screenshot() == before:
+        page.wait_for_timeout(300)
+    assert chart.screenshot() != before, "the live curves were not drawn"
+    page.screenshot(path=str(ARTIFACTS / "07_data.png"))
+    assert_no_widget_errors(page)
+
+
 PLANT = """(i) => {
     const cell = window.jupyterapp.shell.currentWidget.content.widgets[i];
     const out = [...cell.node.querySelectorAll('.jp-OutputArea-output')].find(o => o.querySelector('pre'));
@@ -391,4 +477,5 @@ BEHAVIOUR_CHECKS = {
     "full-grid-refits": _scaling_lab_refits,
     "the-checks-catch-planted-faults": _the_checks_catch_planted_faults,
     "lens-cell-click-fills-the-bars": _residual_lens_click_fills_the_bars,
+    "band-training-runs-in-the-background": _data_lab_trains_in_the_background,
 }
