@@ -36,7 +36,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from workbench.models.interface import ModelError, as_batch
+from workbench.models.encode import encode_one
+from workbench.models.interface import ModelError
 
 from .errors import (
     AttentionError,
@@ -127,36 +128,11 @@ def token_labels(model, ids: Sequence[int]) -> list[str]:
 
 
 def encode_input(model, text_or_ids) -> torch.Tensor:
-    """Text or ids -> a ``(T,)`` long tensor; empty input raises :class:`EmptyInputError`."""
-    if isinstance(text_or_ids, str):
-        if not text_or_ids:
-            raise EmptyInputError("the text is empty: give at least one character")
-        tok = getattr(model, "tokenizer", None)
-        if tok is None:
-            raise AttentionError("this model has no tokenizer: pass token ids instead of text")
-        ids = tok.encode(text_or_ids)
-    else:
-        ids = text_or_ids
-        if isinstance(ids, np.ndarray):
-            ids = torch.from_numpy(ids)
-    if not isinstance(ids, torch.Tensor):
-        ids = list(ids)
-        if not ids:
-            raise EmptyInputError("the id sequence is empty: give at least one token")
-    try:
-        t = as_batch(ids)
-    except ModelError as e:
-        raise AttentionError(str(e)) from None
-    if t.size(0) != 1:
-        raise AttentionError(f"capture one sequence at a time, got a batch of {t.size(0)}")
-    if t.size(1) == 0:
-        raise EmptyInputError("the input encodes to zero tokens: give at least one token")
-    vocab = model.config.vocab_size
-    bad = (t < 0) | (t >= vocab)
-    if bool(bad.any()):
-        j = int(bad.nonzero()[0, 1])
-        raise IndexOutOfRangeError(f"token id {int(t[0, j])} at position {j} is out of range [0, {vocab})")
-    return t[0]
+    """Text or ids -> a ``(T,)`` long tensor (:func:`workbench.models.encode.encode_one`); empty input raises
+    :class:`EmptyInputError`, an id outside the vocabulary :class:`IndexOutOfRangeError`, the rest
+    :class:`AttentionError`."""
+    return encode_one(model, text_or_ids, error=AttentionError, empty=EmptyInputError,
+                      out_of_range=IndexOutOfRangeError)[0]
 
 
 def _select(name: str, sel, n: int) -> tuple[int, ...]:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.interface import ModelError, as_batch
+from ..models.encode import encode_one
+from ..models.interface import as_batch
 from ..models.layout import LayoutError, ModelLayout, layout_of
 from .errors import OutOfRangeError, ResidualError
 
@@ -27,25 +28,7 @@ from .errors import OutOfRangeError, ResidualError
 def encode(model, text_or_ids) -> torch.Tensor:
     """Text, a list of ids or a ``(T,)``/``(1, T)`` tensor -> ``(1, T)`` long ids on the model's device; empty input,
     a batch, a sequence longer than the context or an id outside the vocabulary is a :class:`ResidualError`."""
-    if isinstance(text_or_ids, str):
-        if not text_or_ids:
-            raise ResidualError("the text is empty: give at least one character")
-        tok = getattr(model, "tokenizer", None)
-        if tok is None:
-            raise ResidualError("this model has no tokenizer: pass token ids instead of text")
-        ids = tok.encode(text_or_ids)
-    else:
-        ids = text_or_ids
-    if not isinstance(ids, torch.Tensor):
-        ids = list(getattr(ids, "tolist", lambda: ids)())
-    try:
-        t = as_batch(ids)
-    except ModelError as e:
-        raise ResidualError(str(e)) from None
-    if t.size(0) != 1:
-        raise ResidualError(f"one sequence at a time here, got a batch of {t.size(0)}")
-    if t.size(1) == 0:
-        raise ResidualError("the input encodes to zero tokens: give at least one token")
+    t = encode_one(model, text_or_ids, error=ResidualError, out_of_range=OutOfRangeError)
     check_tokens(model, t)
     return t.to(_device(model))
 
