@@ -18,32 +18,18 @@ Lesson: ``notebooks/02_attention.ipynb``.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
+
+from .measure import peak_mb, rss_mb, run_worker, serve_worker, worker_parser
 
 GOAL_OPEN_S = 3.0
 GOAL_PEAK_GB = 1.2
 GOAL_T = 1024
 GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257)
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,7 +90,7 @@ def worker(spec: dict) -> dict:
     from workbench.attention.view import probe_head_view
 
     r: dict = dict(spec, pid=os.getpid())
-    r["rss_start_mb"] = _rss_mb()
+    r["rss_start_mb"] = rss_mb()
     t0 = time.perf_counter()
     model = build_model(spec["dtype"], spec["n_positions"], spec.get("shape"))
     r["build_s"] = time.perf_counter() - t0
@@ -113,7 +99,7 @@ def worker(spec: dict) -> dict:
     import gc
 
     gc.collect()
-    r["rss_model_mb"] = _rss_mb()
+    r["rss_model_mb"] = rss_mb()
     L, H = model.config.n_layer, model.config.n_head
     if spec.get("widget", True):
         from widgets.attention_lab import AttentionLab
@@ -123,13 +109,13 @@ def worker(spec: dict) -> dict:
         r["open_s"] = time.perf_counter() - t0
         r["open_cpu_s"] = time.process_time() - c0
         r["T"] = lab.probe.T
-        r["rss_open_mb"] = _rss_mb()
+        r["rss_open_mb"] = rss_mb()
         times = []
         for layer, head in [(L - 1, H - 1), (0, 1), (L // 2, H // 2), (1, 0), (L - 2, 2)]:
             lab.select(layer, head)
             times.append(lab.timings["select"])
         r["click_s"] = statistics.median(times)
-        r["peak_open_mb"] = _peak_mb()  # the lab opened and clicked: what a Binder session needs
+        r["peak_open_mb"] = peak_mb()  # the lab opened and clicked: what a Binder session needs
         probe = lab.probe
     else:
         probe = None
@@ -148,20 +134,13 @@ def worker(spec: dict) -> dict:
     t0 = time.perf_counter()
     probe_head_view(probe, L - 1, H - 1, max_side=512)
     r["view_s"] = time.perf_counter() - t0
-    r["peak_mb"] = _peak_mb()
+    r["peak_mb"] = peak_mb()
     return r
 
 
 def run_one(spec: dict, timeout: float = 1800) -> dict:
     """Run :func:`worker` in a fresh interpreter and return its result (or ``{"error": ...}``)."""
-    cmd = [sys.executable, "-m", "workbench.bench.real_bench", "--worker", json.dumps(spec)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return {**spec, "error": (p.stderr or p.stdout).strip().splitlines()[-1:] or [f"exit {p.returncode}"]}
+    return run_worker("workbench.bench.real_bench", spec, timeout)
 
 
 def _verdict(r: dict) -> str:
@@ -201,8 +180,7 @@ def report(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m workbench.bench real", description=__doc__.split("\n")[0])
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap = worker_parser("python -m workbench.bench real", __doc__)
     ap.add_argument("--lengths", type=int, nargs="+", default=[512, 1024], help="Binder rows (n_positions 1,024)")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     ap.add_argument("--long", type=int, default=8192, help="the long row's T (n_positions = T); 0 skips it")
@@ -214,8 +192,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="a 2-layer width-64 model (plumbing check)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))), flush=True)
+    if serve_worker(args, worker):
         return 0
     shape = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=600) if args.tiny else None
     specs = [dict(dtype=d, T=T, n_positions=max(1024, T), threads=args.threads, shape=shape)

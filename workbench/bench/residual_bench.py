@@ -25,17 +25,16 @@ attribution and a full residual patching sweep of a short prompt (goal: under 20
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from .real_bench import GPT2_SMALL, _peak_mb, _rss_mb, bpe_tokenizer, text_of
+from .measure import peak_mb, rss_mb, run_worker, serve_worker, worker_parser
+from .real_bench import GPT2_SMALL, bpe_tokenizer, text_of
 
 GOAL_RATIO = 2.0
 GOAL_PEAK_GB = 2.0
@@ -156,7 +155,7 @@ def worker(spec: dict) -> dict:
     import gc
 
     gc.collect()
-    r["rss_model_mb"] = _rss_mb()
+    r["rss_model_mb"] = rss_mb()
     with torch.no_grad():  # the answer the corruption moves most against the one it moves least
         d = hf(clean).logits[0, -1, :tok.vocab_size] - hf(corrupted).logits[0, -1, :tok.vocab_size]
     answer, wrong = int(d.argmax()), int(d.argmin())
@@ -194,20 +193,13 @@ def worker(spec: dict) -> dict:
         r["time_s"] = time.perf_counter() - t0
         r["cpu_s"] = time.process_time() - c0
         np.save(spec["out"], np.concatenate([top.astype(np.float64), probs], axis=-1))
-    r["peak_mb"] = _peak_mb()
+    r["peak_mb"] = peak_mb()
     return r
 
 
 def run_one(spec: dict, timeout: float = 3600) -> dict:
     """Run :func:`worker` in a fresh interpreter and return its result (or ``{"error": ...}``)."""
-    cmd = [sys.executable, "-m", "workbench.bench.residual_bench", "--worker", json.dumps(spec)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return {**spec, "error": (p.stderr or p.stdout).strip().splitlines()[-1:] or [f"exit {p.returncode}"]}
+    return run_worker("workbench.bench.residual_bench", spec, timeout, HF_HUB_OFFLINE="1")
 
 
 def _max_diff(a, b, job: str) -> float:
@@ -292,8 +284,7 @@ def report(rows: list, clicks: dict | None) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m workbench.bench residual", description=__doc__.split("\n")[0])
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap = worker_parser("python -m workbench.bench residual", __doc__)
     ap.add_argument("--lens-T", type=int, default=512)
     ap.add_argument("--patch-T", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -301,8 +292,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-shipped", action="store_true", help="skip the shipped model's click latencies")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))), flush=True)
+    if serve_worker(args, worker):
         return 0
     shape = TINY if args.tiny else GPT2_SMALL
     tmp = tempfile.mkdtemp(prefix="wb-bench-residual-")
