@@ -9,7 +9,6 @@ change of tokenizer.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes_atomic
+from ..sweepfile import read_sweep_doc, write_sweep_doc
 from .errors import DataLabError
 
 #: The micro model every experiment trains (a ``GPTConfig`` as a dict; vocabulary of the shipped byte models).
@@ -154,9 +153,7 @@ def sweep_runs(recipes, *, store, steps: int, batch_size: int, lr: float, config
 
 def write_sweep_file(path, kind: str, settings: dict, runs: list, command: str) -> None:
     """Write a shipped sweep (``{"format", "version", "command", "settings", "runs"}``) atomically as JSON."""
-    doc = {"format": f"workbench.datalab.{kind}", "version": 1, "command": command, "settings": settings,
-           "runs": runs}
-    write_bytes_atomic(Path(path), json.dumps(doc, indent=1, sort_keys=True).encode("utf-8"))
+    write_sweep_doc(path, f"workbench.datalab.{kind}", 1, command, settings, runs)
 
 
 def read_sweep_file(path, kind: str, run_fields: tuple, settings_fields: tuple = ()) -> dict:
@@ -164,29 +161,8 @@ def read_sweep_file(path, kind: str, run_fields: tuple, settings_fields: tuple =
 
     Raises :class:`ShippedSweepError` naming what is wrong and how to remake the file.
     """
-    path = Path(path)
-    remake = f"remake it with: python -m workbench.datalab.make_sweeps {kind}"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ShippedSweepError(f"no shipped sweep at {path}; {remake}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShippedSweepError(f"{path} is not a readable JSON sweep file ({exc}); {remake}") from None
-    want = f"workbench.datalab.{kind}"
-    if not isinstance(doc, dict) or doc.get("format") != want or doc.get("version") != 1:
-        got = (doc.get("format"), doc.get("version")) if isinstance(doc, dict) else type(doc).__name__
-        raise ShippedSweepError(f"{path} holds {got}, expected format {want!r} version 1; {remake}")
-    runs, settings = doc.get("runs"), doc.get("settings")
-    if not isinstance(runs, list) or not runs or not isinstance(settings, dict):
-        raise ShippedSweepError(f"{path} has no runs or no settings; {remake}")
-    missing = [k for k in settings_fields if k not in settings]
-    if missing:
-        raise ShippedSweepError(f"{path} settings lack {missing}; {remake}")
-    for i, r in enumerate(runs):
-        lack = [k for k in run_fields if not isinstance(r, dict) or k not in r]
-        if lack:
-            raise ShippedSweepError(f"{path} run {i} lacks {lack}; {remake}")
-    return doc
+    return read_sweep_doc(path, f"workbench.datalab.{kind}", 1, f"python -m workbench.datalab.make_sweeps {kind}",
+                          run_fields, settings_fields, error=ShippedSweepError)
 
 
 def mean_and_spread(values) -> tuple[np.ndarray, np.ndarray]:
