@@ -87,7 +87,7 @@ def train_student(model, train_ids, steps: int, batch_size: int = 16, lr: float 
     """
     import torch
 
-    from workbench.models.training import _as_ids, evaluate, lr_at, random_windows
+    from workbench.models.training import _as_ids, apply_gradients, evaluate, random_windows, set_lr, training_setup
 
     if steps < 1 or batch_size < 1:
         raise DataLabError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
@@ -108,12 +108,7 @@ def train_student(model, train_ids, steps: int, batch_size: int = 16, lr: float 
         t.eval()
 
     c0 = time.process_time()
-    torch.manual_seed(seed)  # dropout (as train does)
-    gen = torch.Generator().manual_seed(seed)  # batch sampling (as train does)
-    decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for _, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+    opt, gen = training_setup(model, seed, lr, weight_decay, betas)  # seeds, sampler, optimizer: as train's
     hist = StudentHistory(val_loss={k: [] for k in vals})
     model.train()
     running = None
@@ -121,9 +116,7 @@ def train_student(model, train_ids, steps: int, batch_size: int = 16, lr: float 
         if should_stop is not None and should_stop():
             hist.stopped = True
             break
-        cur_lr = lr_at(step, steps, lr, warmup)
-        for g in opt.param_groups:
-            g["lr"] = cur_lr
+        set_lr(opt, step, steps, lr, warmup)
         x, y = random_windows(data, batch_size, block, gen, bos)     # (B, block) each
         logits = model(x).logits                                     # (B, block, V)
         teacher_logits = None
@@ -131,14 +124,8 @@ def train_student(model, train_ids, steps: int, batch_size: int = 16, lr: float 
             with torch.no_grad():
                 teacher_logits = torch.stack([t(x).logits.float() for t in teachers]).mean(0)
         loss = distill_loss(logits, y, teacher_logits, alpha, temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
+        running = apply_gradients(model, opt, loss, grad_clip, running)
         hist.tokens_seen += x.numel()
-        li = loss.item()
-        running = li if running is None else 0.9 * running + 0.1 * li
         if (step + 1) % eval_every == 0 or step == steps - 1:
             hist.steps.append(step + 1)
             hist.train_loss.append(running)

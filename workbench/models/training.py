@@ -110,6 +110,44 @@ def evaluate(model, data, block_size: int | None = None, batch_size: int = 16, m
     return total / count
 
 
+def training_setup(model, seed: int, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95)):
+    """Seed and build what a training run steps with: ``torch.manual_seed(seed)`` (dropout), a generator seeded
+    with ``seed`` for batch sampling (:func:`random_windows`), and AdamW with weight decay on the weight matrices
+    and embeddings (``dim >= 2``) and none on biases and norms. Returns ``(optimizer, generator)``.
+
+    :func:`train` and the data lab's ``train_student`` both start here, so the same seed gives both the same
+    batches and the same weights.
+    """
+    torch.manual_seed(seed)  # dropout
+    gen = torch.Generator().manual_seed(seed)  # batch sampling
+    decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+    return opt, gen
+
+
+def set_lr(opt, step: int, steps: int, lr: float, warmup: int) -> float:
+    """Set every parameter group's learning rate to :func:`lr_at` for ``step`` and return it."""
+    cur_lr = lr_at(step, steps, lr, warmup)
+    for g in opt.param_groups:
+        g["lr"] = cur_lr
+    return cur_lr
+
+
+def apply_gradients(model, opt, loss, grad_clip: float, running: float | None) -> float:
+    """One optimiser step on ``loss`` (gradients cleared, back-propagated, their norm clipped to ``grad_clip``
+    unless it is 0) and the running training loss after it: ``0.9 * running + 0.1 * loss`` (the loss itself
+    when ``running`` is None)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    li = loss.item()
+    return li if running is None else 0.9 * running + 0.1 * li
+
+
 def train(model, train_ids, steps: int, batch_size: int = 16, lr: float = 3e-3, *, val_ids=None,
           block_size: int | None = None, warmup: int | None = None, weight_decay: float = 0.1,
           betas=(0.9, 0.95), grad_clip: float = 1.0, eval_every: int | None = None, eval_tokens: int = 32_768,
@@ -136,33 +174,19 @@ def train(model, train_ids, steps: int, batch_size: int = 16, lr: float = 3e-3, 
     warmup = max(1, steps // 20) if warmup is None else warmup
     eval_every = eval_every or max(1, steps // 10)
 
-    torch.manual_seed(seed)  # dropout
-    gen = torch.Generator().manual_seed(seed)  # batch sampling
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+    opt, gen = training_setup(model, seed, lr, weight_decay, betas)
     hist = TrainHistory()
     model.train()
     t0 = time.perf_counter()
     t_last, tok_last, running = t0, 0, None
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5, leave=True)
     for step in bar:
-        cur_lr = lr_at(step, steps, lr, warmup)
-        for g in opt.param_groups:
-            g["lr"] = cur_lr
+        cur_lr = set_lr(opt, step, steps, lr, warmup)
         x, y = random_windows(data, batch_size, block, gen, bos)
         x, y = x.to(model.device), y.to(model.device)
         logits = model(x).logits
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
+        running = apply_gradients(model, opt, F.cross_entropy(logits.flatten(0, 1), y.flatten()), grad_clip, running)
         hist.tokens_seen += x.numel()
-        li = loss.item()
-        running = li if running is None else 0.9 * running + 0.1 * li
         if (step + 1) % eval_every == 0 or step == steps - 1:
             now = time.perf_counter()
             tps = (hist.tokens_seen - tok_last) / max(now - t_last, 1e-9)
