@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DataLabError
-from .recipes import BOS, byte_tokenizer, corpus_split, mean_and_spread, micro_model, read_sweep_file
+from .recipes import BOS, byte_tokenizer, corpus_split, curves_by_seed, index_runs, micro_model, read_sweep_file
 
 
 class TeacherMismatchError(DataLabError):
@@ -157,17 +157,26 @@ ARMS = (("hard labels", (), 0.0, 1.0),
         ("ensemble docs-byte + draft", ("docs-byte", "docs-byte-draft"), 0.5, 2.0))
 
 
+def micro_run(settings, train_ids, *, progress=None, should_stop=None, **student) -> dict:
+    """One data-lab run: a fresh micro model (``settings.config``, initialised from ``settings.seed``) trained by
+    :func:`train_student` on ``train_ids`` for ``settings.steps`` steps (``student``: its other options, e.g.
+    teachers), validated on the held-out ``python-docs`` split. Returns ``steps``, ``train_loss``, ``val_loss``
+    (the held-out curve), ``cpu_s`` and ``stopped``: what every data-lab experiment stores per run."""
+    _, val_ids = corpus_split("python-docs")
+    model = micro_model(settings.config, settings.seed)
+    h = train_student(model, train_ids, settings.steps, settings.batch_size, settings.lr, val_sets={"docs": val_ids},
+                      seed=settings.seed, progress=progress, should_stop=should_stop, **student)
+    return {"steps": h.steps, "train_loss": h.train_loss, "val_loss": h.val_loss["docs"], "cpu_s": h.cpu_s,
+            "stopped": h.stopped}
+
+
 def distill_run(settings, *, teachers=(), alpha: float = 0.0, temperature: float = 2.0, progress=None,
                 should_stop=None) -> dict:
     """One run: the micro model on ``python-docs`` (train split), hard or distilled; returns curves and the
     final validation loss on the held-out split (the teachers never saw it either)."""
-    train_ids, val_ids = corpus_split("python-docs")
-    model = micro_model(settings.config, settings.seed)
-    h = train_student(model, train_ids, settings.steps, settings.batch_size, settings.lr,
-                      val_sets={"docs": val_ids}, teachers=load_teachers(teachers), alpha=alpha,
-                      temperature=temperature, seed=settings.seed, progress=progress, should_stop=should_stop)
-    return {"steps": h.steps, "train_loss": h.train_loss, "val_loss": h.val_loss["docs"], "cpu_s": h.cpu_s,
-            "stopped": h.stopped}
+    train_ids, _ = corpus_split("python-docs")
+    return micro_run(settings, train_ids, teachers=load_teachers(teachers), alpha=alpha, temperature=temperature,
+                     progress=progress, should_stop=should_stop)
 
 
 @dataclass
@@ -206,9 +215,7 @@ def teacher_losses(names, eval_tokens: int = 8_192) -> dict:
 
 
 def _result(arms, settings, seeds, runs, stopped=False) -> DistillResult:
-    curves = np.array([[runs[(a, s)]["val_loss"] for s in seeds] for a in arms], dtype=float)
-    final = curves[:, :, -1]
-    mean, sd = mean_and_spread(final)
+    curves, final, mean, sd = curves_by_seed(runs, arms, seeds)
     names = sorted({t for st in settings for t in st[0]})
     return DistillResult(arms=list(arms), settings=list(settings), seeds=list(seeds),
                          steps=np.asarray(runs[(arms[0], seeds[0])]["steps"]), curves=curves, final=final,
@@ -251,21 +258,13 @@ def run_distillation(arms=ARMS, seeds=(0,), steps: int = 60, batch_size: int = 1
 def distill_from_runs(runs: list, teacher_loss: dict | None = None) -> DistillResult:
     """Assemble a :class:`DistillResult` from run dicts (``arm``, ``teachers``, ``alpha``, ``temperature``,
     ``seed``, ``steps``, ``val_loss``), as stored in the shipped sweep."""
-    arms, settings, seeds, table = [], [], [], {}
-    for r in runs:
-        if r["arm"] not in arms:
-            arms.append(r["arm"])
-            settings.append((tuple(r["teachers"]), r["alpha"], r["temperature"]))
-        if r["seed"] not in seeds:
-            seeds.append(r["seed"])
-        table[(r["arm"], r["seed"])] = r
-    missing = [(a, s) for a in arms for s in seeds if (a, s) not in table]
-    if missing:
-        raise DataLabError(f"distillation runs missing for (arm, seed) {missing}")
-    curves = np.array([[table[(a, s)]["val_loss"] for s in seeds] for a in arms], dtype=float)
-    mean, sd = mean_and_spread(curves[:, :, -1])
-    return DistillResult(arms=arms, settings=settings, seeds=seeds, steps=np.asarray(table[(arms[0], seeds[0])]["steps"]),
-                         curves=curves, final=curves[:, :, -1], mean=mean, sd=sd, teacher_loss=dict(teacher_loss or {}))
+    arms, seeds, table = index_runs(runs, "arm", "distillation")
+    settings = [(tuple(table[(a, seeds[0])]["teachers"]), table[(a, seeds[0])]["alpha"],
+                 table[(a, seeds[0])]["temperature"]) for a in arms]
+    curves, final, mean, sd = curves_by_seed(table, arms, seeds)
+    return DistillResult(arms=arms, settings=settings, seeds=seeds,
+                         steps=np.asarray(table[(arms[0], seeds[0])]["steps"]), curves=curves, final=final,
+                         mean=mean, sd=sd, teacher_loss=dict(teacher_loss or {}))
 
 
 def load_distill(path=None) -> DistillResult:

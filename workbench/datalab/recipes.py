@@ -170,3 +170,27 @@ def mean_and_spread(values) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(values, dtype=float)
     sd = v.std(axis=1, ddof=1) if v.shape[1] > 1 else np.zeros(v.shape[:1] + v.shape[2:])
     return v.mean(axis=1), sd
+
+
+def index_runs(runs, key: str, what: str) -> tuple[list, list, dict]:
+    """Index run dicts (each with ``key`` and ``seed``) by ``(run[key], seed)``: returns the ``key`` values and
+    the seeds in first-seen order and the table; :class:`DataLabError` names every ``(value, seed)`` pair that no
+    run covers (``what`` names the experiment in the message)."""
+    rows, seeds, table = [], [], {}
+    for r in runs:
+        rows += [r[key]] if r[key] not in rows else []
+        seeds += [r["seed"]] if r["seed"] not in seeds else []
+        table[(r[key], r["seed"])] = r
+    missing = [(v, s) for v in rows for s in seeds if (v, s) not in table]
+    if missing:
+        raise DataLabError(f"{what} runs missing for ({key}, seed) {missing}")
+    return rows, seeds, table
+
+
+def curves_by_seed(table: dict, rows, seeds) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From ``table[(row, seed)]["val_loss"]`` (one curve per run): the curves ``(rows, seeds, evaluations)``, the
+    final losses ``(rows, seeds)``, and their mean and spread over seeds ``(rows,)`` (:func:`mean_and_spread`)."""
+    curves = np.array([[table[(r, s)]["val_loss"] for s in seeds] for r in rows], dtype=float)
+    final = curves[:, :, -1]
+    mean, sd = mean_and_spread(final)
+    return curves, final, mean, sd

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import DataLabError
-from .recipes import BOS, chunk, corpus_split, mean_and_spread, micro_model, read_sweep_file
+from .recipes import BOS, chunk, corpus_split, curves_by_seed, index_runs, read_sweep_file
 
 #: Named bands as (low, high) quantiles of the chunk scores for a kept fraction f (``"random"`` is separate).
 BAND_NAMES = ("low", "middle", "high", "random")
@@ -127,17 +127,12 @@ def docs_chunk_scores(reference: str = "docs-byte-draft", chunk_len: int = CHUNK
 def selection_run(settings, *, band: str, fraction: float = FRACTION, reference: str = "docs-byte-draft",
                   progress=None, should_stop=None) -> dict:
     """One run: the micro model trained on ``band`` of the scored chunks, for ``settings.steps`` steps."""
-    from .distill import train_student
+    from .distill import micro_run
 
     chunks, scores = docs_chunk_scores(reference)
     idx = select_band(scores, band, fraction, seed=settings.seed)
-    _, val_ids = corpus_split("python-docs")
-    model = micro_model(settings.config, settings.seed)
-    h = train_student(model, chunks[idx].reshape(-1), settings.steps, settings.batch_size, settings.lr,
-                      val_sets={"docs": val_ids}, seed=settings.seed, progress=progress, should_stop=should_stop)
-    return {"steps": h.steps, "train_loss": h.train_loss, "val_loss": h.val_loss["docs"], "cpu_s": h.cpu_s,
-            "stopped": h.stopped, "n_chunks": int(len(idx)),
-            "score_range": [float(scores[idx].min()), float(scores[idx].max())]}
+    run = micro_run(settings, chunks[idx].reshape(-1), progress=progress, should_stop=should_stop)
+    return {**run, "n_chunks": int(len(idx)), "score_range": [float(scores[idx].min()), float(scores[idx].max())]}
 
 
 @dataclass
@@ -165,18 +160,10 @@ class SelectionResult:
 def selection_from_runs(runs: list, scores) -> SelectionResult:
     """Assemble a :class:`SelectionResult` from run dicts (``band``, ``seed``, ``steps``, ``val_loss``,
     ``score_range``)."""
-    bands, seeds, table = [], [], {}
-    for r in runs:
-        bands += [r["band"]] if r["band"] not in bands else []
-        seeds += [r["seed"]] if r["seed"] not in seeds else []
-        table[(r["band"], r["seed"])] = r
-    missing = [(b, s) for b in bands for s in seeds if (b, s) not in table]
-    if missing:
-        raise DataLabError(f"selection runs missing for (band, seed) {missing}")
-    curves = np.array([[table[(b, s)]["val_loss"] for s in seeds] for b in bands], dtype=float)
-    mean, sd = mean_and_spread(curves[:, :, -1])
+    bands, seeds, table = index_runs(runs, "band", "selection")
+    curves, final, mean, sd = curves_by_seed(table, bands, seeds)
     return SelectionResult(bands=bands, seeds=seeds, steps=np.asarray(table[(bands[0], seeds[0])]["steps"]),
-                           curves=curves, final=curves[:, :, -1], mean=mean, sd=sd,
+                           curves=curves, final=final, mean=mean, sd=sd,
                            score_range=np.array([[table[(b, s)]["score_range"] for s in seeds] for b in bands]),
                            scores=np.asarray(scores, dtype=float), winner=bands[int(np.argmin(mean))])
 
