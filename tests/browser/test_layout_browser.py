@@ -399,6 +399,11 @@ KERNEL_EXECUTE = """async ([code, timeoutMs]) => {
 }"""
 
 
+# Seen while checking this (issue #15): JupyterLab 4.6 sends widget comm messages over a kernel subshell by default
+# (commsOverSubshells: perCommTarget), so jupyter_bokeh can apply the browser's echo of a figure change
+# ("figure.renderers") on a subshell thread while the lab redraws that figure on the main thread: with the run made
+# synchronous (lab.background = False) 2 of 4 runs ended "selection: RuntimeError: Set changed size during
+# iteration" (bokeh's renderers list changed by the subshell thread mid-append); 0 of 12 background runs did.
 def _data_lab_trains_in_the_background(page, i: int) -> None:
     """The DataLab's "train on band" (selection tab, the notebook's 30 live steps, about 3 s alone): after the
     click the button reads Stop, the kernel runs other code meanwhile (it answers while the lab is still busy), the
