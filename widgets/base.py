@@ -11,6 +11,7 @@ import base64
 import contextlib
 import html as _html
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -53,12 +54,26 @@ class BokehPane(BokehModel):
     chart. This pane asks the front-end to report its views (``_view_count``): while it has none, a change
     marks the bundle stale instead of sending a patch, and the bundle is re-serialised when a view appears
     (or when the pane is displayed directly).
+
+    The browser's own changes to the figure (a range it panned, a selection) come back as messages that JupyterLab
+    may hand to a kernel *subshell* thread, while the labs change the same bokeh models on the kernel's main
+    thread (their callbacks run there): two threads editing one list of renderers gave "Set changed size during
+    iteration". So a message arriving on another thread is applied on the main thread's event loop instead.
     """
 
     def __init__(self, model: LayoutDOM, **kwargs):
         self._stale = False
+        self._home = threading.current_thread()
+        self._home_loop = _kernel_loop()
         super().__init__(model, _view_count=0, **kwargs)
         self.observe(self._on_views, names="_view_count")
+
+    def _sync_model(self, model, content, buffers) -> None:
+        loop = self._home_loop
+        if threading.current_thread() is not self._home and loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(super()._sync_model, model, content, buffers)
+        else:
+            super()._sync_model(model, content, buffers)
 
     def _document_patched(self, event) -> None:
         if event.setter is self:

@@ -118,3 +118,50 @@ def test_cancelled_is_raised_by_progress_after_stop():
     t.stop()
     with pytest.raises(Cancelled):
         t.progress(1, 2)
+
+
+def test_browser_changes_arriving_on_another_thread_are_applied_on_the_kernel_loop(monkeypatch):
+    """JupyterLab may deliver a chart's browser-side changes on a subshell thread while the labs edit the same
+    bokeh models on the main thread: BokehPane hands such a message to the main thread's loop (where it really
+    changes the figure), and applies one from its own thread at once."""
+    from bokeh.plotting import figure
+    from jupyter_bokeh.widgets import BokehModel
+
+    from widgets.base import BokehPane
+
+    seen = []
+    monkeypatch.setattr(BokehModel, "_sync_model",
+                        lambda self, model, content, buffers: seen.append((threading.current_thread(), content)))
+
+    async def scenario():
+        pane = BokehPane(figure(width=200, height=100))
+        pane._sync_model(pane, {"n": 0}, [])  # from its own thread: applied at once
+        assert seen == [(threading.current_thread(), {"n": 0})]
+        other = threading.Thread(target=pane._sync_model, args=(pane, {"n": 1}, []))
+        other.start()
+        other.join()
+        assert len(seen) == 1  # not applied on the subshell-like thread
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(seen) == 2:
+                break
+        return threading.current_thread()
+
+    home = asyncio.run(scenario())
+    assert seen[1] == (home, {"n": 1})
+
+
+def test_a_pane_made_outside_a_running_loop_applies_browser_changes_where_they_arrive(monkeypatch):
+    from bokeh.plotting import figure
+    from jupyter_bokeh.widgets import BokehModel
+
+    from widgets.base import BokehPane
+
+    seen = []
+    monkeypatch.setattr(BokehModel, "_sync_model",
+                        lambda self, model, content, buffers: seen.append(threading.current_thread()))
+    pane = BokehPane(figure(width=200, height=100))
+    other = threading.Thread(target=pane._sync_model, args=(pane, {}, []))
+    other.start()
+    other.join()
+    assert seen == [other]
