@@ -30,7 +30,7 @@ LIMITS = {"pairs": (1, 16), "state_size": (1, 64), "examples": (2, 128), "steps"
 #: the small live versions (width 32, few evaluation rows: seconds per model at one thread)
 LIVE_CFG = {
     "recall": {"width": 32, "n_layer": 2, "batch": 32, "eval_rows": 64},
-    "icl": {"n_bits": 5, "width": 32, "n_layer": 2, "batch": 32, "eval_rows": 64},
+    "icl": {"n_bits": 4, "width": 64, "n_layer": 2, "batch": 32, "eval_rows": 64, "min_active": 2},  # as the sweep
     "reversal": {"n_facts": 32, "width": 32, "n_layer": 2, "batch": 32, "probe_folds": 4},
     "answer_format": {"digits": 2, "width": 32, "n_layer": 2, "batch": 32, "n_test": 100},
 }

@@ -7,8 +7,8 @@ predicted anyway). Randomness comes from a ``numpy.random.Generator`` the caller
 
 * :func:`recall_batch`: multi-query associative recall (Arora et al., Zoology; "Just read twice"): key-value pairs,
   then every key again as a query whose value is the target; optionally the pairs twice ("read twice").
-* :func:`icl_batch`: in-context learning of boolean functions (Bhattamishra et al.): ``x1 y1 x2 y2 ...`` with each
-  ``x`` one token (a ``d``-bit input) and ``y = f(x)`` scored; ``f`` is drawn per row from a function class.
+* :func:`icl_batch`: in-context learning of boolean functions (Bhattamishra et al.): examples ``x_1 .. x_d y``, one
+  token per bit (naming the bit) and a label token ``y = f(x)`` (scored); ``f`` is drawn per row from a function class.
 * :func:`reversal_facts` / :func:`reversal_rows`: synthetic facts "A is B" between two-token names and two-token
   attributes from small embedded lists (Berglund et al.'s reversal curse).
 * :func:`addition_rows`: ``a+b=`` with the sum written plain, reversed or after a scratchpad (Lee et al.).
@@ -151,47 +151,163 @@ def function_table(kind: str, n_bits: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ICLVocab:
-    """Token layout of the ICL task: inputs ``0 .. 2^d - 1`` (one token per ``d``-bit input), then the outputs
-    ``Y0``, ``Y1``, then BOS."""
+    """Token layout of the ICL task, one token per bit: token ``2 j + b`` says "bit ``j`` of this input is ``b``"
+    (``j`` in ``0 .. d-1``), then the outputs ``Y0 = 2d`` and ``Y1 = 2d + 1``, then ``BOS = 2d + 2``.
+
+    Why a bit's token names its index: the transformer's positions are rotary, which move queries and keys but not
+    values, so what one position reads from another carries the token alone. With only "0" and "1" tokens a head that
+    gathers an input's bits would learn how many are 1 but not which; naming the bit lets one head collect a whole
+    input (and a label token collect its example's input), the first step of any learner of boolean functions.
+
+    >>> v = ICLVocab(3)
+    >>> int(v.bit(2, 1)), v.y0, v.bos, v.size
+    (5, 6, 8, 9)
+    """
 
     n_bits: int = 5
 
+    def bit(self, j, b):
+        """The token of "bit ``j`` is ``b``" (arrays broadcast)."""
+        return 2 * np.asarray(j) + np.asarray(b)
+
     @property
     def y0(self) -> int:
-        return 2 ** self.n_bits
+        return 2 * self.n_bits
 
     @property
     def bos(self) -> int:
-        return 2 ** self.n_bits + 2
+        return 2 * self.n_bits + 2
 
     @property
     def size(self) -> int:
-        return 2 ** self.n_bits + 3
+        return 2 * self.n_bits + 3
+
+    @property
+    def example_len(self) -> int:
+        """Tokens per example: ``d`` bits and the label."""
+        return self.n_bits + 1
+
+    def row_len(self, n_examples: int) -> int:
+        """Input length of a row of ``n_examples`` examples: ``BOS`` plus ``n (d + 1)`` tokens, less the last
+        label, which is a target only: ``n (d + 1)``."""
+        return n_examples * self.example_len
+
+    def label_positions(self, n_examples: int) -> np.ndarray:
+        """``(n,)``: the input positions whose next token is a label, i.e. the last bit of each example (BOS is
+        position 0): ``i (d + 1) + d``."""
+        return np.arange(n_examples) * self.example_len + self.n_bits
 
 
-def icl_batch(rng: np.random.Generator, batch: int, n_examples: int, mixture: dict, n_bits: int = 5) -> TaskBatch:
-    """``batch`` rows ``BOS x1 y1 ... xn yn`` (input length ``2n``; the last ``yn`` is a target only): per row a
-    class drawn with probability ``mixture[class]``, a function drawn uniformly from it, inputs uniform over the
-    ``2^d`` values; the target at each ``x_i`` is ``Y0 + f(x_i)``.
+def icl_rows(inputs: np.ndarray, labels: np.ndarray, n_bits: int) -> np.ndarray:
+    """Whole rows ``(B, 1 + n (d + 1))``, ``BOS x1_0 .. x1_{d-1} y1 ... xn_0 .. xn_{d-1} yn``, from integer inputs
+    ``(B, n)`` (bit ``j`` of ``x``, least significant first, is written as token ``2 j + bit``) and 0/1 labels
+    ``(B, n)`` (written ``Y0 + label``); :func:`icl_read` is its inverse.
+
+    >>> icl_rows(np.array([[5, 2]]), np.array([[1, 0]]), 3).tolist()
+    [[8, 1, 2, 5, 7, 0, 3, 4, 6]]
+    """
+    voc = ICLVocab(_check_int("n_bits", n_bits, 2, 8))
+    inputs, labels = np.asarray(inputs, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    if inputs.ndim != 2 or inputs.min(initial=0) < 0 or inputs.max(initial=0) >= 2 ** n_bits:
+        raise TaskRangeError(f"inputs must be (rows, examples) ints in [0, {2 ** n_bits}) for {n_bits} bits")
+    if labels.shape != inputs.shape or not np.isin(labels, (0, 1)).all():
+        raise TaskRangeError(f"labels must be 0/1 of the inputs' shape {inputs.shape}, got shape {labels.shape}")
+    B, n = inputs.shape
+    ex = np.empty((B, n, n_bits + 1), dtype=np.int64)
+    ex[:, :, :n_bits] = voc.bit(np.arange(n_bits), (inputs[:, :, None] >> np.arange(n_bits)) & 1)
+    ex[:, :, n_bits] = voc.y0 + labels
+    return np.concatenate([np.full((B, 1), voc.bos), ex.reshape(B, -1)], axis=1)
+
+
+def icl_read(rows: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The integer inputs ``(B, n)`` and 0/1 labels ``(B, n)`` written in whole rows of :func:`icl_rows`; a row
+    that is not BOS then whole examples (bit ``j``'s token in place ``j``, a label after the bits) raises
+    :class:`~.errors.TaskRangeError`."""
+    voc = ICLVocab(_check_int("n_bits", n_bits, 2, 8))
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or (rows.shape[1] - 1) % (n_bits + 1) or (rows[:, 0] != voc.bos).any():
+        raise TaskRangeError(f"rows must be BOS then whole examples of {n_bits + 1} tokens, got shape {rows.shape}")
+    ex = rows[:, 1:].reshape(len(rows), -1, n_bits + 1)
+    bits, ys = ex[:, :, :n_bits] - 2 * np.arange(n_bits), ex[:, :, n_bits] - voc.y0
+    if not np.isin(bits, (0, 1)).all() or not np.isin(ys, (0, 1)).all():
+        raise TaskRangeError(f"each example must be the tokens of bits 0 .. {n_bits - 1} in order (2j or 2j + 1), "
+                             f"then a label token ({voc.y0} or {voc.y0 + 1})")
+    return (bits << np.arange(n_bits)).sum(-1), ys
+
+
+def icl_batch(rng: np.random.Generator, batch: int, n_examples: int, mixture: dict, n_bits: int = 5,
+              min_active: int | None = None) -> TaskBatch:
+    """``batch`` rows of :func:`icl_rows` (input length ``n (d + 1)``; the last label is a target only): per row a
+    class drawn with probability ``mixture[class]``, a function drawn uniformly from it; per example a label drawn
+    0 or 1 with equal chance, then an input uniform among those ``f`` gives that label. The only targets are the
+    labels, ``Y0 + f(x_i)`` at the last bit of each ``x_i``.
+
+    ``min_active`` (training only; None: every bit varies): each row draws how many of its ``d`` bits vary,
+    ``k`` uniform in ``[min_active, d]``; the other bits keep one random value through the whole row, and ``f``
+    is drawn among the class's functions of the ``k`` varying bits. Prompts with fewer varying bits are easier
+    (a ``k``-bit task written in ``d``-bit rows); mixing them in gives a small model a way out of the long plateau
+    at chance that full ``d``-bit prompts alone hold it on, as the curriculum over input dimensions of Garg et
+    al. ("What Can Transformers Learn In-Context?") does.
+
+    Why balanced labels: under uniform inputs a two-literal conjunction is 1 on a quarter of them, so a prompt holds
+    few positive examples and "always 0" is already right 3 times in 4; a small model then sits at that prior (the
+    first version of this lab did). Bhattamishra et al. likewise skew the input distribution of conjunctions towards
+    positive examples. For parities, which are 1 on half the inputs, this is the uniform distribution. The input
+    then says something about ``f`` (an input of label 1 is likelier under a function with fewer 1s), which
+    :func:`workbench.memory.icl.optimal_error` takes into account.
 
     ``info``: ``inputs`` ``(B, n)`` ints, ``labels`` ``(B, n)`` 0/1, ``kind`` ``(B,)`` class index into
-    :data:`FUNCTION_CLASSES`, ``function`` ``(B,)`` row of :func:`function_table`.
+    :data:`FUNCTION_CLASSES`, ``function`` ``(B,)`` row of :func:`function_table`, ``label_pos`` ``(n,)`` the
+    scored positions (:meth:`ICLVocab.label_positions`).
+
+    >>> b = icl_batch(np.random.default_rng(0), 2, 3, {"conjunction": 1.0}, n_bits=4)
+    >>> tuple(b.x.shape), b.info["label_pos"].tolist(), int(b.scored.sum())
+    ((2, 15), [4, 9, 14], 6)
     """
     n = _check_int("n_examples", n_examples, 1, 256)
     batch = _check_int("batch", batch, 1)
     probs = mixture_probs(mixture)
-    voc = ICLVocab(n_bits)
+    voc = ICLVocab(_check_int("n_bits", n_bits, 2, 8))
     tables = [function_table(k, n_bits) for k in FUNCTION_CLASSES]
+    if min_active is not None:
+        min_active = _check_int("min_active", min_active, 2, n_bits)
     kind = rng.choice(len(FUNCTION_CLASSES), size=batch, p=probs)
-    fn = np.array([rng.integers(0, len(tables[k])) for k in kind])
-    xs = rng.integers(0, 2 ** n_bits, size=(batch, n))
-    ys = np.stack([tables[k][f][x] for k, f, x in zip(kind, fn, xs)])
-    full = np.empty((batch, 2 * n + 1), dtype=np.int64)
-    full[:, 0] = voc.bos
-    full[:, 1::2], full[:, 2::2] = xs, voc.y0 + ys
-    x, y = full[:, :-1], np.full((batch, 2 * n), IGNORE, dtype=np.int64)
-    y[:, 1::2] = full[:, 2::2]
-    return _batch(x, y, {"inputs": xs, "labels": ys, "kind": kind, "function": fn})
+    allowed = np.ones(2 ** n_bits, dtype=bool)  # the inputs a row may show (all, unless some bits are held)
+    if min_active is None:
+        fn = np.array([rng.integers(0, len(tables[k])) for k in kind])
+    else:
+        supports = [function_support(tables[k], n_bits) for k in range(len(FUNCTION_CLASSES))]
+        fn, allowed = np.empty(batch, dtype=np.int64), np.empty((batch, 2 ** n_bits), dtype=bool)
+        for r, k in enumerate(kind):
+            held = rng.permutation(n_bits)[:n_bits - int(rng.integers(min_active, n_bits + 1))]
+            mask, value = int(sum(1 << int(j) for j in held)), int(rng.integers(0, 2 ** n_bits))
+            fn[r] = rng.choice(np.flatnonzero(~supports[k][:, held].any(1)))
+            allowed[r] = (np.arange(2 ** n_bits) & mask) == (value & mask)
+    ys = rng.integers(0, 2, size=(batch, n))  # balanced labels, then an input of that label
+    xs = np.empty((batch, n), dtype=np.int64)
+    for r, (k, f) in enumerate(zip(kind, fn)):
+        ok = allowed if allowed.ndim == 1 else allowed[r]
+        pools = [np.flatnonzero((tables[k][f] == v) & ok) for v in (0, 1)]
+        u = rng.random(n)
+        for v in (0, 1):
+            m = ys[r] == v
+            xs[r, m] = pools[v][(u[m] * len(pools[v])).astype(np.int64)]
+    full = icl_rows(xs, ys, n_bits)
+    pos = voc.label_positions(n)
+    x, y = full[:, :-1], np.full((batch, voc.row_len(n)), IGNORE, dtype=np.int64)
+    y[:, pos] = full[:, pos + 1]
+    return _batch(x, y, {"inputs": xs, "labels": ys, "kind": kind, "function": fn, "label_pos": pos})
+
+
+def function_support(table: np.ndarray, n_bits: int) -> np.ndarray:
+    """``(H, d)`` bool: which bits each function of ``table`` ``(H, 2^d)`` depends on (flipping the bit changes
+    its value on some input).
+
+    >>> function_support(function_table("parity", 2), 2).tolist()
+    [[True, False], [False, True], [True, True]]
+    """
+    xs = np.arange(2 ** n_bits)
+    return np.stack([(table != table[:, xs ^ (1 << j)]).any(1) for j in range(n_bits)], 1)
 
 
 def mixture_probs(mixture: dict) -> np.ndarray:

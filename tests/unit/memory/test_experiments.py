@@ -76,18 +76,21 @@ def test_recall_bad_input():
 
 def test_icl_error_of_an_oracle_is_zero_and_of_a_constant_is_the_label_rate():
     c = icl._check({"n_bits": 4, "n_examples": 10, "eval_rows": 30})
+    voc = ICLVocab(4)
     for kind in ("conjunction", "parity"):
         b = icl.eval_rows(c, kind)
         table = [function_table("conjunction", 4), function_table("parity", 4)][b.info["kind"][0]]
         fn = {tuple(r): table[f] for r, f in zip(b.x.tolist(), b.info["function"])}
-        y0 = ICLVocab(4).y0
 
-        def rule(row, t, fn=fn):
-            return y0 + int(fn[tuple(row)][row[t]]) if t % 2 == 1 else None
+        def rule(row, t, fn=fn):  # at the last bit of an example: the label of the input its bits spell
+            if t % 5 != 4:
+                return None
+            x = sum((row[t - 3 + j] - 2 * j) << j for j in range(4))
+            return voc.y0 + int(fn[tuple(row)][x])
 
-        model = Oracle(ICLVocab(4).size, 20, rule)
+        model = Oracle(voc.size, voc.row_len(10), rule)
         assert icl.icl_error(model, b).tolist() == [0.0] * 10
-        always0 = Oracle(ICLVocab(4).size, 20, lambda row, t: y0)
+        always0 = Oracle(voc.size, voc.row_len(10), lambda row, t: voc.y0)
         assert np.allclose(icl.icl_error(always0, b), b.info["labels"].mean(0))
 
 

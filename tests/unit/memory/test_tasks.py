@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from workbench.memory import TaskRangeError
-from workbench.memory.icl import optimal_error
-from workbench.memory.tasks import (AUGMENTATIONS, FORMATS, IGNORE, AdditionVocab, ICLVocab, RecallVocab,
-                                    ReversalVocab, addition_rows, function_table, icl_batch, read_sum, recall_batch,
+from workbench.memory.tasks import (AUGMENTATIONS, FORMATS, IGNORE, AdditionVocab, RecallVocab,
+                                    ReversalVocab, addition_rows, function_table, read_sum, recall_batch,
                                     recall_length, reversal_facts, reversal_rows)
 
 
@@ -61,43 +60,7 @@ def test_function_tables_against_their_definitions(d):
         function_table("majority", d)
 
 
-def test_icl_rows_label_each_input_by_the_rows_function():
-    b = icl_batch(np.random.default_rng(3), 8, 6, {"conjunction": 1, "parity": 1}, n_bits=4)
-    voc = ICLVocab(4)
-    x, y = b.x.numpy(), b.y.numpy()
-    assert x.shape == (8, 12) and (x[:, 0] == voc.bos).all()
-    tables = [function_table("conjunction", 4), function_table("parity", 4)]
-    for r in range(8):
-        f = tables[b.info["kind"][r]][b.info["function"][r]]
-        assert (x[r, 1::2] == b.info["inputs"][r]).all()
-        assert (y[r, 1::2] == voc.y0 + f[x[r, 1::2]]).all()
-        assert (y[r, 0::2] == IGNORE).all()
-        assert (x[r, 2::2] == y[r, 1:-1:2]).all()  # the next input after x_i is its label
-
-
-def test_icl_bad_mixture():
-    with pytest.raises(TaskRangeError, match="unknown function classes"):
-        icl_batch(np.random.default_rng(0), 2, 3, {"linear": 1.0})
-    with pytest.raises(TaskRangeError, match="not all 0"):
-        icl_batch(np.random.default_rng(0), 2, 3, {"parity": 0.0})
-
-
-def test_optimal_learner_by_hand():
-    # d = 2 parities: x0, x1, x0^x1. Inputs 1 (x0=1), 2 (x1=1), 3; labels of f = x0: 1, 0, 1.
-    # x=1: votes 1,0,1 -> predicts 1, right. Then {x0, x0^x1} remain; x=2: votes 0,1 -> tie (half an error);
-    # label 0 leaves x0 alone; x=3 -> 1, right.
-    err = optimal_error("parity", 2, np.array([[1, 2, 3]]), np.array([[1, 0, 1]]))
-    assert err.tolist() == [0.0, 0.5, 0.0]
-
-
-def test_optimal_learner_reaches_zero_once_the_function_is_pinned_down():
-    rng = np.random.default_rng(0)
-    table = function_table("parity", 4)
-    f = table[5]
-    xs = rng.integers(0, 16, size=(20, 40))
-    err = optimal_error("parity", 4, xs, f[xs])
-    # with 40 uniform inputs the 4 bits are spanned long before the end: no errors late, about half at first
-    assert err[-10:].max() == 0.0 and err[0] > 0.2
+# the in-context-learning rows and optimal learner: test_icl.py
 
 
 def test_reversal_rows():
