@@ -209,45 +209,24 @@ CHECKPOINT_ARCH = {"transformer": "TinyGPT", "recurrent": "RecurrentLM"}
 def run_live_recall(archs, *, pairs: int = 6, state_size: int = 8, steps: int = 200, progress=None,
                     should_stop=None, report=None):
     """The live recall experiment of :func:`run_live`, keeping the trained models: ``(RecallResult, {label:
-    model})``. Each model is trained and measured as :func:`workbench.memory.recall.run_one` does (same sampler,
-    evaluation rows and seeds), so the numbers equal ``run_live("recall", ...)``'s."""
+    model})``. Each model is trained and measured by :func:`workbench.memory.recall.train_one`, as
+    ``run_live("recall", ...)`` does, so the numbers are the same."""
     from . import recall
-    from .tasks import RecallVocab, recall_batch, recall_length
-    from .trainer import build_model, state_numbers, train_masked
 
     check_settings("recall", archs, pairs=pairs, state_size=state_size, examples=LIMITS["examples"][0], steps=steps)
     c = recall._check({**LIVE_CFG["recall"], "steps": int(steps), "every": max(1, int(steps) // 5),
                        "max_pairs": int(pairs)})
-    voc, mp = RecallVocab(c["n_keys"], c["n_values"]), c["max_pairs"]
     settings = [recall.RecallSetting(a, int(state_size) if a == "recurrent" else None) for a in archs]
     runs, models, total = [], {}, c["steps"] * len(settings)
     for i, s in enumerate(settings):
         if should_stop is not None and should_stop() and runs:
             break
-        model = build_model(s.arch, voc.size, recall_length(mp, read_twice=True), width=c["width"],
-                            n_layer=c["n_layer"], state_size=s.state_size, seed=s.seed)
-
-        def sample(rng):  # as recall.run_one
-            n = mp if rng.random() < 0.5 else int(rng.integers(1, mp + 1))
-            return recall_batch(rng, c["batch"], n, voc, bool(rng.random() < 0.5))
-
-        log = train_masked(model, sample, c["steps"], lr=c["lr"], seed=s.seed, every=c["every"],
-                           evaluate=lambda m: recall.recall_accuracy(m, mp, False, c["eval_rows"], 10_000 + s.seed,
-                                                                     voc, mp)[0],
-                           progress=None if progress is None else (lambda d, t, i=i: progress(i * c["steps"] + d,
-                                                                                              total)),
-                           should_stop=should_stop,
-                           report=None if report is None else (lambda ck, s=s: report(s.label, ck)))
-        ps = recall.eval_pairs(mp)
-        once = [recall.recall_accuracy(model, p, False, c["eval_rows"], 20_000 + p, voc, mp) for p in ps]
-        twice = [recall.recall_accuracy(model, p, True, c["eval_rows"], 30_000 + p, voc, mp)[0] for p in ps]
-        runs.append({"arch": s.arch, "state_size": s.state_size, "seed": s.seed, "pairs": ps,
-                     "accuracy": [a for a, _ in once], "accuracy_twice": twice, "by_position": once[-1][1].tolist(),
-                     "checkpoints": [ck.step for ck in log.checkpoints], "curve": [ck.metrics for ck in log.checkpoints],
-                     "train_loss": log.final_loss, "cpu_s": log.cpu_s, "state_numbers": state_numbers(model),
-                     "steps": log.steps})
+        rec, model = recall.train_one(
+            s, c, progress=None if progress is None else (lambda d, t, i=i: progress(i * c["steps"] + d, total)),
+            should_stop=should_stop, report=None if report is None else (lambda ck, s=s: report(s.label, ck)))
+        runs.append(rec)
         models[s.label] = model
-        if log.steps < c["steps"]:
+        if rec["steps"] < c["steps"]:
             break
     return recall.assemble(runs, c), models
 
@@ -256,12 +235,12 @@ def recall_at(models: dict, n_pairs: int, rows: int = 64) -> dict:
     """``{label: accuracy}`` of each model on fresh recall rows of ``n_pairs`` pairs (context once). A model asked
     for rows longer than it was trained on raises :class:`~.errors.SequenceTooLongError`; a model whose vocabulary
     is not the live recall task's raises :class:`~.errors.ModelCapabilityError`."""
-    from .recall import recall_accuracy
+    from .recall import LIVE, recall_accuracy
     from .tasks import RecallVocab
 
     if not models:
         raise ModelCapabilityError("no live recall model yet: train (recall) or load a checkpoint first")
-    voc = RecallVocab(16, 16)  # the live recall task's (LIVE: 16 keys, 16 values)
+    voc = RecallVocab(LIVE["n_keys"], LIVE["n_values"])  # the live recall task's
     if not isinstance(n_pairs, (int, np.integer)) or not 1 <= n_pairs <= voc.n_keys:
         raise TaskRangeError(f"number of pairs must be an int in [1, {voc.n_keys}], got {n_pairs!r}")
     return {lab: recall_accuracy(m, int(n_pairs), False, rows, 40_000 + int(n_pairs), voc)[0]

