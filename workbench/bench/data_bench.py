@@ -82,6 +82,38 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def thread_speedup(seconds: float = 0.3) -> float:
+    """How much faster two threads run the coder's kind of float32 work (a lane's ``(64, 128) @ (128, 512)``
+    product, one BLAS thread each) than one: near 2 on two real cores, near 1 where the cores share one set of
+    vector units (as on the project's CPU), which bounds what ``--workers`` can give."""
+    import threading
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    a = np.ones((64, 128), np.float32)
+    w = np.ones((128, 512), np.float32)
+
+    def work(n):
+        for _ in range(n):
+            a @ w
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            work(100)
+            n += 100
+        one = time.perf_counter() - t0
+        threads = [threading.Thread(target=work, args=(n,)) for _ in range(2)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        two = time.perf_counter() - t0
+    return 2 * one / two
+
+
 def target_line(results: dict, model: str = "docs-byte") -> str:
     """One line: the slowest of ``model``'s encode and decode speeds over the corpora against :data:`TARGET_KB_S`."""
     speeds = [r[k] for e in results.values() for name, r in e["models"].items() if name == model
@@ -95,7 +127,7 @@ def target_line(results: dict, model: str = "docs-byte") -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workbench.bench data", description=__doc__.split("\n")[0])
-    ap.add_argument("--bytes", type=int, default=16384, help="bytes of each corpus (0: all of it)")
+    ap.add_argument("--bytes", type=int, default=0, help="bytes of each corpus (default 0: all of it)")
     ap.add_argument("--models", default="docs-byte,docs-bpe,docs-byte-draft,docs-bpe-draft")
     ap.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="segments coded together")
     ap.add_argument("--workers", type=int, default=None,
@@ -110,7 +142,11 @@ def main(argv=None) -> int:
           f"{workers} workers (one BLAS thread each), batch {a.batch}")
     results = measure(models, corpora, a.batch, decode=not a.no_decode, workers=workers)
     print(report(results))
-    print(target_line(results))
+    for name in models:
+        if name in ("docs-byte", "docs-byte-draft"):
+            print(target_line(results, name))
+    print(f"two threads of the coder's float32 products run {thread_speedup():.2f}x one thread's work here "
+          "(2.00 on two independent cores): the ceiling on what --workers can give")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"torch": torch.__version__, "workers": workers, "batch": a.batch,

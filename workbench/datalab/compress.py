@@ -54,7 +54,7 @@ from .errors import (
 
 MAGIC = b"LMAC"
 FORMAT_VERSION = 2
-DEFAULT_BATCH = 128
+DEFAULT_BATCH = 256  # segments in flight: wide lanes (two of 128) use the CPU best; the decoder holds 256 KV caches
 DEFAULT_LANES = 2  # lanes per batch: two cores busy, each model call as wide as it can be
 DEFAULT_TOTAL_BITS = 24
 _PROBE_STEPS = 4

@@ -35,3 +35,22 @@ def test_bench_runs_and_its_numbers_agree(tmp_path, capsys):
         assert r["gap_bytes"] <= r["bound_bytes"]
         assert r["encode_kb_s"] > 0 and r["decode_kb_s"] > 0
         assert r["val_bpb"] == pytest.approx(load_pretrained("docs-byte-draft").meta["val_bpb"])
+
+
+def test_thread_speedup_is_a_ratio_of_two_timed_runs():
+    from workbench.bench.data_bench import thread_speedup
+
+    s = thread_speedup(0.05)
+    assert 0.3 < s < 2.6  # two threads do twice the work: at most about 2x one thread's rate, never far below 1
+
+
+def test_target_line_names_the_slowest_direction():
+    from workbench.bench.data_bench import target_line
+
+    res = {"a": {"models": {"docs-byte": {"encode_kb_s": 25.0, "decode_kb_s": 19.0}}},
+           "b": {"models": {"docs-byte": {"encode_kb_s": 30.0, "decode_kb_s": 31.0}}}}
+    line = target_line(res)
+    assert "19.0 KB/s" in line and "NOT met" in line
+    res["a"]["models"]["docs-byte"]["decode_kb_s"] = 21.0
+    assert "21.0 KB/s, met" in target_line(res)
+    assert "not measured" in target_line(res, "docs-bpe")
