@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.training import lr_at
+from ..models.training import apply_gradients, set_lr, training_setup
 from .errors import ModelCapabilityError, SequenceTooLongError, TaskRangeError
 from .tasks import IGNORE, TaskBatch
 
@@ -151,12 +151,8 @@ def train_masked(model, sample, steps: int, *, lr: float = 3e-3, weight_decay: f
     if not isinstance(steps, int) or steps < 1:
         raise TaskRangeError(f"steps must be a positive int, got {steps!r}")
     every = every or max(1, steps // 10)
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95))
+    rng = np.random.default_rng(seed)  # the tasks sample with NumPy; training_setup's generator goes unused
+    opt, _ = training_setup(model, seed, lr, weight_decay)
     warmup = max(1, steps // 20)
     log = TrainLog()
     c0, t0 = time.process_time(), time.perf_counter()
@@ -174,19 +170,11 @@ def train_masked(model, sample, steps: int, *, lr: float = 3e-3, weight_decay: f
         if should_stop is not None and should_stop():
             log.stopped = True
             break
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, warmup)
+        set_lr(opt, step, steps, lr, warmup)
         batch = sample(rng)
         if step == 0:
             check_length(model, batch)
-        loss = masked_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        li = loss.item()
-        running = li if running is None else 0.9 * running + 0.1 * li
+        running = apply_gradients(model, opt, masked_loss(model, batch), grad_clip, running)
         log.steps = step + 1
         if progress is not None:
             progress(step + 1, steps)
