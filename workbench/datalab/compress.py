@@ -53,7 +53,7 @@ from .errors import (
 )
 
 MAGIC = b"LMAC"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: lanes step through the chunked KV cache (2: lanes, 1: one call per batch)
 DEFAULT_BATCH = 256  # segments in flight: wide lanes (two of 128) use the CPU best; the decoder holds 256 KV caches
 DEFAULT_LANES = 2  # lanes per batch: two cores busy, each model call as wide as it can be
 DEFAULT_TOTAL_BITS = 24
@@ -263,7 +263,7 @@ def _probe(model, rows: int, total_bits: int, start_id: int) -> bytes:
         return b"\0" * 4
     V = int(model.config.vocab_size)
     steps = max(1, min(_PROBE_STEPS, int(model.config.block_size)))
-    cache = model.new_cache(rows, max_len=steps)
+    cache = _lane_cache(model, rows, steps)
     h = hashlib.sha256()
     for t in range(steps):
         if t == 0 and start_id >= 0:
@@ -342,6 +342,13 @@ def frequencies(logits, total_bits: int) -> tuple[np.ndarray, np.ndarray]:
     return cum, z - np.log(total_e)
 
 
+def _lane_cache(model, rows: int, max_len: int):
+    """A lane's cache: the model's cache for one-token steps where it has one (TinyGPT's chunked cache, which the
+    step reads as one block of memory), else its plain cache."""
+    make = getattr(model, "new_step_cache", None) or model.new_cache
+    return make(rows, max_len=max_len)
+
+
 def _step_lane(model, cache, x: torch.Tensor, total_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """One cached step of one lane ``x`` ``(n, 1)`` -> :func:`frequencies` of its next-token logits (runs in a
     worker thread: inference mode is per thread)."""
@@ -390,7 +397,7 @@ def _lockstep(model, header: BlobHeader, code_step: CodeStep, pool=None, feed=No
         if first >= L:
             continue
         # steps fed per lane: the start token and tokens 0 .. L-2
-        caches = [model.new_cache(len(lane), max_len=L - first) for lane in lanes]
+        caches = [_lane_cache(model, len(lane), L - first) for lane in lanes]
         futures = [run(_step_lane, model, c, x, bits) for c, x in zip(caches, xs)]
         for t in range(first, L):
             for j, lane in enumerate(lanes):

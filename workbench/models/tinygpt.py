@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from .config import GPTConfig
 from .interface import LMOutput, ModelError, as_batch, check_ids
 from .kv_cache import KVCache
-from .numpy_step import MAX_NEW_TOKENS, NumpyStep
+from .numpy_step import MAX_NEW_TOKENS, ChunkedKVCache, NumpyStep
 
 
 def alibi_slopes(n_head: int) -> torch.Tensor:
@@ -292,6 +293,9 @@ class TinyGPT(nn.Module):
         fast = self._numpy_step_for(ids, cache, capture) if cache is not None else None
         if fast is not None:
             return LMOutput(torch.from_numpy(fast(ids.numpy(), cache)))
+        if isinstance(cache, ChunkedKVCache):
+            raise ModelError("a ChunkedKVCache runs only on the NumPy step (one new token, no gradients or capture, "
+                             "no hooks, eval mode, CPU): use new_cache() for this call")
         q_pos = torch.arange(past, past + T, device=self.device)
         x = self.wte(ids)
         if self.wpe is not None:
@@ -315,12 +319,15 @@ class TinyGPT(nn.Module):
         capture, an attention variant, ALiBi, a cache policy other than the plain cache, a GPU, more
         than a few new tokens, forward hooks, a submodule in training mode, or the emulator back-end (whose
         attention kernel must then run)."""
-        if (ids.size(1) > MAX_NEW_TOKENS or type(cache) is not KVCache or capture or self.mask_fn is not None
-                or self.config.pos == "alibi" or self.training or torch.is_grad_enabled() or ids.is_cuda
-                or _kernels_on_cpu()):
+        chunked = type(cache) is ChunkedKVCache
+        if (ids.size(1) > (1 if chunked else MAX_NEW_TOKENS) or not (chunked or type(cache) is KVCache) or capture
+                or self.mask_fn is not None or self.config.pos == "alibi" or self.training or torch.is_grad_enabled()
+                or ids.is_cuda or _kernels_on_cpu()):
             return None
         w = self.wte.weight
-        if w.dtype not in (torch.float32, torch.float64) or cache.k.dtype != w.dtype or cache.k.is_cuda:
+        if w.dtype not in (torch.float32, torch.float64) or w.is_cuda:
+            return None
+        if (cache.k.dtype != w.numpy(force=True).dtype) if chunked else (cache.k.dtype != w.dtype or cache.k.is_cuda):
             return None
         fast = self.__dict__.get("_numpy_step")
         if fast is None or not fast.current(self):
@@ -341,6 +348,22 @@ class TinyGPT(nn.Module):
             raise ModelError(f"learned positions stop at {c.block_size}; max_len {max_len} is too long")
         return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_len,
                        dtype=self.wte.weight.dtype, device=self.device)
+
+    def new_step_cache(self, batch_size: int = 1, max_len: int | None = None):
+        """A cache for one-token steps without gradients: a :class:`ChunkedKVCache` (read as one block: faster
+        where a step runs at memory speed, as in the compressor) when the NumPy step can run them now, else
+        :meth:`new_cache`."""
+        c, dtype = self.config, self.wte.weight.dtype
+        if dtype not in (torch.float32, torch.float64) or self.device.type != "cpu":
+            return self.new_cache(batch_size, max_len)
+        max_len = max_len or c.block_size
+        if self.wpe is not None and max_len > c.block_size:
+            return self.new_cache(batch_size, max_len)  # its error
+        chunked = ChunkedKVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_len,
+                                 dtype=np.float64 if dtype == torch.float64 else np.float32)
+        with torch.inference_mode():
+            ok = self._numpy_step_for(torch.zeros((batch_size, 1), dtype=torch.long), chunked, False) is not None
+        return chunked if ok else self.new_cache(batch_size, max_len)
 
     def step(self, ids, cache: KVCache, capture: bool = False) -> LMOutput:
         """Feed new tokens ``(B, t)`` through the cache; costs O(cached length) per token, not a recompute."""

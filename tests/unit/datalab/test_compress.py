@@ -327,3 +327,22 @@ def test_another_code_path_is_caught_by_the_probe(byte_model):
     m._numpy_step_for = lambda *a: None  # force the torch path
     with pytest.raises(MachineMismatchError, match="probe"):
         decompress(m, blob)
+
+
+def test_lanes_step_through_the_chunked_cache(byte_model, monkeypatch):
+    """The coder's lanes read their keys and values as one block (TinyGPT's ChunkedKVCache), the path the README's
+    throughput numbers are measured on; a blob's format version names that path."""
+    from workbench.datalab import compress as C
+    from workbench.models.numpy_step import ChunkedKVCache
+
+    seen = []
+    real = C._lane_cache
+    monkeypatch.setattr(C, "_lane_cache", lambda *a: seen.append(real(*a)) or seen[-1])
+    blob = compress(byte_model, DOC[:300], segment_len=100)
+    assert seen and all(type(c) is ChunkedKVCache for c in seen)
+    assert decompress(byte_model, blob) == DOC[:300]
+    old = bytearray(blob)
+    old[4] = C.FORMAT_VERSION - 1  # a blob of the format before the chunked cache: its bits came another way
+    with pytest.raises(CorruptBlobError, match=f"version {C.FORMAT_VERSION - 1}; this workbench reads version "
+                                               f"{C.FORMAT_VERSION}"):
+        decompress(byte_model, bytes(old))

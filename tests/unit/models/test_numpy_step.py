@@ -190,3 +190,45 @@ def test_longer_inputs_use_torch(calls):
     with torch.no_grad():
         m.step(torch.zeros(1, numpy_step.MAX_NEW_TOKENS + 1, dtype=torch.long), m.new_cache(1))
     assert calls[0] == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 16, 48, 64])
+@pytest.mark.parametrize("kw", [dict(pos="rope"), dict(pos="learned"), dict(pos="rope", attn_only=True)])
+def test_chunked_cache_steps_equal_the_full_forward(kw, chunk, calls):
+    # every position of a chunk, chunk boundaries, a length that is not a whole number of chunks (42 % 5)
+    m = make(**kw)
+    ids = torch.randint(0, 61, (3, 42), generator=torch.Generator().manual_seed(3))
+    full = m(ids).logits
+    c = m.config
+    cache = numpy_step.ChunkedKVCache(c.n_layer, 3, c.n_head, c.head_dim, 42, chunk=chunk)
+    with torch.inference_mode():
+        got = torch.cat([m.step(ids[:, t : t + 1], cache).logits for t in range(42)], 1)
+    assert calls[0] == 42 and cache.length == 42
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ModelError, match="KV cache is full"):
+        with torch.inference_mode():
+            m.step(ids[:, :1], cache)
+
+
+def test_new_step_cache_is_chunked_only_where_the_numpy_path_runs():
+    m = make()
+    with torch.inference_mode():
+        assert isinstance(m.new_step_cache(2, 10), numpy_step.ChunkedKVCache)
+        m.blocks[0].register_forward_hook(lambda *a: None)  # hooks must run: the torch path and its cache
+        cache = m.new_step_cache(2, 10)
+        assert type(cache).__name__ == "KVCache"
+        m.step(torch.zeros((2, 1), dtype=torch.long), cache)
+
+
+def test_chunked_cache_refuses_what_only_torch_can_do():
+    m = make()
+    c = m.config
+    cache = numpy_step.ChunkedKVCache(c.n_layer, 1, c.n_head, c.head_dim, 10)
+    with torch.inference_mode():
+        with pytest.raises(ModelError, match="ChunkedKVCache runs only on the NumPy step"):
+            m.step(torch.zeros((1, 2), dtype=torch.long), cache)  # two new tokens
+        with pytest.raises(ModelError, match="ChunkedKVCache runs only on the NumPy step"):
+            m.step(torch.zeros((1, 1), dtype=torch.long), cache, capture=True)
+    with pytest.raises(ModelError, match="ChunkedKVCache runs only on the NumPy step"):
+        m.step(torch.zeros((1, 1), dtype=torch.long), cache)  # gradients on
+    assert cache.length == 0  # nothing written by a refused call
