@@ -79,6 +79,44 @@ class ArithmeticEncoder:
         self.n_symbols += 1
         self._renormalise()
 
+    def encode_many(self, lows: Sequence[int], highs: Sequence[int], totals: Sequence[int]) -> None:
+        """:meth:`encode` of each ``(low, high, total)`` in turn: the same arithmetic in one loop (the compressor
+        codes a whole lane's position at once)."""
+        if self._finished:
+            raise SymbolError("the encoder is finished: start a new one")
+        lo, hi, pending, bits = self.low, self.high, self.pending, self._bits
+        append, extend = bits.append, bits.extend
+        try:
+            for low, high, total in zip(lows, highs, totals):
+                if not 0 <= low < high <= total <= MAX_TOTAL:
+                    self.encode(low, high, total)  # its error
+                width = hi - lo + 1
+                hi = lo + width * high // total - 1
+                lo = lo + width * low // total
+                self.n_symbols += 1
+                while True:  # as in _renormalise()
+                    if hi < _HALF:
+                        append(0)
+                        if pending:
+                            extend([1] * pending)
+                            pending = 0
+                    elif lo >= _HALF:
+                        append(1)
+                        if pending:
+                            extend([0] * pending)
+                            pending = 0
+                        lo -= _HALF
+                        hi -= _HALF
+                    elif lo >= _QUARTER and hi < _THREE_QUARTERS:
+                        pending += 1
+                        lo -= _QUARTER
+                        hi -= _QUARTER
+                    else:
+                        break
+                    lo, hi = 2 * lo, 2 * hi + 1
+        finally:
+            self.low, self.high, self.pending = lo, hi, pending
+
     def _renormalise(self) -> None:
         lo, hi, bits = self.low, self.high, self._bits
         while True:
@@ -182,6 +220,45 @@ class ArithmeticDecoder:
             value = 2 * value + (bits[pos] if pos < n else 0)
             pos += 1
         self.low, self.high, self.value, self._pos = lo, hi, value, pos
+
+    def decode_rows(self, cumulative: np.ndarray, rows: Sequence[int]) -> list[int]:
+        """:meth:`decode` with the tables ``cumulative[r]`` (``(n, V + 1)`` int64) of each row ``r`` of ``rows`` in
+        turn: the same arithmetic in one loop with its state in local variables, since the decoder is a Python
+        loop over every coded token."""
+        totals = cumulative[:, -1]
+        if len(totals) and not (1 <= int(totals.min()) and int(totals.max()) <= MAX_TOTAL):
+            raise FrequencyError(f"frequency totals must be in [1, 2**30], got {int(totals.min())} .. "
+                                 f"{int(totals.max())}")
+        totals = totals.tolist()
+        low, high, value, pos = self.low, self.high, self.value, self._pos
+        bits, n = self._bits, len(self._bits)
+        out = []
+        for r in rows:
+            row, total = cumulative[r], totals[r]
+            width = high - low + 1
+            s = int(row.searchsorted(((value - low + 1) * total - 1) // width, "right")) - 1
+            hi = low + width * int(row[s + 1]) // total - 1
+            lo = low + width * int(row[s]) // total
+            while True:  # as in consume()
+                if hi < _HALF:
+                    pass
+                elif lo >= _HALF:
+                    lo -= _HALF
+                    hi -= _HALF
+                    value -= _HALF
+                elif lo >= _QUARTER and hi < _THREE_QUARTERS:
+                    lo -= _QUARTER
+                    hi -= _QUARTER
+                    value -= _QUARTER
+                else:
+                    break
+                lo, hi = 2 * lo, 2 * hi + 1
+                value = 2 * value + (bits[pos] if pos < n else 0)
+                pos += 1
+            low, high = lo, hi
+            out.append(s)
+        self.low, self.high, self.value, self._pos = low, high, value, pos
+        return out
 
     def decode(self, cumulative: Sequence[int] | np.ndarray) -> int:
         """Decode one symbol with the cumulative table ``cumulative`` (``V + 1`` non-decreasing counts from 0 to

@@ -11,14 +11,16 @@ How the data are laid out (encoder and decoder both, so that they compute the sa
 * tokens are cut into independent segments of ``segment_len`` tokens (default: the context, ``block_size``),
   each starting fresh: after the tokenizer's BOS when it has one, else its first token is coded as uniform over
   the vocabulary (so a segment never needs more context than the model has);
-* segments are coded ``batch_size`` at a time in lockstep, and each batch is cut into ``lanes`` runs of
-  consecutive segments (default 2): one cached ``model.step`` per lane and position ``(n, 1)`` -> logits
-  ``(n, V)``; a float64 softmax quantised to integer frequencies summing to ``2**total_bits``
-  (:func:`frequencies`); then the symbols of that position go through one arithmetic coder, lane by lane, row
-  by row. The decoder makes exactly the same calls with exactly the same shapes and inputs (it feeds what it
-  decoded).
-* lanes are independent model calls, so worker threads step them at once (one BLAS thread each): while one lane
-  is being coded, the others compute. The bits depend on the lanes, never on the number of workers.
+* segments are coded ``batch_size`` at a time, and each batch is cut into ``lanes`` runs of consecutive segments
+  (default 2). A lane runs in lockstep: one cached ``model.step`` per position ``(n, 1)`` -> logits ``(n, V)``
+  (through TinyGPT's chunked KV cache, read as one block of memory); a float64 softmax quantised to integer
+  frequencies summing to ``2**total_bits`` (:func:`frequencies`); then the symbols of that position, row by row.
+  The decoder makes exactly the same calls with exactly the same shapes and inputs (it feeds what it decoded).
+* each lane index has its own arithmetic-coded stream: stream ``j`` codes lane ``j`` of every batch, batch after
+  batch. Streams are independent, so ``workers`` workers code them at once, each lane's model calls on one BLAS
+  and one torch thread: forked worker processes on Linux (a step is ~100 small NumPy calls and the coding a
+  Python loop, so threads would queue on the interpreter lock), threads elsewhere. The bits depend on the lanes,
+  never on the number of workers or where they run.
 
 Exactness: the integer coder is exact anywhere, but the logits are floats. The same calls on the same machine
 with the same torch, BLAS and thread settings give the same bits; another machine may not (see the README's
@@ -28,7 +30,7 @@ refuses up front (:class:`MachineMismatchError`) instead of decoding garbage; a 
 the probe cannot.
 
 Blob layout (little-endian): magic ``LMAC``, format version (1 byte), header fields (:class:`BlobHeader`), CRC-32 of
-the header, then the coded payload.
+the header, then the payload: the byte length of every stream but the last (varints), then the streams.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import re
 import struct
 import time
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -285,7 +287,7 @@ def _batches(n_tokens: int, segment_len: int, batch_size: int) -> list[list[tupl
 
 
 def default_workers() -> int:
-    """Threads that step lanes at once by default: the cores this process may use, at most 4."""
+    """Workers that code lanes at once by default: the cores this process may use, at most 4."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -297,9 +299,9 @@ _controller = None
 
 
 @contextmanager
-def _coding_threads(workers: int):
-    """One BLAS and one torch thread per model call for the duration (so a lane's arithmetic is the same whichever
-    thread runs it and however many run), and a pool of ``workers`` threads that step lanes (None for 1)."""
+def _one_thread():
+    """One BLAS and one torch thread per model call for the duration, so a lane's arithmetic is the same wherever
+    it runs (this process, a worker thread or a worker process) and however many run."""
     global _controller
     from threadpoolctl import ThreadpoolController
 
@@ -309,11 +311,7 @@ def _coding_threads(workers: int):
     torch.set_num_threads(1)
     try:
         with _controller.limit(limits=1, user_api="blas"):
-            if workers > 1:
-                with ThreadPoolExecutor(workers, thread_name_prefix="lm-coder") as pool:
-                    yield pool
-            else:
-                yield None
+            yield
     finally:
         torch.set_num_threads(old)
 
@@ -350,68 +348,152 @@ def _lane_cache(model, rows: int, max_len: int):
 
 
 def _step_lane(model, cache, x: torch.Tensor, total_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """One cached step of one lane ``x`` ``(n, 1)`` -> :func:`frequencies` of its next-token logits (runs in a
-    worker thread: inference mode is per thread)."""
+    """One cached step of one lane ``x`` ``(n, 1)`` -> :func:`frequencies` of its next-token logits."""
     with torch.inference_mode():
         logits = model.step(x, cache).logits[:, -1]
     return frequencies(logits.float().numpy(), total_bits)
 
 
-def _done(fn, *args) -> Future:
-    f: Future = Future()
-    f.set_result(fn(*args))
-    return f
-
-
-CodeStep = Callable[[list[tuple[int, int]], int, np.ndarray, "np.ndarray | None"], list[int]]
-
-
-def _lockstep(model, header: BlobHeader, code_step: CodeStep, pool=None, feed=None) -> None:
-    """Run the model over every batch of segments, one position at a time, and let ``code_step(segs, t, cum,
-    logp)`` code (or decode) the tokens at position ``t`` of one lane's segments ``segs`` from the cumulative
-    frequencies ``cum`` ``(n, V + 1)`` (``logp`` ``(n, V)``: the float64 log-probabilities behind them, None for a
-    uniform first position); it returns the ``n`` tokens to feed next (0 for a finished segment).
-
-    A batch is cut into ``header.lanes`` runs of consecutive segments, each with its own cache and its own
-    model calls, so a lane's numbers do not depend on the other lanes, on ``pool`` or on the thread that runs it.
-    The coded order is fixed: position by position, lane by lane, row by row. With a ``pool``, the other lanes
-    step while one is being coded. ``feed(segs, t)``: the tokens at ``t`` when they are known in advance (the
-    encoder), so a lane's next step starts before its tokens are coded.
-
-    The encoder and the decoder both come through here, so the model sees the same calls, shapes and inputs."""
-    V = int(model.config.vocab_size)
-    start, bits = header.start_id, header.total_bits
-    run = pool.submit if pool is not None else _done
+def _streams(header: BlobHeader) -> list[list[list[tuple[int, int]]]]:
+    """The lanes ``[(start, length), ...]`` each coded stream holds: stream ``j`` codes lane ``j`` of every batch,
+    batch after batch (so a blob has ``lanes`` streams, however many batches, and each stream is one worker's job)."""
+    out: list[list] = []
     for batch in _batches(header.n_tokens, header.segment_len, header.batch_size):
-        b, L = len(batch), max(n for _, n in batch)
-        width = -(-b // header.lanes)
-        lanes = [batch[i : i + width] for i in range(0, b, width)]
-        first = 0
-        if start >= 0:
-            xs = [torch.full((len(lane), 1), start, dtype=torch.long) for lane in lanes]
-        else:  # no start token: position 0 is uniform over the vocabulary
-            uniform = np.broadcast_to(np.arange(V + 1, dtype=np.int64), (b, V + 1))
-            xs = [torch.tensor(code_step(lane, 0, uniform[: len(lane)], None), dtype=torch.long).view(-1, 1)
-                  for lane in lanes]
-            first = 1
-        if first >= L:
-            continue
-        # steps fed per lane: the start token and tokens 0 .. L-2
-        caches = [_lane_cache(model, len(lane), L - first) for lane in lanes]
-        futures = [run(_step_lane, model, c, x, bits) for c, x in zip(caches, xs)]
-        for t in range(first, L):
-            for j, lane in enumerate(lanes):
-                cum, logp = futures[j].result()
-                more = t + 1 < L
-                if feed is not None and more:
-                    futures[j] = run(_step_lane, model, caches[j], _column(feed(lane, t)), bits)
-                x = code_step(lane, t, cum, logp)
-                if feed is None and more:
-                    futures[j] = run(_step_lane, model, caches[j], _column(x), bits)
+        width = -(-len(batch) // header.lanes)
+        for j, i in enumerate(range(0, len(batch), width)):
+            if j == len(out):
+                out.append([])
+            out[j].append(batch[i : i + width])
+    return out
+
+
+def _run_lane(model, header: BlobHeader, segs: list[tuple[int, int]], code: Callable) -> None:
+    """Run the model over one lane's segments ``segs``, one position at a time, and let ``code(t, cum, logp)`` code
+    (or decode) the tokens at position ``t`` from the cumulative frequencies ``cum`` ``(n, V + 1)`` (``logp``
+    ``(n, V)``: the float64 log-probabilities behind them; None for a uniform first position); it returns the ``n``
+    tokens to feed next (0 for a finished segment). The encoder and the decoder both come through here, so the
+    model sees the same calls, shapes and inputs."""
+    V = int(model.config.vocab_size)
+    n, L = len(segs), max(length for _, length in segs)
+    first = 0
+    if header.start_id >= 0:
+        x = torch.full((n, 1), header.start_id, dtype=torch.long)
+    else:  # no start token: position 0 is uniform over the vocabulary
+        x = _column(code(0, np.broadcast_to(np.arange(V + 1, dtype=np.int64), (n, V + 1)), None))
+        first = 1
+    if first >= L:
+        return
+    cache = _lane_cache(model, n, L - first)  # steps fed: the start token and tokens 0 .. L-2
+    for t in range(first, L):
+        cum, logp = _step_lane(model, cache, x, header.total_bits)
+        x = code(t, cum, logp)
+        if t + 1 < L:
+            x = _column(x)
 
 
 def _column(tokens) -> torch.Tensor:
     return torch.tensor(tokens, dtype=torch.long).view(-1, 1)
+
+
+def _encode_stream(model, header: BlobHeader, lanes, tokens: np.ndarray):
+    """One stream's bytes (its lanes coded one after another) and, for its tokens (at ``pos``), their ideal and
+    quantised code lengths in bits."""
+    enc = ArithmeticEncoder()
+    pos_all, bits_all, qbits_all = [], [], []
+    for segs in lanes:
+        starts = np.array([s0 for s0, _ in segs], dtype=np.int64)
+        lengths = np.array([length for _, length in segs], dtype=np.int64)
+
+        def code(t, cum, logp):
+            rows = np.flatnonzero(t < lengths)
+            pos = starts[rows] + t
+            syms = tokens[pos]
+            lo, hi, tot = cum[rows, syms], cum[rows, syms + 1], cum[rows, -1]
+            enc.encode_many(lo.tolist(), hi.tolist(), tot.tolist())
+            pos_all.append(pos)
+            qbits_all.append(np.log2(tot) - np.log2(hi - lo))
+            bits_all.append(np.full(len(rows), np.log2(cum.shape[1] - 1)) if logp is None
+                            else -logp[rows, syms] / np.log(2))
+            feed = np.zeros(len(lengths), dtype=np.int64)  # finished segments are fed 0, as in the decoder
+            feed[rows] = syms
+            return feed.tolist()
+
+        _run_lane(model, header, segs, code)
+    cat = np.concatenate if pos_all else (lambda _: np.zeros(0))
+    return enc.finish(), cat(pos_all).astype(np.int64), cat(bits_all), cat(qbits_all)
+
+
+def _decode_stream(model, header: BlobHeader, lanes, stream: bytes) -> list[tuple[int, list[int]]]:
+    """``[(start, tokens), ...]`` of every segment of one stream's lanes."""
+    decode_rows = ArithmeticDecoder(stream).decode_rows
+    out = []
+    for segs in lanes:
+        toks = [[0] * length for _, length in segs]
+
+        def code(t, cum, logp):
+            rows = [r for r, seg in enumerate(toks) if t < len(seg)]
+            x = [0] * len(toks)  # finished segments are fed 0
+            for r, tok in zip(rows, decode_rows(cum, rows)):
+                toks[r][t] = x[r] = tok
+            return x
+
+        _run_lane(model, header, segs, code)
+        out += [(s0, seg) for (s0, _), seg in zip(segs, toks)]
+    return out
+
+
+# Lanes run in worker *processes* where the platform forks (Linux): a lane's step is ~100 NumPy calls and its
+# coding a Python loop, so worker threads serialise on the interpreter lock (two threads coded 1.4x one thread's
+# bytes on the project's 2-core CPU, two processes 1.84x). A forked worker inherits the model and the data and
+# runs the same calls with one BLAS and one torch thread, so the bits are the same. Elsewhere: threads.
+_job = None
+
+
+def _run_job(i: int):
+    return _job(i)
+
+
+def _child_init() -> None:
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def _use_processes() -> bool:
+    import multiprocessing as mp
+    import sys
+
+    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
+
+
+#: Tokens from which worker processes are used (starting one costs tens of milliseconds; below this, threads).
+PROCESS_MIN_TOKENS = 16_384
+
+
+def _map_lanes(job: Callable[[int], object], n_jobs: int, workers: int, n_tokens: int) -> list:
+    """``[job(0), ..., job(n_jobs - 1)]``, computed by up to ``workers`` workers (in this process for one)."""
+    global _job
+    workers = min(workers, n_jobs)
+    with _one_thread():
+        if workers <= 1:
+            return [job(i) for i in range(n_jobs)]
+        if n_tokens >= PROCESS_MIN_TOKENS and _use_processes():
+            import multiprocessing as mp
+            import warnings
+            from concurrent.futures import ProcessPoolExecutor
+
+            _job = job
+            try:
+                with warnings.catch_warnings():  # Python 3.12+ warns about fork with threads; the workers use none
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
+                                             initializer=_child_init) as pool:
+                        return list(pool.map(_run_job, range(n_jobs)))
+            finally:
+                _job = None
+        with ThreadPoolExecutor(workers, thread_name_prefix="lm-coder") as pool:
+            return list(pool.map(job, range(n_jobs)))
 
 
 # -- results -------------------------------------------------------------------------------------------------
@@ -497,7 +579,7 @@ def _check_parallel(lanes, workers) -> tuple[int, int]:
         raise SettingError(f"lanes must be in [1, 65536] (model calls per batch), got {lanes}")
     workers = default_workers() if workers is None else workers
     if not 1 <= workers <= 64:
-        raise SettingError(f"workers must be in [1, 64] (threads stepping lanes), got {workers}")
+        raise SettingError(f"workers must be in [1, 64] (workers coding streams at once), got {workers}")
     return int(lanes), int(workers)
 
 
@@ -513,9 +595,9 @@ def compress_report(model, data: bytes, *, segment_len: int | None = None, batch
 
     ``segment_len``: tokens per independent segment (default and maximum: the context); ``batch_size``: segments
     in flight together (the decoder must hold as many KV caches); ``lanes``: model calls per batch (each batch is
-    cut into this many runs of segments, which ``workers`` threads step at once; default ``workers``:
-    :func:`default_workers`); ``total_bits``:
-    the frequency tables' precision. All but ``workers`` are stored in the header, so :func:`decompress` needs
+    cut into this many runs of segments, and lane ``j`` of every batch goes to stream ``j``, which ``workers``
+    workers code at once; default ``workers``: :func:`default_workers`); ``total_bits``: the frequency tables'
+    precision. All but ``workers`` are stored in the header, so :func:`decompress` needs
     only the model; ``workers`` changes the speed, never the bits.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -527,40 +609,57 @@ def compress_report(model, data: bytes, *, segment_len: int | None = None, batch
     n = len(tokens)
     lanes, workers = _check_parallel(lanes, workers)
     start = _start_id(model)
-    enc = ArithmeticEncoder()
     bits = np.zeros(n, dtype=np.float64)
     qbits = np.zeros(n, dtype=np.float64)
-    with _inference(model), _coding_threads(workers) as pool:
-        header = BlobHeader(str(getattr(model, "name", type(model).__name__)), model_fingerprint(model),
-                            _probe(model, _probe_rows(n, seg, batch, lanes), total_bits, start), torch.__version__,
-                            len(data), n, seg, batch, total_bits, start, 0, zlib.crc32(data), lanes)
-
-        def feed(segs, t):
-            return [tokens[s0 + t] if t < length else 0 for s0, length in segs]
-
-        encode = enc.encode
+    with _inference(model):
+        with _one_thread():
+            probe = _probe(model, _probe_rows(n, seg, batch, lanes), total_bits, start)
+        header = BlobHeader(str(getattr(model, "name", type(model).__name__)), model_fingerprint(model), probe,
+                            torch.__version__, len(data), n, seg, batch, total_bits, start, 0, zlib.crc32(data),
+                            lanes)
         tokens_np = np.asarray(tokens, dtype=np.int64)
-
-        def code_step(segs, t, cum, logp):
-            rows = np.array([r for r, (_, length) in enumerate(segs) if t < length], dtype=np.int64)
-            if len(rows):
-                pos = np.array([segs[r][0] + t for r in rows.tolist()], dtype=np.int64)
-                syms = tokens_np[pos]
-                lo, hi, tot = cum[rows, syms], cum[rows, syms + 1], cum[rows, -1]
-                for a, b, c in zip(lo.tolist(), hi.tolist(), tot.tolist()):
-                    encode(a, b, c)
-                qbits[pos] = np.log2(tot) - np.log2(hi - lo)
-                bits[pos] = np.log2(cum.shape[1] - 1) if logp is None else -logp[rows, syms] / np.log(2)
-            return feed(segs, t)
-
-        _lockstep(model, header, code_step, pool, feed)
-    payload = enc.finish()
+        streams = _streams(header)
+        coded = _map_lanes(lambda j: _encode_stream(model, header, streams[j], tokens_np), len(streams), workers, n)
+    for _, pos, b, q in coded:
+        bits[pos], qbits[pos] = b, q
+    payload = _join_streams([c[0] for c in coded])
     header = _replace(header, payload_len=len(payload))
     head = header.to_bytes()
     seconds = time.perf_counter() - t0
-    lengths = [len(to_bytes(model.tokenizer, [t])) for t in tokens] if n else []
+    from workbench.tokenizers import ByteTokenizer
+
+    if isinstance(model.tokenizer, ByteTokenizer):
+        lengths = [1] * n
+    else:
+        lengths = [len(to_bytes(model.tokenizer, [t])) for t in tokens]
     return CompressionResult(head + payload, header, len(head), float(bits.sum()), float(qbits.sum()), seconds,
                              tokens, bits, lengths)
+
+
+def _join_streams(streams: list[bytes]) -> bytes:
+    """The payload: the length of every stream but the last (varints), then the streams."""
+    return b"".join(_varint(len(x)) for x in streams[:-1]) + b"".join(streams)
+
+
+def _split_streams(payload: bytes, n: int) -> list[bytes]:
+    """:func:`_join_streams` inverted for ``n`` streams; a :class:`CorruptBlobError` for lengths that do not fit."""
+    if n == 0:
+        if payload:
+            raise CorruptBlobError(f"the blob codes no tokens but has a payload of {len(payload)} bytes")
+        return []
+    r = _Reader(payload, 0)
+    try:
+        lengths = [r.varint() for _ in range(n - 1)]
+    except TruncatedBlobError:
+        raise CorruptBlobError("the blob's table of stream lengths runs past its payload") from None
+    rest = len(payload) - r.pos - sum(lengths)
+    if rest < 0:
+        raise CorruptBlobError(f"the blob's streams add up to {sum(lengths)} bytes, more than its payload")
+    out, pos = [], r.pos
+    for length in lengths + [rest]:
+        out.append(payload[pos : pos + length])
+        pos += length
+    return out
 
 
 def _replace(h: BlobHeader, **kw) -> BlobHeader:
@@ -586,8 +685,8 @@ def compress(model, data: bytes, *, segment_len: int | None = None, batch_size: 
 def decompress(model, blob: bytes, *, workers: int | None = None) -> bytes:
     """A blob made by :func:`compress` -> the original bytes, or a :class:`BlobError` subclass: truncated,
     corrupted, made with another model (:class:`ModelMismatchError`), or on a machine whose arithmetic differs
-    (:class:`MachineMismatchError`). Never returns bytes that fail the blob's CRC-32. ``workers``: threads that
-    step lanes while another lane is decoded (speed only)."""
+    (:class:`MachineMismatchError`). Never returns bytes that fail the blob's CRC-32. ``workers``: workers that
+    decode the blob's streams at once (speed only)."""
     header, offset = BlobHeader.parse(blob)
     _, workers = _check_parallel(1, workers)
     fp = model_fingerprint(model)
@@ -605,29 +704,22 @@ def decompress(model, blob: bytes, *, workers: int | None = None) -> bytes:
         raise CorruptBlobError("the blob's header does not fit this model (start token or lengths)")
     n = header.n_tokens
     payload = bytes(blob)[offset:]
-    dec = ArithmeticDecoder(payload)
-    tokens = [0] * n
-    with _inference(model), _coding_threads(workers) as pool:
-        probe = _probe(model, _probe_rows(n, seg, batch, lanes), total_bits, header.start_id)
+    stream_lanes = _streams(header)
+    streams = _split_streams(payload, len(stream_lanes))
+    with _inference(model):
+        with _one_thread():
+            probe = _probe(model, _probe_rows(n, seg, batch, lanes), total_bits, header.start_id)
         if probe != header.probe:
             raise MachineMismatchError(
                 f"this machine computes other probabilities than the one that made the blob (probe {probe.hex()} "
                 f"vs {header.probe.hex()}; torch {torch.__version__} here, {header.torch_version} there): "
                 "decoding would give garbage. Decode on the machine (torch, BLAS, threads) that encoded it")
-
-        decode = dec.decode
-
-        def code_step(segs, t, cum, logp):
-            out = []
-            for r, (s0, length) in enumerate(segs):
-                if t < length:
-                    tok = tokens[s0 + t] = decode(cum[r])
-                    out.append(tok)
-                else:
-                    out.append(0)
-            return out
-
-        _lockstep(model, header, code_step, pool)
+        decoded = _map_lanes(lambda j: _decode_stream(model, header, stream_lanes[j], streams[j]),
+                             len(stream_lanes), workers, n)
+    tokens = [0] * n
+    for segments in decoded:
+        for s0, seg in segments:
+            tokens[s0 : s0 + len(seg)] = seg
     try:
         data = to_bytes(model.tokenizer, tokens)
     except (ValueError, TypeError):

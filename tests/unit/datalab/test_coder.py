@@ -173,3 +173,42 @@ def test_bad_symbols_and_intervals():
         quantise(torch.tensor([0.5, float("nan")]))
     with pytest.raises(FrequencyError):
         quantise(torch.tensor([1, 2]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(messages(max_f=1 << 22), st.data())
+def test_batched_encode_and_decode_are_the_one_symbol_calls(msg, data):
+    """``encode_many`` and ``decode_rows`` (one loop over a lane's tokens, as the compressor codes) give exactly
+    the bytes and symbols of one ``encode``/``decode`` call per symbol, in any grouping."""
+    syms, freqs = msg
+    cum = np.concatenate([np.zeros((len(syms), 1), np.int64), np.cumsum(freqs, 1)], 1)
+    one = ArithmeticEncoder()
+    for r, s in enumerate(syms):
+        one.encode(int(cum[r, s]), int(cum[r, s + 1]), int(cum[r, -1]))
+    many = ArithmeticEncoder()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(syms)), max_size=4)))
+    for a, b in zip([0] + cuts, cuts + [len(syms)]):
+        rows = np.arange(a, b)
+        s = np.array(syms[a:b], dtype=np.int64)
+        many.encode_many(cum[rows, s].tolist(), cum[rows, s + 1].tolist(), cum[rows, -1].tolist())
+    blob = one.finish()
+    assert many.finish() == blob and many.n_symbols == len(syms)
+    dec_one, dec_rows = ArithmeticDecoder(blob), ArithmeticDecoder(blob)
+    got = []
+    for a, b in zip([0] + cuts, cuts + [len(syms)]):
+        got += dec_rows.decode_rows(cum, range(a, b))
+    assert got == [dec_one.decode(cum[r]) for r in range(len(syms))] == syms
+    assert (dec_rows.low, dec_rows.high, dec_rows.value, dec_rows.bits_read) == (
+        dec_one.low, dec_one.high, dec_one.value, dec_one.bits_read)
+
+
+def test_batched_calls_refuse_what_the_one_symbol_calls_refuse():
+    enc = ArithmeticEncoder()
+    with pytest.raises(FrequencyError, match="empty"):
+        enc.encode_many([0, 3], [2, 3], [4, 4])
+    assert enc.n_symbols == 1  # the first symbol was coded, the bad one was not
+    enc.finish()
+    with pytest.raises(SymbolError, match="finished"):
+        enc.encode_many([0], [1], [2])
+    with pytest.raises(FrequencyError, match="totals"):
+        ArithmeticDecoder(b"\x00").decode_rows(np.array([[0, 1, 1 << 31]], dtype=np.int64), [0])

@@ -179,8 +179,12 @@ def test_corruption_is_refused_or_harmless(tiny_bos, doc_blob, pos, xor):
 def test_payload_corruption_names_the_checksum(tiny_bos, doc_blob):
     _, off = BlobHeader.parse(doc_blob)
     bad = bytearray(doc_blob)
-    bad[off] ^= 0x80
+    bad[-3] ^= 0x80  # inside the last stream's code bits
     with pytest.raises(CorruptBlobError, match="CRC"):
+        decompress(tiny_bos, bytes(bad))
+    bad = bytearray(doc_blob)
+    bad[off] ^= 0x80  # the first stream's length (the blob has two streams, one per lane)
+    with pytest.raises(CorruptBlobError, match="streams add up to|table of stream lengths|CRC"):
         decompress(tiny_bos, bytes(bad))
     with pytest.raises(CorruptBlobError, match="header"):
         decompress(tiny_bos, doc_blob[:6] + bytes([doc_blob[6] ^ 1]) + doc_blob[7:])
@@ -225,18 +229,26 @@ def test_header_fields_are_checked_against_the_model(tiny_bos, tiny_plain):
         decompress(tiny_bos, forged)
 
 
-# -- lanes and worker threads ------------------------------------------------------------------------------
+# -- lanes, streams and workers -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("processes", [False, True])
 @pytest.mark.parametrize("lanes", [1, 2, 3, 7])
-def test_the_bits_do_not_depend_on_the_worker_threads(tiny_bos, lanes):
-    """A batch is cut into lanes with their own caches and model calls: the blob is the same whether one thread
-    or several step them, and any number of workers decodes it."""
+def test_the_bits_do_not_depend_on_the_workers(tiny_bos, lanes, processes, monkeypatch):
+    """A batch is cut into lanes with their own caches and model calls, lane ``j`` of every batch in stream ``j``:
+    the blob is the same whether one worker or several (threads, or forked processes where the platform has them)
+    code the streams, and any number of workers decodes it."""
+    from workbench.datalab import compress as C
+
+    monkeypatch.setattr(C, "PROCESS_MIN_TOKENS", 0 if processes else 10**9)
+    if processes and not C._use_processes():
+        pytest.skip("this platform does not fork: the coder's workers are threads")
     data = DOC * 2  # 46 segments of 12: two batches of 20 and one of 6, several lanes each
     blobs = {compress(tiny_bos, data, batch_size=20, lanes=lanes, workers=w) for w in (1, 2, 3)}
     assert len(blobs) == 1
     blob = blobs.pop()
     assert read_header(blob).lanes == lanes
+    assert len(C._streams(read_header(blob))) == lanes  # one stream per lane index, whatever the batches
     assert {decompress(tiny_bos, blob, workers=w) for w in (1, 2, 4)} == {data}
 
 
