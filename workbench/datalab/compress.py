@@ -272,7 +272,7 @@ def _probe(model, rows: int, total_bits: int, start_id: int) -> bytes:
             x = torch.full((rows, 1), start_id, dtype=torch.long)
         else:
             x = (torch.arange(rows, dtype=torch.long) * 7 + 13 * t + 1).remainder(V).view(rows, 1)
-        cum, _ = _step_lane(model, cache, x, total_bits)
+        cum, _ = _step_lane(model, cache, x, total_bits, logp=False)
         h.update(cum.astype("<i8").tobytes())
     return h.digest()[:4]
 
@@ -316,13 +316,13 @@ def _one_thread():
         torch.set_num_threads(old)
 
 
-def frequencies(logits, total_bits: int) -> tuple[np.ndarray, np.ndarray]:
+def frequencies(logits, total_bits: int, logp: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits ``(n, V)`` -> cumulative integer frequencies ``(n, V + 1)`` (int64, from 0 to ``2**total_bits``) and
     the float64 log-probabilities ``(n, V)`` they quantise: what the coder codes with, computed in NumPy float64.
 
     The same rule as :func:`.coder.quantise` (``f = 1 + floor(p (2**total_bits - V))``, what is left of the total
     to the row's largest entry), without its checks on arbitrary input: every coded step goes through here, in the
-    encoder and the decoder alike."""
+    encoder and the decoder alike. ``logp=False``: None instead of the log-probabilities (the decoder's case)."""
     z = np.asarray(logits, dtype=np.float64)
     if not np.isfinite(z).all():
         raise FrequencyError("the model gave non-finite logits (inf or NaN): its probabilities cannot be coded")
@@ -337,7 +337,7 @@ def frequencies(logits, total_bits: int) -> tuple[np.ndarray, np.ndarray]:
     f[rows, f.argmax(-1)] += total - f.sum(-1)
     cum = np.zeros((n, V + 1), dtype=np.int64)
     np.cumsum(f, axis=1, out=cum[:, 1:])
-    return cum, z - np.log(total_e)
+    return cum, (z - np.log(total_e)) if logp else None
 
 
 def _lane_cache(model, rows: int, max_len: int):
@@ -347,11 +347,11 @@ def _lane_cache(model, rows: int, max_len: int):
     return make(rows, max_len=max_len)
 
 
-def _step_lane(model, cache, x: torch.Tensor, total_bits: int) -> tuple[np.ndarray, np.ndarray]:
+def _step_lane(model, cache, x: torch.Tensor, total_bits: int, logp: bool = True):
     """One cached step of one lane ``x`` ``(n, 1)`` -> :func:`frequencies` of its next-token logits."""
     with torch.inference_mode():
         logits = model.step(x, cache).logits[:, -1]
-    return frequencies(logits.float().numpy(), total_bits)
+    return frequencies(logits.float().numpy(), total_bits, logp)
 
 
 def _streams(header: BlobHeader) -> list[list[list[tuple[int, int]]]]:
@@ -367,12 +367,12 @@ def _streams(header: BlobHeader) -> list[list[list[tuple[int, int]]]]:
     return out
 
 
-def _run_lane(model, header: BlobHeader, segs: list[tuple[int, int]], code: Callable) -> None:
+def _run_lane(model, header: BlobHeader, segs: list[tuple[int, int]], code: Callable, logp: bool = True) -> None:
     """Run the model over one lane's segments ``segs``, one position at a time, and let ``code(t, cum, logp)`` code
     (or decode) the tokens at position ``t`` from the cumulative frequencies ``cum`` ``(n, V + 1)`` (``logp``
     ``(n, V)``: the float64 log-probabilities behind them; None for a uniform first position); it returns the ``n``
     tokens to feed next (0 for a finished segment). The encoder and the decoder both come through here, so the
-    model sees the same calls, shapes and inputs."""
+    model sees the same calls, shapes and inputs (``logp=False``: ``code`` gets None for ``logp``)."""
     V = int(model.config.vocab_size)
     n, L = len(segs), max(length for _, length in segs)
     first = 0
@@ -385,8 +385,8 @@ def _run_lane(model, header: BlobHeader, segs: list[tuple[int, int]], code: Call
         return
     cache = _lane_cache(model, n, L - first)  # steps fed: the start token and tokens 0 .. L-2
     for t in range(first, L):
-        cum, logp = _step_lane(model, cache, x, header.total_bits)
-        x = code(t, cum, logp)
+        cum, lp = _step_lane(model, cache, x, header.total_bits, logp)
+        x = code(t, cum, lp)
         if t + 1 < L:
             x = _column(x)
 
@@ -437,7 +437,7 @@ def _decode_stream(model, header: BlobHeader, lanes, stream: bytes) -> list[tupl
                 toks[r][t] = x[r] = tok
             return x
 
-        _run_lane(model, header, segs, code)
+        _run_lane(model, header, segs, code, logp=False)
         out += [(s0, seg) for (s0, _), seg in zip(segs, toks)]
     return out
 

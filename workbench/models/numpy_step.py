@@ -172,8 +172,9 @@ class ChunkedKVCache:
         s[:, :, t + 1 :] = -np.inf  # not yet written
         s -= s.max(-1, keepdims=True)
         np.exp(s, out=s)
-        s *= 1.0 / np.add.reduce(s, -1, keepdims=True)
-        return np.add.reduce(chunks @ self.v[layer, :n], axis=0)[:, :, 0]
+        y = np.add.reduce(chunks @ self.v[layer, :n], axis=0)[:, :, 0]  # (B, H, Dh), unnormalised
+        y *= 1.0 / np.add.reduce(s, -1, keepdims=True)  # the softmax's denominator, after the product
+        return y
 
 
 def _linear(x, w_t, b):
