@@ -161,6 +161,29 @@ class ArithmeticEncoder:
         return len(self._bits)
 
 
+def _narrow(lo: int, hi: int, value: int, pos: int, bits: list[int]) -> tuple[int, int, int, int]:
+    """The decoder's renormalisation after narrowing to ``[lo, hi]``: double the interval (and the code window
+    ``value``, reading the next bit at ``pos``; zeros past the end) while its leading bit is settled or it sits in
+    the middle half, as the encoder did. Returns ``(lo, hi, value, pos)``."""
+    n = len(bits)
+    while True:
+        if hi < _HALF:
+            pass
+        elif lo >= _HALF:
+            lo -= _HALF
+            hi -= _HALF
+            value -= _HALF
+        elif lo >= _QUARTER and hi < _THREE_QUARTERS:
+            lo -= _QUARTER
+            hi -= _QUARTER
+            value -= _QUARTER
+        else:
+            return lo, hi, value, pos
+        lo, hi = 2 * lo, 2 * hi + 1
+        value = 2 * value + (bits[pos] if pos < n else 0)
+        pos += 1
+
+
 class ArithmeticDecoder:
     """Reads symbols back from an encoder's bytes, given the same frequency tables in the same order.
 
@@ -199,27 +222,8 @@ class ArithmeticDecoder:
         if not 0 <= low < high <= total <= MAX_TOTAL:
             raise FrequencyError(f"symbol interval [{low}, {high}) of total {total} is empty or outside [0, total]")
         r = self.high - self.low + 1
-        hi = self.low + r * high // total - 1
-        lo = self.low + r * low // total
-        value = self.value
-        bits, n, pos = self._bits, len(self._bits), self._pos
-        while True:
-            if hi < _HALF:
-                pass
-            elif lo >= _HALF:
-                lo -= _HALF
-                hi -= _HALF
-                value -= _HALF
-            elif lo >= _QUARTER and hi < _THREE_QUARTERS:
-                lo -= _QUARTER
-                hi -= _QUARTER
-                value -= _QUARTER
-            else:
-                break
-            lo, hi = 2 * lo, 2 * hi + 1
-            value = 2 * value + (bits[pos] if pos < n else 0)
-            pos += 1
-        self.low, self.high, self.value, self._pos = lo, hi, value, pos
+        self.low, self.high, self.value, self._pos = _narrow(
+            self.low + r * low // total, self.low + r * high // total - 1, self.value, self._pos, self._bits)
 
     def decode_rows(self, cumulative: np.ndarray, rows: Sequence[int]) -> list[int]:
         """:meth:`decode` with the tables ``cumulative[r]`` (``(n, V + 1)`` int64) of each row ``r`` of ``rows`` in
@@ -230,32 +234,14 @@ class ArithmeticDecoder:
             raise FrequencyError(f"frequency totals must be in [1, 2**30], got {int(totals.min())} .. "
                                  f"{int(totals.max())}")
         totals = totals.tolist()
-        low, high, value, pos = self.low, self.high, self.value, self._pos
-        bits, n = self._bits, len(self._bits)
+        low, high, value, pos, bits = self.low, self.high, self.value, self._pos, self._bits
         out = []
         for r in rows:
             row, total = cumulative[r], totals[r]
             width = high - low + 1
             s = int(row.searchsorted(((value - low + 1) * total - 1) // width, "right")) - 1
-            hi = low + width * int(row[s + 1]) // total - 1
-            lo = low + width * int(row[s]) // total
-            while True:  # as in consume()
-                if hi < _HALF:
-                    pass
-                elif lo >= _HALF:
-                    lo -= _HALF
-                    hi -= _HALF
-                    value -= _HALF
-                elif lo >= _QUARTER and hi < _THREE_QUARTERS:
-                    lo -= _QUARTER
-                    hi -= _QUARTER
-                    value -= _QUARTER
-                else:
-                    break
-                lo, hi = 2 * lo, 2 * hi + 1
-                value = 2 * value + (bits[pos] if pos < n else 0)
-                pos += 1
-            low, high = lo, hi
+            low, high, value, pos = _narrow(low + width * int(row[s]) // total,
+                                            low + width * int(row[s + 1]) // total - 1, value, pos, bits)
             out.append(s)
         self.low, self.high, self.value, self._pos = low, high, value, pos
         return out
