@@ -25,17 +25,28 @@ from .errors import ModelCapabilityError, SequenceTooLongError, TaskRangeError
 from .tasks import IGNORE, TaskBatch
 
 ARCHITECTURES = ("transformer", "recurrent")
+#: Initialisations :func:`build_model` offers: ``"gpt2"`` (the models' own: every weight ``N(0, 0.02)``, output
+#: head tied to the token embedding) and ``"torch"`` (PyTorch's layer defaults: Linear Kaiming-uniform, about
+#: ``U(+-1/sqrt(fan_in))``, embeddings ``N(0, 1)``, an untied output head). At width 64 GPT-2's 0.02 (chosen for
+#: width 768) makes attention scores and the token's own embedding tiny next to what the layers add, and the recall
+#: experiment's lookup (an induction head) then sat on a plateau for 12,000 steps; with ``"torch"`` the same
+#: TinyGPT learns it within 1,000 (see :mod:`.recall`).
+INITS = ("gpt2", "torch")
 
 
 def build_model(arch: str, vocab_size: int, block_size: int, *, width: int = 64, n_layer: int = 2,
-                state_size: int | None = None, seed: int = 0):
+                state_size: int | None = None, seed: int = 0, init: str = "gpt2"):
     """A fresh model seeded with ``seed``: ``"transformer"`` is a TinyGPT (``n_layer`` blocks of ``width``, 4 heads,
     RoPE); ``"recurrent"`` a RecurrentLM (gated linear attention) of the same width, depth and
     head count whose ``state_size`` is its key dimension per head (``d_state``: each head keeps a
     ``(d_state, width / 4)`` matrix, :func:`state_numbers` counts them; default: the recurrent model's own). The model remembers ``block_size``, the longest row it
-    is trained on, as ``trained_length``."""
+    is trained on, as ``trained_length``. ``init`` (:data:`INITS`): ``"gpt2"``, the models' own; ``"torch"``, the
+    same architecture with an untied output head, every Linear and Embedding re-drawn with PyTorch's defaults (after
+    the models' own draws, from the same seeded generator)."""
     if arch not in ARCHITECTURES:
         raise ModelCapabilityError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
+    if init not in INITS:
+        raise TaskRangeError(f"unknown initialisation {init!r}; choose from {INITS}")
     for name, v in (("vocab_size", vocab_size), ("block_size", block_size), ("width", width), ("n_layer", n_layer)):
         if not isinstance(v, int) or v < 1:
             raise TaskRangeError(f"{name} must be a positive int, got {v!r}")
@@ -47,14 +58,25 @@ def build_model(arch: str, vocab_size: int, block_size: int, *, width: int = 64,
         from ..models import GPTConfig, TinyGPT
 
         model = TinyGPT(GPTConfig(vocab_size=vocab_size, n_layer=n_layer, n_head=4, n_embd=width,
-                                  block_size=block_size, pos="rope"), name="memory-transformer")
+                                  block_size=block_size, pos="rope", tied=init == "gpt2"), name="memory-transformer")
     else:
-        model = _recurrent(vocab_size, block_size, width, n_layer, state_size)
+        model = _recurrent(vocab_size, block_size, width, n_layer, state_size, tied=init == "gpt2")
+    if init == "torch":
+        _torch_init(model)
     model.trained_length = block_size
     return model
 
 
-def _recurrent(vocab_size, block_size, width, n_layer, state_size):
+@torch.no_grad()
+def _torch_init(model) -> None:
+    """Re-draw every Linear (Kaiming-uniform weight and bias) and Embedding (``N(0, 1)``) with PyTorch's defaults,
+    in module order; LayerNorms keep ones and zeros."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+            m.reset_parameters()
+
+
+def _recurrent(vocab_size, block_size, width, n_layer, state_size, tied=True):
     try:
         from ..models.recurrent import RecurrentConfig, RecurrentLM
     except ImportError as exc:  # the recurrent model is written by another issue
@@ -63,6 +85,8 @@ def _recurrent(vocab_size, block_size, width, n_layer, state_size):
 
     names = {f.name for f in fields(RecurrentConfig)}
     kw = {"vocab_size": vocab_size, "n_layer": n_layer, "n_embd": width, "n_head": 4}
+    if "tied" in names:
+        kw["tied"] = tied
     if "block_size" in names:
         kw["block_size"] = block_size
     if state_size is not None:

@@ -92,3 +92,21 @@ def test_recurrent_model_state_size_and_training():
     assert log.steps == 3 and np.isfinite(log.final_loss)
     with pytest.raises(TaskRangeError, match="state_size"):
         build_model("recurrent", 10, 8, width=16, n_layer=1, state_size=0)
+
+
+@pytest.mark.parametrize("arch,state", [("transformer", None)] + ([("recurrent", 4)] if _recurrent_available() else []))
+def test_torch_init_unties_the_head_and_draws_pytorch_scales(arch, state):
+    """``init="torch"`` (the recall experiment's): untied output head, embeddings N(0, 1), Linear weights
+    Kaiming-uniform (within 1 / sqrt(fan_in)); the default ``"gpt2"`` keeps the models' own tied N(0, 0.02)."""
+    kw = {"width": 32, "n_layer": 2, "state_size": state, "seed": 5}
+    own = build_model(arch, 40, 16, **kw)
+    m = build_model(arch, 40, 16, init="torch", **kw)
+    assert own.lm_head.weight is own.wte.weight and abs(own.wte.weight.std().item() - 0.02) < 0.005
+    assert m.lm_head.weight is not m.wte.weight and abs(m.wte.weight.std().item() - 1.0) < 0.1
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Linear):
+            assert mod.weight.abs().max() <= 1 / mod.in_features ** 0.5 + 1e-6
+    again = build_model(arch, 40, 16, init="torch", **kw)
+    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), again.parameters()))  # seeded
+    with pytest.raises(TaskRangeError, match="initialisation"):
+        build_model(arch, 40, 16, init="xavier", **kw)
