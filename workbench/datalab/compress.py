@@ -266,13 +266,14 @@ def _probe(model, rows: int, total_bits: int, start_id: int) -> bytes:
     V = int(model.config.vocab_size)
     steps = max(1, min(_PROBE_STEPS, int(model.config.block_size)))
     cache = _lane_cache(model, rows, steps)
+    step = _stepper(model, cache)
     h = hashlib.sha256()
     for t in range(steps):
         if t == 0 and start_id >= 0:
-            x = torch.full((rows, 1), start_id, dtype=torch.long)
+            x = np.full((rows, 1), start_id, dtype=np.int64)
         else:
-            x = (torch.arange(rows, dtype=torch.long) * 7 + 13 * t + 1).remainder(V).view(rows, 1)
-        cum, _ = _step_lane(model, cache, x, total_bits, logp=False)
+            x = ((np.arange(rows, dtype=np.int64) * 7 + 13 * t + 1) % V).reshape(rows, 1)
+        cum, _ = _step_lane(model, cache, x, total_bits, logp=False, step=step)
         h.update(cum.astype("<i8").tobytes())
     return h.digest()[:4]
 
@@ -347,11 +348,27 @@ def _lane_cache(model, rows: int, max_len: int):
     return make(rows, max_len=max_len)
 
 
-def _step_lane(model, cache, x: torch.Tensor, total_bits: int, logp: bool = True):
-    """One cached step of one lane ``x`` ``(n, 1)`` -> :func:`frequencies` of its next-token logits."""
-    with torch.inference_mode():
-        logits = model.step(x, cache).logits[:, -1]
-    return frequencies(logits.float().numpy(), total_bits, logp)
+def _stepper(model, cache) -> Callable[[np.ndarray], np.ndarray]:
+    """A lane's step ``ids`` ``(n, 1)`` int64 -> next-token logits ``(n, V)``: the model's own loop step where it has
+    one (TinyGPT's :meth:`step_fn`: the same arithmetic as ``step`` without re-checking its weights and ids at every
+    position), else ``model.step``."""
+    fast = getattr(model, "step_fn", None)
+    fast = fast(cache) if fast is not None else None
+    if fast is not None:
+        return fast
+
+    def step(ids: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model.step(torch.from_numpy(ids), cache).logits[:, -1].float().numpy()
+
+    return step
+
+
+def _step_lane(model, cache, x: np.ndarray, total_bits: int, logp: bool = True, step=None):
+    """One cached step of one lane ``x`` ``(n, 1)`` int64 -> :func:`frequencies` of its next-token logits
+    (``step``: the lane's :func:`_stepper`, made here when not given)."""
+    step = _stepper(model, cache) if step is None else step
+    return frequencies(np.asarray(step(x), dtype=np.float32), total_bits, logp)
 
 
 def _streams(header: BlobHeader) -> list[list[list[tuple[int, int]]]]:
@@ -377,22 +394,23 @@ def _run_lane(model, header: BlobHeader, segs: list[tuple[int, int]], code: Call
     n, L = len(segs), max(length for _, length in segs)
     first = 0
     if header.start_id >= 0:
-        x = torch.full((n, 1), header.start_id, dtype=torch.long)
+        x = np.full((n, 1), header.start_id, dtype=np.int64)
     else:  # no start token: position 0 is uniform over the vocabulary
         x = _column(code(0, np.broadcast_to(np.arange(V + 1, dtype=np.int64), (n, V + 1)), None))
         first = 1
     if first >= L:
         return
     cache = _lane_cache(model, n, L - first)  # steps fed: the start token and tokens 0 .. L-2
+    step = _stepper(model, cache)
     for t in range(first, L):
-        cum, lp = _step_lane(model, cache, x, header.total_bits, logp)
+        cum, lp = _step_lane(model, cache, x, header.total_bits, logp, step)
         x = code(t, cum, lp)
         if t + 1 < L:
             x = _column(x)
 
 
-def _column(tokens) -> torch.Tensor:
-    return torch.tensor(tokens, dtype=torch.long).view(-1, 1)
+def _column(tokens) -> np.ndarray:
+    return np.array(tokens, dtype=np.int64).reshape(-1, 1)
 
 
 def _encode_stream(model, header: BlobHeader, lanes, tokens: np.ndarray):

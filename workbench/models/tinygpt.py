@@ -365,6 +365,18 @@ class TinyGPT(nn.Module):
             ok = self._numpy_step_for(torch.zeros((batch_size, 1), dtype=torch.long), chunked, False) is not None
         return chunked if ok else self.new_cache(batch_size, max_len)
 
+    def step_fn(self, cache):
+        """A function ``ids`` ``(B, 1)`` int64 NumPy -> next-token logits ``(B, V)`` NumPy that feeds one token per row
+        through ``cache`` (a :meth:`new_step_cache`), for a loop of many steps: the same arithmetic as :meth:`step`
+        without its per-call checks (ids are not range-checked, and the weights must not change while it is used).
+        None where the NumPy step does not apply (then call :meth:`step`)."""
+        ids = torch.zeros((cache.batch_size, 1), dtype=torch.long)
+        with torch.inference_mode():
+            fast = self._numpy_step_for(ids, cache, False)
+        if fast is None:
+            return None
+        return lambda x: fast(x, cache)[:, -1]
+
     def step(self, ids, cache: KVCache, capture: bool = False) -> LMOutput:
         """Feed new tokens ``(B, t)`` through the cache; costs O(cached length) per token, not a recompute."""
         return self.forward(ids, capture=capture, cache=cache)

@@ -210,8 +210,13 @@ def test_a_machine_with_other_arithmetic_is_detected_up_front(tiny_bos):
     m = tiny_gpt(ByteTokenizer(bos=True), seed=3, name="tiny-bos", n_layer=1, n_head=2, n_embd=16,
                  block_size=12, pos="rope", weight_std=0.3)
     assert decompress(m, blob) == DOC[:60]  # a fresh copy of the same model decodes it
-    step = m.step
+    step, step_fn = m.step, m.step_fn
     m.step = lambda ids, cache, capture=False: LMOutput(step(ids, cache).logits * (1 + 1e-6))
+    m.step_fn = lambda cache: None  # the coder's loop then calls m.step
+    with pytest.raises(MachineMismatchError, match="probe"):
+        decompress(m, blob)
+    m.step = step
+    m.step_fn = lambda cache: (lambda f: (lambda ids: f(ids) * (1 + 1e-6)))(step_fn(cache))  # the loop step itself
     with pytest.raises(MachineMismatchError, match="probe"):
         decompress(m, blob)
 

@@ -232,3 +232,17 @@ def test_chunked_cache_refuses_what_only_torch_can_do():
     with pytest.raises(ModelError, match="ChunkedKVCache runs only on the NumPy step"):
         m.step(torch.zeros((1, 1), dtype=torch.long), cache)  # gradients on
     assert cache.length == 0  # nothing written by a refused call
+
+
+def test_step_fn_is_the_step_without_its_checks(calls):
+    m = make()
+    ids = torch.randint(0, 61, (3, 20), generator=torch.Generator().manual_seed(4))
+    full = m(ids).logits
+    with torch.inference_mode():
+        cache = m.new_step_cache(3, 20)
+        fn = m.step_fn(cache)
+        got = torch.stack([torch.from_numpy(fn(ids[:, t : t + 1].numpy()).copy()) for t in range(20)], 1)
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+    assert calls[0] == 20 and cache.length == 20
+    m.blocks[0].register_forward_hook(lambda *a: None)  # hooks must run: no loop step, step() takes the torch path
+    assert m.step_fn(m.new_cache(3, 20)) is None
