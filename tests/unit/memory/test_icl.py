@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from workbench.memory import TaskRangeError
+from workbench.memory import ModelCapabilityError, TaskRangeError
 from workbench.memory import icl
 from workbench.memory.tasks import IGNORE, ICLVocab, function_table, icl_batch, icl_read, icl_rows
 
@@ -137,6 +137,11 @@ def test_bad_input_says_what_is_allowed():
         icl.run_one(icl.ICLSetting("transformer"), {"bits": 4})
     with pytest.raises(TaskRangeError, match="unknown mixture 'linear'; choose from"):
         icl.run_one(icl.ICLSetting("transformer", "linear"), {"steps": 1})
+    with pytest.raises(TaskRangeError, match="init must be one of"):
+        icl.run_one(icl.ICLSetting("transformer"), {"init": "xavier"})
+    for bad in (0, -1e-3, "1e-3", True):
+        with pytest.raises(TaskRangeError, match="lr_recurrent must be None or a positive number"):
+            icl.run_one(icl.ICLSetting("recurrent"), {"lr_recurrent": bad})
 
 
 def test_lookup_learner_copies_the_label_of_an_input_seen_before():
@@ -145,3 +150,19 @@ def test_lookup_learner_copies_the_label_of_an_input_seen_before():
     # index 0: nothing seen (0.5, 0.5); 1: row 0 copies 1, right; row 1 guesses; 2: row 0 copies 1, wrong; row 1
     # guesses; 3: row 0 guesses (1 is new); row 1 copies 1 from index 1 and is wrong
     assert icl.lookup_error(xs, ys).tolist() == [0.5, 0.25, 0.75, 0.75]
+
+
+def test_run_one_passes_the_init_and_each_architectures_learning_rate(monkeypatch):
+    seen = []
+    real_build, real_train = icl.build_model, icl.train_masked
+    monkeypatch.setattr(icl, "build_model", lambda *a, **k: seen.append(("init", k["init"])) or real_build(*a, **k))
+    monkeypatch.setattr(icl, "train_masked", lambda *a, **k: seen.append(("lr", k["lr"])) or real_train(*a, **k))
+    tiny = {"n_bits": 3, "n_examples": 2, "steps": 1, "width": 16, "eval_rows": 2, "batch": 2, "lr": 1e-3}
+    try:
+        icl.run_one(icl.ICLSetting("recurrent", state_size=2), {**tiny, "init": "torch", "lr_recurrent": 3e-3})
+    except ModelCapabilityError:  # the recurrent model is written by another issue
+        pytest.skip("no recurrent model here")
+    icl.run_one(icl.ICLSetting("transformer"), {**tiny, "init": "gpt2", "lr_recurrent": 3e-3})
+    icl.run_one(icl.ICLSetting("recurrent", state_size=2), {**tiny, "lr_recurrent": None})
+    assert seen == [("init", "torch"), ("lr", 3e-3), ("init", "gpt2"), ("lr", 1e-3),
+                    ("init", icl.LIVE["init"]), ("lr", 1e-3)]

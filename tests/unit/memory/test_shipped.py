@@ -36,20 +36,30 @@ def test_shipped_reversal_run_reproduces():
     assert np.allclose(again["probe_reverse"], res.probe_reverse[i, 0])
 
 
-def test_shipped_icl_shows_in_context_learning_of_conjunctions_and_the_mixture_effect():
-    """What the shipped ICL sweep shows (the numbers are in icl.py's docstring and notebook 08): the transformers
-    trained on conjunctions (one seed of two) or on the mixture (both seeds) end clearly below the majority-label
-    error on conjunction prompts and fall as examples accumulate; a model trained only on the other class stays at
-    the majority error; no model comes near the optimal learner."""
+def test_shipped_icl_shows_in_context_learning_of_conjunctions_and_the_mixture_effect_in_part():
+    """What the shipped ICL sweep shows (the numbers are in icl.py's docstring and notebook 08): every model trained
+    on conjunctions, both seeds, ends clearly below the majority-label error on conjunction prompts and below a
+    learner that only copies seen labels, appearing over the checkpoints; no model comes near the optimal learner;
+    parities are learned no better than copying; a model trained on one class does worse on the other than the
+    mixture model, though no longer at chance."""
     res = icl.load_icl()
     conj, par = res.classes.index("conjunction"), res.classes.index("parity")
     per_seed = res.error[:, :, :, -8:].mean(-1)  # (models, seeds, classes): error over the last 8 examples
+    late, copier = res.late_error(), res.lookup[:, -8:].mean(-1)
     m = {mx: res.labels.index(f"transformer, trained on {mx}") for mx in ("conjunction", "parity", "mixed")}
-    assert res.majority.tolist() == [0.5, 0.5]
-    assert per_seed[m["conjunction"], :, conj].min() < 0.35  # in-context learning appeared (in seed 0)
-    assert (per_seed[m["mixed"], :, conj] < 0.4).all()  # in both seeds of the mixture
+    rec = next(i for i, lab in enumerate(res.labels) if lab.startswith("recurrent"))
+    assert res.settings["init"] == "torch" and res.majority.tolist() == [0.5, 0.5]
+    for i in (m["conjunction"], m["mixed"], rec):  # in-context learning of conjunctions, in every seed
+        assert (per_seed[i, :, conj] < 0.3).all()
+        assert late[i, conj] < copier[conj] - 0.05
+    assert per_seed[rec, :, conj].max() < 0.2  # the recurrent model does best here
+    curve = res.curve[m["mixed"], :, :, conj, -8:].mean(-1)  # (seeds, checkpoints)
+    assert (curve[:, 0] > 0.4).all() and (curve[:, -1] < 0.3).all()  # it appears over training
     first = res.error[m["mixed"], :, conj, 0].mean()
-    assert first > 0.45 and res.late_error()[m["mixed"], conj] < first - 0.1  # it falls with the examples
-    for i, k in ((m["conjunction"], par), (m["parity"], conj)):  # outside the pretraining mixture: at chance
-        assert abs(res.late_error()[i, k] - 0.5) < 0.03
-    assert (res.late_error()[:, conj] > res.optimal[conj, -8:].mean() + 0.15).all()  # far from optimal
+    assert first > 0.45 and late[m["mixed"], conj] < first - 0.2  # it falls with the examples
+    assert (late[:, conj] > res.optimal[conj, -8:].mean() + 0.08).all()  # far from optimal
+    assert (late[:, par] > copier[par] - 0.02).all()  # parities: no better than copying
+    # the mixture effect, in part: outside its pretraining class a model does worse than the mixture model ...
+    assert late[m["conjunction"], par] > late[m["mixed"], par] + 0.05
+    assert late[m["parity"], conj] > late[m["mixed"], conj] + 0.1
+    assert 0.3 < late[m["parity"], conj] < 0.45 and 0.4 < late[m["conjunction"], par] < 0.48  # ... but not at chance
