@@ -23,7 +23,7 @@ def test_shipped_sweep_loads_with_its_commands_settings(name):
             assert np.all((v >= 0) & (v <= 1)), field
     n_models = len(make_sweeps.recipes(name)) // len(make_sweeps.seeds(name))
     if name == "answer_format":
-        assert res.accuracy.shape == (3, len(make_sweeps.TRAIN_SIZES), len(make_sweeps.SEEDS))
+        assert res.accuracy.shape == (3, len(make_sweeps.TRAIN_SIZES), len(make_sweeps.seeds(name)))
     else:
         assert len(res.labels) == n_models
 
@@ -63,3 +63,15 @@ def test_shipped_icl_shows_in_context_learning_of_conjunctions_and_the_mixture_e
     assert late[m["conjunction"], par] > late[m["mixed"], par] + 0.05
     assert late[m["parity"], conj] > late[m["mixed"], conj] + 0.1
     assert 0.3 < late[m["parity"], conj] < 0.45 and 0.4 < late[m["conjunction"], par] < 0.48  # ... but not at chance
+
+
+def test_shipped_answer_format_shows_the_reversed_transition_in_part():
+    """What the shipped answer-format sweep shows (answer_format.py's docstring, notebook 08): from 250 to 1,000
+    problems reversed output goes from memorising to adding in every seed, plain in only one; the scratchpad is best;
+    with 250 problems nothing generalises."""
+    res = AF.load_answer_format()
+    acc = {f: res.accuracy[i] for i, f in enumerate(res.formats)}  # (N, S) per format
+    j250, j1000 = list(res.n_train).index(250), list(res.n_train).index(1000)
+    assert np.all(acc["reversed"][j1000] >= 0.9) and np.all(acc["scratchpad"][j1000] >= 0.9)
+    assert acc["plain"][j1000].min() < 0.5 < acc["plain"][j1000].max()  # one seed of two
+    assert all(np.all(acc[f][j250] < 0.25) for f in res.formats)
