@@ -363,3 +363,21 @@ def test_lanes_step_through_the_chunked_cache(byte_model, monkeypatch):
     with pytest.raises(CorruptBlobError, match=f"version {C.FORMAT_VERSION - 1}; this workbench reads version "
                                                f"{C.FORMAT_VERSION}"):
         decompress(byte_model, bytes(old))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "qwen2", "qwen3", "mistral", "gemma2", "phi", "opt"])
+def test_hf_families_round_trip_through_worker_processes(family, monkeypatch):
+    """A tiny random HF model of each common family (loaded back with from_hf) has no NumPy loop step: its lanes run
+    through ``model.step`` with its own cache, in forked worker processes as in threads, with the same bits."""
+    from tests import hf_families as F
+    from workbench.datalab import compress as C
+
+    m = F.loaded(family)
+    data = ("def add(a, b):\n    return a + b\n" * 30).encode() + "h\u00e9llo w\u00f6rld".encode()
+    monkeypatch.setattr(C, "PROCESS_MIN_TOKENS", 0)
+    r = compress_report(m, data, workers=2)
+    assert len(C._streams(r.header)) == 2
+    assert decompress(m, r.blob, workers=2) == data
+    monkeypatch.setattr(C, "PROCESS_MIN_TOKENS", 10**9)
+    assert compress(m, data, workers=2) == compress(m, data, workers=1) == r.blob
+    assert r.payload_bytes <= 1.005 * r.ideal_bits / 8 + 16
