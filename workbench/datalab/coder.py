@@ -49,6 +49,32 @@ def _check_total(total: int) -> None:
         raise FrequencyError(f"the frequency total must be in [1, 2**30], got {total}")
 
 
+def _settle(lo: int, hi: int, pending: int, bits: list[int]) -> tuple[int, int, int]:
+    """The encoder's renormalisation after narrowing to ``[lo, hi]``: while the leading bit is settled, write it to
+    ``bits`` (and the pending opposites) and double the interval; while it sits in the middle half, double it around
+    the middle and count one more pending bit. Returns ``(lo, hi, pending)``."""
+    while True:
+        if hi < _HALF:  # both ends start with 0: write it (and the pending opposites)
+            bits.append(0)
+            if pending:
+                bits.extend([1] * pending)
+                pending = 0
+        elif lo >= _HALF:  # both ends start with 1
+            bits.append(1)
+            if pending:
+                bits.extend([0] * pending)
+                pending = 0
+            lo -= _HALF
+            hi -= _HALF
+        elif lo >= _QUARTER and hi < _THREE_QUARTERS:  # straddles the middle, inside the middle half
+            pending += 1
+            lo -= _QUARTER
+            hi -= _QUARTER
+        else:
+            return lo, hi, pending
+        lo, hi = 2 * lo, 2 * hi + 1
+
+
 class ArithmeticEncoder:
     """Codes symbols given as intervals ``[low, high)`` of a frequency ``total``; :meth:`finish` gives the bytes.
 
@@ -85,61 +111,18 @@ class ArithmeticEncoder:
         if self._finished:
             raise SymbolError("the encoder is finished: start a new one")
         lo, hi, pending, bits = self.low, self.high, self.pending, self._bits
-        append, extend = bits.append, bits.extend
         try:
             for low, high, total in zip(lows, highs, totals):
                 if not 0 <= low < high <= total <= MAX_TOTAL:
                     self.encode(low, high, total)  # its error
                 width = hi - lo + 1
-                hi = lo + width * high // total - 1
-                lo = lo + width * low // total
                 self.n_symbols += 1
-                while True:  # as in _renormalise()
-                    if hi < _HALF:
-                        append(0)
-                        if pending:
-                            extend([1] * pending)
-                            pending = 0
-                    elif lo >= _HALF:
-                        append(1)
-                        if pending:
-                            extend([0] * pending)
-                            pending = 0
-                        lo -= _HALF
-                        hi -= _HALF
-                    elif lo >= _QUARTER and hi < _THREE_QUARTERS:
-                        pending += 1
-                        lo -= _QUARTER
-                        hi -= _QUARTER
-                    else:
-                        break
-                    lo, hi = 2 * lo, 2 * hi + 1
+                lo, hi, pending = _settle(lo + width * low // total, lo + width * high // total - 1, pending, bits)
         finally:
             self.low, self.high, self.pending = lo, hi, pending
 
     def _renormalise(self) -> None:
-        lo, hi, bits = self.low, self.high, self._bits
-        while True:
-            if hi < _HALF:  # both ends start with 0: write it (and the pending opposites)
-                bits.append(0)
-                if self.pending:
-                    bits.extend([1] * self.pending)
-                    self.pending = 0
-            elif lo >= _HALF:  # both ends start with 1
-                bits.append(1)
-                if self.pending:
-                    bits.extend([0] * self.pending)
-                    self.pending = 0
-                lo -= _HALF
-                hi -= _HALF
-            elif lo >= _QUARTER and hi < _THREE_QUARTERS:  # straddles the middle, inside the middle half
-                self.pending += 1
-                lo -= _QUARTER
-                hi -= _QUARTER
-            else:
-                break
-            lo, hi = 2 * lo, 2 * hi + 1
-        self.low, self.high = lo, hi
+        self.low, self.high, self.pending = _settle(self.low, self.high, self.pending, self._bits)
 
     def finish(self) -> bytes:
         """Write the two bits that pick a quarter inside the final interval, pad with zeros to a byte, return

@@ -273,7 +273,7 @@ def _probe(model, rows: int, total_bits: int, start_id: int) -> bytes:
             x = np.full((rows, 1), start_id, dtype=np.int64)
         else:
             x = ((np.arange(rows, dtype=np.int64) * 7 + 13 * t + 1) % V).reshape(rows, 1)
-        cum, _ = _step_lane(model, cache, x, total_bits, logp=False, step=step)
+        cum, _ = _step_lane(step, x, total_bits, logp=False)
         h.update(cum.astype("<i8").tobytes())
     return h.digest()[:4]
 
@@ -364,10 +364,9 @@ def _stepper(model, cache) -> Callable[[np.ndarray], np.ndarray]:
     return step
 
 
-def _step_lane(model, cache, x: np.ndarray, total_bits: int, logp: bool = True, step=None):
-    """One cached step of one lane ``x`` ``(n, 1)`` int64 -> :func:`frequencies` of its next-token logits
-    (``step``: the lane's :func:`_stepper`, made here when not given)."""
-    step = _stepper(model, cache) if step is None else step
+def _step_lane(step, x: np.ndarray, total_bits: int, logp: bool = True):
+    """One cached step ``step`` (a lane's :func:`_stepper`) of ``x`` ``(n, 1)`` int64 -> :func:`frequencies` of its
+    next-token logits."""
     return frequencies(np.asarray(step(x), dtype=np.float32), total_bits, logp)
 
 
@@ -403,7 +402,7 @@ def _run_lane(model, header: BlobHeader, segs: list[tuple[int, int]], code: Call
     cache = _lane_cache(model, n, L - first)  # steps fed: the start token and tokens 0 .. L-2
     step = _stepper(model, cache)
     for t in range(first, L):
-        cum, lp = _step_lane(model, cache, x, header.total_bits, logp, step)
+        cum, lp = _step_lane(step, x, header.total_bits, logp)
         x = code(t, cum, lp)
         if t + 1 < L:
             x = _column(x)
@@ -434,7 +433,7 @@ def _encode_stream(model, header: BlobHeader, lanes, tokens: np.ndarray):
                             else -logp[rows, syms] / np.log(2))
             feed = np.zeros(len(lengths), dtype=np.int64)  # finished segments are fed 0, as in the decoder
             feed[rows] = syms
-            return feed.tolist()
+            return feed
 
         _run_lane(model, header, segs, code)
     cat = np.concatenate if pos_all else (lambda _: np.zeros(0))
